@@ -1,0 +1,1 @@
+"""armtwin command-line entry point: the only package that imports all the others."""

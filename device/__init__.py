@@ -1,0 +1,1 @@
+"""Device agent: runs on the arm controller (serial reader, policies, uplink, tracking)."""

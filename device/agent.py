@@ -1,0 +1,296 @@
+"""The device agent: serial reader -> policy -> uplink, predictions -> tracking monitor, status and summary.
+
+One loop in the main thread waits on a ZeroMQ poller that wakes on either a server reply or new serial data
+(the reader thread pings an inproc socket), so it never busy-polls and never blocks the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import zmq
+
+from device.policies import Policy
+from device.reader import SerialReader, host_us
+from device.tracking import Recorder, TrackingMonitor
+from device.uplink import Uplink
+from firmware_interfaces.ports import DEFAULT_BAUD
+from twin.schema import ProtocolError, Wire, prediction_from_wire
+from twin.session import SessionWriter
+
+
+@dataclass
+class DeviceConfig:
+    """Everything ``armtwin device`` needs; validated on construction."""
+
+    port: str
+    server: str
+    policy: Policy
+    device_id: str = "arm0"
+    baudrate: int = DEFAULT_BAUD
+    duration_s: float | None = None
+    record: Path | None = None
+    summary_json: Path | None = None
+    joint_names: list[str] | None = None
+    urdf: str = "kuka_iiwa/model.urdf"
+    lag_ms: float = 250.0
+    status_every_s: float = 1.0
+    key: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError("--duration must be > 0 seconds")
+        if self.lag_ms < 10:
+            raise ValueError("scoring lag must be >= 10 ms")
+
+
+class DeviceAgent:
+    """Runs until ``duration_s`` elapses or ``stop()`` is called (Ctrl-C / SIGTERM in the CLI)."""
+
+    def __init__(self, cfg: DeviceConfig, out: TextIO = sys.stdout) -> None:
+        self.cfg = cfg
+        self.out = out
+        self._stop = threading.Event()
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._wake_addr = f"inproc://wake-{id(self)}"
+        self._wake_rx = self.ctx.socket(zmq.PULL)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = self.ctx.socket(zmq.PUSH)
+        self._wake_tx.setsockopt(zmq.SNDHWM, 2)  # a wake-up is a hint; one pending is enough
+        self._wake_tx.connect(self._wake_addr)
+        self._wake_lock = threading.Lock()
+        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake)
+        self.uplink: Uplink | None = None
+        self.tracking: TrackingMonitor | None = None
+        self.recorder: Recorder | None = None
+        self.fw2host_us: int | None = None  # host_us - device time, lower envelope (serial latency floor)
+        self.summary: dict[str, Any] = {}
+        self._seq_sent = 0
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            try:
+                self._wake_tx.send(b"", flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    # -- main loop -----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.reader.start()
+        start_us = host_us()
+        first_sample_us: int | None = None
+        next_status = start_us + int(cfg.status_every_s * 1e6)
+        last_status_measured = 0
+        poller = zmq.Poller()
+        poller.register(self._wake_rx, zmq.POLLIN)
+        down_since: int | None = None
+        link_down_us = 0
+        try:
+            while not self._stop.is_set():
+                now = host_us()
+                if cfg.duration_s is not None and first_sample_us is not None:
+                    if now - first_sample_us >= cfg.duration_s * 1e6:
+                        break
+                socks = dict(poller.poll(timeout=20))
+                if self._wake_rx in socks:
+                    while True:
+                        try:
+                            self._wake_rx.recv(flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                samples = self.reader.drain()
+                now = host_us()
+                if samples:
+                    if self.uplink is None:
+                        first_sample_us = now
+                        self._start_session(len(samples[0].q))
+                        assert self.uplink is not None
+                        poller.register(self.uplink.sock, zmq.POLLIN)
+                    self._handle_samples(samples, now)
+                if self.uplink is None or self.tracking is None:
+                    continue
+                for msg in self.uplink.poll_replies(now):
+                    self._handle_prediction(msg)
+                self.uplink.tick(now, self._brief_status())
+                if not self.uplink.link_up:
+                    down_since = now if down_since is None else down_since
+                elif down_since is not None:
+                    link_down_us += now - down_since
+                    down_since = None
+                if self.fw2host_us is not None:
+                    self.tracking.finalize(now - self.fw2host_us)
+                if now >= next_status:
+                    dt = (now - next_status) / 1e6 + cfg.status_every_s
+                    self._status_line(self.tracking.measured - last_status_measured, dt, now)
+                    last_status_measured = self.tracking.measured
+                    next_status += int(cfg.status_every_s * 1e6)
+        finally:
+            if down_since is not None:
+                link_down_us += host_us() - down_since
+            self.summary = self._shutdown(start_us, link_down_us)
+        return self.summary
+
+    def _start_session(self, joints: int) -> None:
+        cfg = self.cfg
+        names = cfg.joint_names or [f"joint_{i + 1}" for i in range(joints)]
+        if len(names) != joints:
+            print(f"warning: {len(names)} joint names given but the arm sends {joints}; using generic names",
+                  file=sys.stderr)
+            names = [f"joint_{i + 1}" for i in range(joints)]
+        self.joint_names = names
+        hello = {"dev": cfg.device_id, "joints": names, "rate_hz": 1000.0, "urdf": cfg.urdf,
+                 "policy": cfg.policy.spec()}
+        self.uplink = Uplink(self.ctx, cfg.server, hello, Wire(cfg.key))
+        if cfg.record is not None:
+            meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
+                    "port": cfg.port, "server": cfg.server, **cfg.meta}
+            self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
+        self.tracking = TrackingMonitor(joints, int(cfg.lag_ms * 1000), self.recorder)
+
+    def _handle_samples(self, samples: list[Any], now: int) -> None:
+        assert self.uplink is not None and self.tracking is not None
+        t = np.fromiter((s.t_us for s in samples), dtype=np.int64, count=len(samples))
+        offsets = np.fromiter((s.host_us for s in samples), dtype=np.int64, count=len(samples)) - t
+        lo = int(offsets.min())
+        # Lower envelope of (host receive - device time): the serial latency floor maps device to host time.
+        self.fw2host_us = lo if self.fw2host_us is None else min(self.fw2host_us, lo)
+        q = np.stack([s.q for s in samples])
+        mask = self.cfg.policy.select(t, q)
+        sent = np.zeros(len(samples), dtype=bool)
+        for i in np.flatnonzero(mask):
+            s = samples[i]
+            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, self.cfg.policy.horizon_us, now, self.cfg.policy.k)
+        self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
+
+    def _handle_prediction(self, msg: dict[str, Any]) -> None:
+        assert self.uplink is not None and self.tracking is not None and self.fw2host_us is not None
+        # Arrival at the server, in device time: server clock -> host clock -> device (firmware) clock.
+        arrival_dev = int(msg["rx"]) - self.uplink.server_offset_us - self.fw2host_us
+        for item in msg["preds"]:
+            try:
+                pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
+            except ProtocolError:
+                self.uplink.stats.bad_replies += 1
+                continue
+            # Redundant older predictions carry their own arrival (item 5) when present.
+            arr = arrival_dev if len(item) < 6 else int(item[5]) - self.uplink.server_offset_us - self.fw2host_us
+            self.tracking.add_prediction(pred_seq, arr, pred)
+
+    # -- reporting -----------------------------------------------------------------------------------------
+    def _brief_status(self) -> dict[str, Any]:
+        tr = self.tracking
+        if tr is None:
+            return {}
+        return {"load": tr.load, "mse_deg2": tr.acc.mse_deg2, "k": self.cfg.policy.k,
+                "h_ms": self.cfg.policy.horizon_us / 1000}
+
+    def _status_line(self, n: int, dt: float, now: int) -> None:
+        assert self.uplink is not None and self.tracking is not None
+        st = self.reader.decoder.stats
+        p50, p99 = self.uplink.rtt_percentiles_ms()
+        win = self.tracking.take_window()
+        link = "up" if self.uplink.link_up else "DOWN"
+        port = "" if self.reader.connected.is_set() else " port=DOWN"
+        line = (f"rate={n / dt:7.1f}Hz load={self.tracking.load:.3f} mse={win.mse_deg2:.3g}deg2 "
+                f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:g} "
+                f"H={self.cfg.policy.horizon_us / 1000:g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
+                f"crc={st.crc_errors} dropped={self.uplink.stats.dropped_packets} link={link}{port}")
+        print(line, file=self.out, flush=True)
+        if self.recorder is not None:
+            self.recorder.status(now - (self.fw2host_us or 0), {
+                "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
+                "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
+                "dropped_packets": self.uplink.stats.dropped_packets})
+
+    def _shutdown(self, start_us: int, link_down_us: int) -> dict[str, Any]:
+        self.reader.stop()
+        # Samples still in the reader's queue were measured: they must be scored and recorded too.
+        leftover = self.reader.drain()
+        if leftover and self.tracking is not None:
+            self.tracking.add_samples([s.t_us for s in leftover], [s.seq for s in leftover],
+                                      [s.q for s in leftover], np.zeros(len(leftover), dtype=bool))
+        if self.uplink is not None and self.tracking is not None:
+            # Collect the last replies still in flight before scoring the tail.
+            deadline = host_us() + 50_000
+            while host_us() < deadline:
+                if not self.uplink.sock.poll(10):
+                    break
+                for msg in self.uplink.poll_replies(host_us()):
+                    self._handle_prediction(msg)
+            self.tracking.finalize(None)
+        summary = self._summary(start_us, link_down_us)
+        if self.recorder is not None:
+            self.recorder.close(summary)
+            if self.recorder.error:
+                print(self.recorder.error, file=sys.stderr)
+        if self.uplink is not None:
+            self.uplink.close()
+        self._wake_rx.close(linger=0)
+        self._wake_tx.close(linger=0)
+        self.ctx.term()
+        return summary
+
+    def _summary(self, start_us: int, link_down_us: int) -> dict[str, Any]:
+        st = self.reader.decoder.stats
+        tr, up = self.tracking, self.uplink
+        elapsed = (host_us() - start_us) / 1e6
+        out: dict[str, Any] = {
+            "samples": tr.measured if tr else 0,
+            "sent": tr.sent if tr else 0,
+            "load": tr.load if tr else float("nan"),
+            "frames_lost": st.frames_lost,
+            "crc_errors": st.crc_errors,
+            "decoder": st.as_dict(),
+            "port_errors": self.reader.port_errors,
+            "policy": self.cfg.policy.spec(),
+            "elapsed_s": elapsed,
+            "link_down_s": link_down_us / 1e6,
+        }
+        if tr is not None:
+            out.update(tr.acc.summary())
+        if up is not None:
+            p50, p99 = up.rtt_percentiles_ms(recent=False)
+            out.update({"rtt_p50_ms": p50, "rtt_p99_ms": p99, "packets_sent": up.stats.packets_sent,
+                        "bytes_sent": up.stats.bytes_sent, "bytes_per_s": up.stats.bytes_sent / max(elapsed, 1e-9),
+                        "dropped_packets": up.stats.dropped_packets, "bad_replies": up.stats.bad_replies,
+                        "link_downs": up.stats.link_downs})
+        else:
+            out.update({"mse_deg2": float("nan"), "rtt_p50_ms": float("nan"), "rtt_p99_ms": float("nan")})
+        return out
+
+
+def install_signal_handlers(agent: DeviceAgent) -> None:
+    """Ctrl-C and SIGTERM end the run cleanly (summary printed, recording closed)."""
+
+    def handler(signum: int, frame: object) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    keys = ["samples", "sent", "load", "mse_deg2", "rmse_deg", "p99_abs_err_deg", "frames_lost", "crc_errors",
+            "dropped_packets", "rtt_p50_ms", "rtt_p99_ms", "bytes_per_s", "link_down_s"]
+    parts = []
+    for k in keys:
+        v = summary.get(k)
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return "summary: " + " ".join(parts)
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -1,0 +1,66 @@
+"""``armtwin device``: the agent on the arm's controller computer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="read the arm at 1 kHz, send what the policy chooses, score the twin online",
+        description="Read joint frames from the arm's serial port, send the samples the policy selects to the "
+        "twin server, reconstruct what the twin displayed from the predictions sent back, and report load and "
+        "tracking error once a second. Ctrl-C or SIGTERM ends the run with a summary.",
+        epilog="examples:\n"
+        "  armtwin device --port /dev/ttyACM0 --server tcp://edge-pc:5555\n"
+        "  armtwin device --port /dev/pts/3 --server tcp://127.0.0.1:5555 --policy static:k=10,h=0 \\\n"
+        "      --duration 10 --record out.mcap --summary-json out.json\n"
+        "  armtwin device --port spy:///dev/ttyACM0 ...   (any pyserial URL works)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    p.add_argument("--server", required=True, help="twin server endpoint, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--policy", default="static:k=1,h=0", help="sampling policy (default static:k=1,h=0)")
+    p.add_argument("--baud", type=int, default=921_600, help="baud rate (ignored by native USB CDC)")
+    p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
+    p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
+    p.add_argument("--urdf", default="kuka_iiwa/model.urdf", help="URDF id announced to the server")
+    p.add_argument("--duration", type=float, help="stop after S seconds of samples")
+    p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here")
+    p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
+    p.add_argument("--lag-ms", type=float, default=250.0,
+                   help="how long samples wait for predictions before being scored (default 250)")
+    p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
+                   help="environment variable holding the shared HMAC key, if the server uses one")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.agent import DeviceAgent, DeviceConfig, format_summary, install_signal_handlers, write_summary
+    from device.policies import PolicySpecError, parse_policy
+
+    try:
+        policy = parse_policy(args.policy)
+        key = os.environ.get(args.key_env)
+        cfg = DeviceConfig(
+            port=args.port, server=args.server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            duration_s=args.duration, record=args.record, summary_json=args.summary_json,
+            joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
+            lag_ms=args.lag_ms, key=key.encode() if key else None)
+    except (PolicySpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    agent = DeviceAgent(cfg)
+    install_signal_handlers(agent)
+    summary = agent.run()
+    print(format_summary(summary), flush=True)
+    if agent.reader.last_error and summary["samples"] == 0:
+        print(f"no samples received; last port error: {agent.reader.last_error}", file=sys.stderr)
+    if cfg.summary_json is not None:
+        write_summary(cfg.summary_json, summary)
+    return 0 if summary["samples"] > 0 else 1

@@ -1,0 +1,116 @@
+"""Sampling policies: which measured samples go to the server, and with which prediction horizon.
+
+One interface, used unchanged by the live device (chunks of a few samples as they arrive) and by the offline
+simulator (a whole session in one call): ``select`` is stateful across chunks, so both see the same decisions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class PolicySpecError(ValueError):
+    """A ``--policy`` string that cannot be parsed; the message lists the valid forms."""
+
+
+class Policy(ABC):
+    """Decides per sample whether it is sent; ``horizon_us`` is the horizon the server must honour."""
+
+    family: str = ""
+
+    def __init__(self, horizon_ms: float = 0.0) -> None:
+        self.horizon_us = int(round(horizon_ms * 1000))
+
+    @property
+    def k(self) -> float:
+        """Current (nominal) sampling interval in samples, for status lines."""
+        return 1.0
+
+    @abstractmethod
+    def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """(N,), (N, J) new samples in time order -> (N,) bool, True = send."""
+
+    def reset(self) -> None:
+        """Forget state (start of a simulated episode)."""
+
+    def spec(self) -> str:
+        return self.family
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.spec(), "k": self.k, "h_ms": self.horizon_us / 1000}
+
+
+class SendAll(Policy):
+    """No sampling: every sample goes to the server (load 1.0)."""
+
+    family = "none"
+
+    def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.ones(len(t_us), dtype=bool)
+
+    def spec(self) -> str:
+        return f"none:h={self.horizon_us / 1000:g}"
+
+
+class StaticPolicy(Policy):
+    """Send every k-th measured sample (rate 1000/k Hz at 1 kHz); server horizon H ms."""
+
+    family = "static"
+
+    def __init__(self, k: int, horizon_ms: float = 0.0) -> None:
+        super().__init__(horizon_ms)
+        if k < 1:
+            raise PolicySpecError("static policy needs k >= 1")
+        self._k = int(k)
+        self._count = 0
+
+    @property
+    def k(self) -> float:
+        return float(self._k)
+
+    def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        idx = self._count + np.arange(len(t_us))
+        self._count += len(t_us)
+        return (idx % self._k) == 0
+
+    def reset(self) -> None:
+        self._count = 0
+
+    def spec(self) -> str:
+        return f"static:k={self._k},h={self.horizon_us / 1000:g}"
+
+
+PolicyFactory = Callable[[dict[str, str]], Policy]
+POLICIES: dict[str, PolicyFactory] = {
+    "none": lambda a: SendAll(float(a.get("h", 0))),
+    "static": lambda a: StaticPolicy(int(a.get("k", 1)), float(a.get("h", 0))),
+}
+
+
+def register_policy(family: str, factory: PolicyFactory) -> None:
+    """Register a policy family for ``parse_policy`` (event policies, KC-TD3)."""
+    POLICIES[family] = factory
+
+
+def parse_policy(spec: str) -> Policy:
+    """``static:k=10,h=20`` / ``none`` / other registered families -> Policy."""
+    family, _, rest = spec.partition(":")
+    family = family.strip()
+    if family not in POLICIES:
+        raise PolicySpecError(f"unknown policy {family!r}; known: {', '.join(sorted(POLICIES))} (e.g. static:k=10,h=20)")
+    args: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = part.partition("=")
+        if not eq:
+            # A bare value is a path (kc-td3:POLICY.pt).
+            args["path"] = part
+            continue
+        args[key.strip()] = val.strip()
+    try:
+        return POLICIES[family](args)
+    except (ValueError, KeyError) as exc:
+        raise PolicySpecError(f"bad policy {spec!r}: {exc}") from exc

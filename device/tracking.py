@@ -1,0 +1,164 @@
+"""Tracking monitor: what the twin displayed for every measured millisecond, and the error online.
+
+A sample's displayed value is final only once every prediction that could have been in effect at its time has
+come back, so samples are held for ``lag_us`` (a few RTTs) before they are scored and recorded. Nothing measured
+is dropped: at shutdown every pending sample is finalised with what is known.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from twin.display import Prediction, displayed, in_effect
+from twin.metrics import ErrorAccumulator
+from twin.session import SessionWriter
+
+
+@dataclass
+class _Pred:
+    arrival_us: int
+    pred: Prediction
+
+
+class PredictionLog:
+    """Predictions keyed by server sequence (duplicates from redundant replies ignored), evaluable at any time."""
+
+    def __init__(self, joints: int) -> None:
+        self.joints = joints
+        self._preds: dict[int, _Pred] = {}
+
+    def add(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
+        self._preds.setdefault(pred_seq, _Pred(arrival_us, pred))
+
+    def __len__(self) -> int:
+        return len(self._preds)
+
+    def evaluate(self, t_us: np.ndarray) -> np.ndarray:
+        if not self._preds:
+            return np.full((len(t_us), self.joints), np.nan)
+        items = list(self._preds.values())
+        arrival = np.fromiter((p.arrival_us for p in items), dtype=np.int64)
+        t0 = np.fromiter((p.pred.t0_us for p in items), dtype=np.int64)
+        keep = in_effect(arrival, t0)
+        width = max(p.pred.coeffs.shape[0] for p in items)
+        coeffs = np.zeros((len(keep), width, self.joints))
+        for row, i in enumerate(keep):
+            c = items[i].pred.coeffs
+            coeffs[row, : c.shape[0]] = c
+        h = np.fromiter((items[i].pred.horizon_us for i in keep), dtype=np.int64)
+        return displayed(t_us, arrival[keep], t0[keep], h, coeffs)
+
+    def prune_before(self, t_us: int) -> None:
+        """Forget predictions superseded before ``t_us`` (keep the newest one that arrived by then)."""
+        old = [(s, p) for s, p in self._preds.items() if p.arrival_us <= t_us]
+        if len(old) <= 1:
+            return
+        newest = max(old, key=lambda sp: sp[1].pred.t0_us)[0]
+        for s, _ in old:
+            if s != newest:
+                del self._preds[s]
+
+
+class Recorder:
+    """Writes finalized blocks to the session file from a background thread: the device loop never waits on disk."""
+
+    def __init__(self, writer: SessionWriter) -> None:
+        self.writer = writer
+        self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+        self.error: str | None = None
+
+    def block(self, *arrays: Any) -> None:
+        self._q.put(("block", arrays))
+
+    def status(self, t_us: int, status: dict[str, Any]) -> None:
+        self._q.put(("status", (t_us, status)))
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self._q.put(("close", summary))
+        self._thread.join()
+
+    def _run(self) -> None:
+        import time
+
+        last_flush = time.monotonic()
+        while True:
+            kind, payload = self._q.get()
+            try:
+                if kind == "block":
+                    self.writer.write_block(*payload)
+                elif kind == "status":
+                    self.writer.write_status(*payload)
+                else:
+                    self.writer.close(payload)
+                    return
+                if time.monotonic() - last_flush > 1.0:
+                    self.writer.flush()
+                    last_flush = time.monotonic()
+            except OSError as exc:  # disk full etc.: keep the device running, report it
+                self.error = f"recording failed: {exc}"
+                if kind == "close":
+                    return
+
+
+class TrackingMonitor:
+    """Holds measured samples until their display is known, then scores and records them."""
+
+    def __init__(self, joints: int, lag_us: int, recorder: Recorder | None = None) -> None:
+        self.preds = PredictionLog(joints)
+        self.lag_us = lag_us
+        self.recorder = recorder
+        self.acc = ErrorAccumulator()
+        self.window = ErrorAccumulator()  # since the last status line
+        self._t: list[int] = []
+        self._seq: list[int] = []
+        self._q: list[np.ndarray] = []
+        self._sent: list[bool] = []
+        self.measured = 0
+        self.sent = 0
+
+    def add_samples(self, t_us: list[int], seq: list[int], q: list[np.ndarray], sent: np.ndarray) -> None:
+        self._t.extend(t_us)
+        self._seq.extend(seq)
+        self._q.extend(q)
+        self._sent.extend(bool(s) for s in sent)
+        self.measured += len(t_us)
+        self.sent += int(np.count_nonzero(sent))
+
+    def add_prediction(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
+        self.preds.add(pred_seq, arrival_us, pred)
+
+    def finalize(self, now_dev_us: int | None) -> int:
+        """Score and record every pending sample older than ``now - lag`` (all of them if ``now`` is None)."""
+        if not self._t:
+            return 0
+        if now_dev_us is None:
+            n = len(self._t)
+        else:
+            n = int(np.searchsorted(np.asarray(self._t, dtype=np.int64), now_dev_us - self.lag_us, side="right"))
+        if n == 0:
+            return 0
+        t = np.asarray(self._t[:n], dtype=np.int64)
+        q = np.stack(self._q[:n])
+        qhat = self.preds.evaluate(t)
+        self.acc.add(t, q, qhat)
+        self.window.add(t, q, qhat)
+        if self.recorder is not None:
+            self.recorder.block(t, np.asarray(self._seq[:n]), q, np.asarray(self._sent[:n]), qhat)
+        del self._t[:n], self._seq[:n], self._q[:n], self._sent[:n]
+        self.preds.prune_before(int(t[-1]))
+        return n
+
+    @property
+    def load(self) -> float:
+        return self.sent / self.measured if self.measured else float("nan")
+
+    def take_window(self) -> ErrorAccumulator:
+        w, self.window = self.window, ErrorAccumulator()
+        return w

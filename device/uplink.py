@@ -1,0 +1,159 @@
+"""The device's ZeroMQ link to the twin server: DEALER, non-blocking sends, heartbeats, RTT and clock offset.
+
+Sends never block the device loop: with no connected server (``IMMEDIATE``) or a full queue, the message is
+dropped and counted. The link is "up" while replies keep coming; after a silence it is "down" and the device
+says hello again when a server answers, so a restarted server picks the session up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from twin.schema import ProtocolError, Wire
+
+HEARTBEAT_US = 200_000
+LINK_TIMEOUT_US = 1_000_000
+
+
+@dataclass
+class UplinkStats:
+    """Counters for the status line and summary."""
+
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    dropped_packets: int = 0  # refused by the socket (no server / queue full)
+    replies: int = 0
+    bad_replies: int = 0
+    link_downs: int = 0
+    errors_from_server: int = 0
+    bad_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Uplink:
+    """Owns the DEALER socket. ``poll_replies`` returns decoded predictions for the tracking monitor."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        hello: dict[str, Any],
+        wire: Wire | None = None,
+        hwm: int = 1000,
+    ) -> None:
+        self.endpoint = endpoint
+        self.hello = hello
+        self.wire = wire or Wire()
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self.sock.connect(endpoint)
+        self.stats = UplinkStats()
+        self.rtts_us: deque[int] = deque(maxlen=4096)
+        self.all_rtts_us: list[int] = []
+        self.link_up = False
+        self._last_reply_us: int | None = None
+        self._last_hb_us = 0
+        self._hello_pending = True
+        self.welcomed = False
+        self.server_offset_us = 0  # server clock - host clock
+        self._best_rtt_us: int | None = None
+        self._offset_age = 0
+        self.down_us = 0
+
+    # -- sending -------------------------------------------------------------------------------------------
+    def _send(self, frames: list[bytes]) -> bool:
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.dropped_packets += 1
+            return False
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += sum(len(f) for f in frames)
+        return True
+
+    def send_sample(self, seq: int, t_us: int, q: np.ndarray, horizon_us: int, now_us: int, k: float) -> bool:
+        return self._send(
+            self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k)
+        )
+
+    def tick(self, now_us: int, status: dict[str, Any] | None = None) -> None:
+        """Heartbeat / hello / link-state bookkeeping; call every loop iteration."""
+        if self._last_reply_us is not None and now_us - self._last_reply_us > LINK_TIMEOUT_US and self.link_up:
+            self.link_up = False
+            self.stats.link_downs += 1
+            self._hello_pending = True
+        if now_us - self._last_hb_us >= HEARTBEAT_US:
+            if self._hello_pending:
+                self._send(self.wire.encode("hello", ts=now_us, **self.hello))
+            self._send(self.wire.encode("hb", ts=now_us, stats=status or {}))
+            self._last_hb_us = now_us
+
+    # -- receiving -----------------------------------------------------------------------------------------
+    def poll_replies(self, now_us: int) -> list[dict[str, Any]]:
+        """Drain the socket; returns the ``pred`` messages (RTT/offset/link state handled here)."""
+        preds = []
+        while True:
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return preds
+            try:
+                msg = self.wire.decode(frames)
+            except ProtocolError as exc:
+                self.stats.bad_replies += 1
+                self.stats.bad_reasons[exc.reason] = self.stats.bad_reasons.get(exc.reason, 0) + 1
+                continue
+            self.stats.replies += 1
+            self._last_reply_us = now_us
+            if not self.link_up:
+                self.link_up = True
+            kind = msg["type"]
+            if kind == "pred":
+                self._rtt(now_us, msg["ts"], None)
+                preds.append(msg)
+            elif kind == "pong":
+                self._rtt(now_us, msg["ts"], msg["srv_us"])
+            elif kind == "welcome":
+                self._hello_pending = False
+                self.welcomed = True
+            elif kind == "error":
+                self.stats.errors_from_server += 1
+                if msg["code"] == "no-session":
+                    self._hello_pending = True
+
+    def _rtt(self, now_us: int, ts: int, srv_us: int | None) -> None:
+        rtt = now_us - ts
+        if rtt < 0:
+            return
+        self.rtts_us.append(rtt)
+        self.all_rtts_us.append(rtt)
+        if srv_us is not None:
+            # NTP-style: trust the offset measured with the smallest RTT; forget it slowly so drift is followed.
+            self._offset_age += 1
+            if self._best_rtt_us is None or rtt <= self._best_rtt_us or self._offset_age > 50:
+                self._best_rtt_us = rtt
+                self._offset_age = 0
+                self.server_offset_us = srv_us - (ts + rtt // 2)
+
+    def rtt_percentiles_ms(self, recent: bool = True) -> tuple[float, float]:
+        data = self.rtts_us if recent else self.all_rtts_us
+        if not data:
+            return float("nan"), float("nan")
+        arr = np.fromiter(data, dtype=np.float64)
+        return float(np.percentile(arr, 50) / 1000), float(np.percentile(arr, 99) / 1000)
+
+    def close(self) -> None:
+        try:
+            if self.link_up:
+                self._send(self.wire.encode("bye"))
+        finally:
+            self.sock.close(linger=0)

@@ -1,0 +1,148 @@
+"""A mock arm on a real pty: streams (t, q) samples as v1 frames, paced against absolute deadlines.
+
+The device agent opens the pty's slave path with pyserial exactly as it would open ``/dev/ttyACM0``. Like real
+firmware, the mock arm does not wait for anyone once streaming: bytes the reader does not drain in time are lost
+(counted in ``stats.frames_dropped``). By default it waits until a reader opens the port before the first frame,
+so a replay starts at the beginning of the recording.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import threading
+import time
+import tty
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_interfaces.codec import FLAG_SIM, encode_frame
+
+_POLLHUP = select.POLLHUP
+
+
+@dataclass
+class MockArmStats:
+    """What the mock arm did; ``frames_dropped`` are frames the pty could not take (reader too slow)."""
+
+    frames_sent: int = 0
+    frames_dropped: int = 0
+    bytes_corrupted: int = 0
+    late_max_us: int = 0  # worst lateness of a frame against its deadline
+    loops: int = 0
+
+
+class MockArm:
+    """Replays ``t_us`` (N,) int64 and ``q_urad`` (N, J) int samples on a fresh pty.
+
+    ``rate`` scales playback speed (2.0 = twice as fast); ``loop`` repeats with continuous seq and time;
+    ``corrupt_rate`` is the probability that any byte is replaced with a random one.
+    """
+
+    def __init__(
+        self,
+        t_us: np.ndarray,
+        q_urad: np.ndarray,
+        rate: float = 1.0,
+        loop: bool = False,
+        corrupt_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if len(t_us) < 1:
+            raise ValueError("mock arm needs at least one sample")
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        if not 0.0 <= corrupt_rate < 1.0:
+            raise ValueError("corrupt rate must be in [0, 1)")
+        self.t_us = np.asarray(t_us, dtype=np.int64)
+        self.q_urad = np.asarray(q_urad, dtype=np.int64)
+        self.rate = rate
+        self.loop = loop
+        self.corrupt_rate = corrupt_rate
+        self._rng = random.Random(seed)
+        self.stats = MockArmStats()
+        self._master, slave = os.openpty()
+        tty.setraw(slave)  # no line discipline: 0x00 and 0x0A must pass untouched
+        self.port = os.ttyname(slave)
+        os.close(slave)  # closing our slave end lets us see when a reader opens/closes it (POLLHUP)
+        os.set_blocking(self._master, False)
+        self._poll = select.poll()
+        self._poll.register(self._master, select.POLLHUP)
+
+    def reader_connected(self) -> bool:
+        return not any(ev & _POLLHUP for _, ev in self._poll.poll(0))
+
+    def wait_for_reader(self, stop: threading.Event, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not stop.is_set():
+            if self.reader_connected():
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            stop.wait(0.01)  # a pty offers no "opened" event; poll the HUP state at 100 Hz
+        return False
+
+    def run(self, stop: threading.Event) -> MockArmStats:
+        """Stream until the samples are exhausted (or forever with ``loop``) or ``stop`` is set."""
+        n = len(self.t_us)
+        period = int(np.median(np.diff(self.t_us))) if n > 1 else 1000
+        span = int(self.t_us[-1] - self.t_us[0]) + period
+        start = time.monotonic_ns()
+        seq = 0
+        i = 0
+        loop_offset = 0
+        while not stop.is_set():
+            if i == n:
+                if not self.loop:
+                    break
+                i = 0
+                loop_offset += span
+                self.stats.loops += 1
+            t_rel = int(self.t_us[i] - self.t_us[0]) + loop_offset
+            deadline = start + int(t_rel * 1000 / self.rate)
+            now = time.monotonic_ns()
+            if deadline > now:
+                # Absolute deadline: sleeping too long on one frame is caught up on the next, never accumulated.
+                stop.wait((deadline - now) * 1e-9)
+                now = time.monotonic_ns()
+            self.stats.late_max_us = max(self.stats.late_max_us, (now - deadline) // 1000)
+            frame = encode_frame(seq, int(self.t_us[0]) + t_rel, self.q_urad[i].tolist(), FLAG_SIM)
+            self._write(frame)
+            seq += 1
+            i += 1
+        return self.stats
+
+    def _write(self, frame: bytes) -> None:
+        if self.corrupt_rate:
+            frame = self._corrupt(frame)
+        try:
+            written = os.write(self._master, frame)
+        except BlockingIOError:
+            self.stats.frames_dropped += 1
+            return
+        if written < len(frame):
+            # Partial write: the rest is lost like bytes on a UART nobody reads; the decoder resyncs.
+            self.stats.frames_dropped += 1
+            return
+        self.stats.frames_sent += 1
+
+    def _corrupt(self, frame: bytes) -> bytes:
+        out = bytearray(frame)
+        for k in range(len(out)):
+            if self._rng.random() < self.corrupt_rate:
+                out[k] = self._rng.randrange(256)
+                self.stats.bytes_corrupted += 1
+        return bytes(out)
+
+    def close(self) -> None:
+        if self._master >= 0:
+            os.close(self._master)
+            self._master = -1
+
+    def __enter__(self) -> MockArm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Twin server: one session per device, predictions back, twin states on PUB."""

@@ -1,0 +1,54 @@
+"""``armtwin server``: run the twin server until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="run the twin server (ROUTER for devices, PUB for viewers)",
+        description="Accept devices on a ZeroMQ ROUTER socket, predict each arm's trajectory, reply with "
+        "predictions and publish twin states on PUB. Prints 'bind=<endpoint>' and 'pub=<endpoint>' first "
+        "(useful with port '*' for a random port).",
+        epilog="examples:\n  armtwin server\n  armtwin server --bind tcp://127.0.0.1:* --pub tcp://127.0.0.1:* "
+        "--predictor quadratic",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bind", default="tcp://*:5555", help="ROUTER endpoint for devices (default tcp://*:5555)")
+    p.add_argument("--pub", default="tcp://*:5556", help="PUB endpoint for viewers; 'none' disables")
+    p.add_argument("--predictor", default="linear", help="predictor name (hold, linear, quadratic, ...)")
+    p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
+                   help="environment variable holding a shared HMAC key (messages are authenticated if set)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from server.twin_server import TwinServer
+
+    key = os.environ.get(args.key_env)
+    try:
+        srv = TwinServer(args.bind, None if args.pub == "none" else args.pub, args.predictor,
+                         key.encode() if key else None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as exc:
+        print(f"error: cannot bind {args.bind} / {args.pub}: {exc} (is another server running on that port?)",
+              file=sys.stderr)
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: srv.stop())
+    print(f"bind={srv.endpoint}", flush=True)
+    print(f"pub={srv.pub_endpoint or 'none'}", flush=True)
+    print(f"predictor={args.predictor}", flush=True)
+    srv.serve_forever()
+    print(f"server stopped: {srv.describe()}", flush=True)
+    return 0

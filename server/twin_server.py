@@ -1,0 +1,217 @@
+"""The twin server: ROUTER for devices, one session each, predictions back, twin states on PUB.
+
+Single-threaded event loop on a ZeroMQ poller. Each device (ROUTER identity) gets a session holding its
+predictor state and counters. Anything malformed, unknown or unauthorised is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from twin.display import Prediction
+from twin.predictors import OnlinePredictor, make_predictor
+from twin.schema import ProtocolError, Wire, prediction_to_wire
+
+REDUNDANCY = 3  # each reply repeats the last predictions so one lost reply does not blind the device
+SESSION_IDLE_S = 30.0
+
+
+def server_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass
+class DeviceSession:
+    """Per-device state: identity, joints, predictor, recent predictions, counters."""
+
+    identity: bytes
+    device_id: str
+    joints: list[str]
+    urdf: str
+    predictor: OnlinePredictor
+    last_seen: float
+    pred_seq: int = 0
+    samples: int = 0
+    stale: int = 0
+    recent: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=REDUNDANCY))
+    last_pred: Prediction | None = None
+    last_q: list[float] | None = None
+    device_status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServerStats:
+    """Counters reported at exit and in ``stats()``."""
+
+    messages: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    sessions_opened: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class TwinServer:
+    """Binds ROUTER (devices) and PUB (viewers, upper tier); ``serve_forever`` until ``stop``."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://*:5555",
+        pub: str | None = "tcp://*:5556",
+        predictor: str = "linear",
+        key: bytes | None = None,
+    ) -> None:
+        make_predictor(predictor)  # validate the name early, with the list of valid ones
+        self.predictor_name = predictor
+        self.wire = Wire(key)
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.bind(bind)
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.pub_sock = None
+        self.pub_endpoint: str | None = None
+        if pub:
+            self.pub_sock = self.ctx.socket(zmq.PUB)
+            self.pub_sock.setsockopt(zmq.LINGER, 0)
+            self.pub_sock.setsockopt(zmq.SNDHWM, 1000)
+            self.pub_sock.bind(pub)
+            self.pub_endpoint = self.pub_sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.sessions: dict[bytes, DeviceSession] = {}
+        self.stats = ServerStats()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve_forever(self, poll_ms: int = 100) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if poller.poll(poll_ms):
+                    self._drain()
+                self._expire()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+        if self.pub_sock is not None:
+            self.pub_sock.close(linger=0)
+        self.ctx.term()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            rx = server_us()
+            self.stats.messages += 1
+            if len(frames) < 2:
+                self.stats.drop("malformed")
+                continue
+            ident, body = frames[0], frames[1:]
+            try:
+                msg = self.wire.decode(body)
+            except ProtocolError as exc:
+                self.stats.drop(exc.reason)
+                continue
+            try:
+                self._handle(ident, msg, rx)
+            except (ValueError, TypeError) as exc:  # inconsistent but well-formed message (e.g. joint count)
+                self.stats.drop("invalid")
+                self._reply(ident, "error", code="invalid", msg=str(exc)[:200])
+
+    def _reply(self, ident: bytes, msg_type: str, **fields: Any) -> None:
+        try:
+            self.router.send_multipart([ident, *self.wire.encode(msg_type, **fields)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.drop("reply-queue-full")
+
+    def _handle(self, ident: bytes, msg: dict[str, Any], rx: int) -> None:
+        kind = msg["type"]
+        if kind == "hello":
+            joints = [str(j) for j in msg["joints"]]
+            if not 1 <= len(joints) <= 32:
+                raise ValueError("hello.joints must name 1..32 joints")
+            old = self.sessions.get(ident)
+            if old is not None and old.joints == joints and old.device_id == msg["dev"]:
+                # A repeated hello (its welcome crossed a heartbeat): keep the predictor state.
+                old.last_seen = time.monotonic()
+                self._reply(ident, "welcome", dev=msg["dev"], srv_us=server_us(), predictor=self.predictor_name)
+                return
+            self.sessions[ident] = DeviceSession(
+                ident, msg["dev"], joints, msg["urdf"], OnlinePredictor(make_predictor(self.predictor_name)),
+                time.monotonic())
+            self.stats.sessions_opened += 1
+            self._reply(ident, "welcome", dev=msg["dev"], srv_us=server_us(), predictor=self.predictor_name)
+            return
+        sess = self.sessions.get(ident)
+        if kind == "hb":
+            self._reply(ident, "pong", ts=msg["ts"], srv_us=server_us())
+            if sess is None:
+                self._reply(ident, "error", code="no-session", msg="send hello first")
+            else:
+                sess.last_seen = time.monotonic()
+                if isinstance(msg.get("stats"), dict):
+                    sess.device_status = msg["stats"]
+            return
+        if kind == "bye":
+            self.sessions.pop(ident, None)
+            return
+        if sess is None:
+            self.stats.drop("no-session")
+            self._reply(ident, "error", code="no-session", msg="send hello first")
+            return
+        if kind != "sample":
+            self.stats.drop("unexpected")
+            return
+        sess.last_seen = time.monotonic()
+        q = np.asarray(msg["q"], dtype=np.float64)
+        if len(q) != len(sess.joints):
+            raise ValueError(f"sample has {len(q)} joints, session has {len(sess.joints)}")
+        if msg["h"] < 0:
+            raise ValueError("negative horizon")
+        newest = sess.predictor.newest_t0
+        if newest is not None and msg["t"] <= newest:
+            sess.stale += 1  # reordered by the network: the twin already shows something newer
+            return
+        pred = sess.predictor.update(msg["t"], q, msg["h"])
+        sess.pred_seq += 1
+        sess.samples += 1
+        sess.last_pred, sess.last_q = pred, msg["q"]
+        sess.recent.append([*prediction_to_wire(sess.pred_seq, pred), rx])
+        self._reply(ident, "pred", seq=msg["seq"], ts=msg["ts"], rx=rx, preds=list(sess.recent))
+        self._publish(sess, pred, rx)
+
+    def _publish(self, sess: DeviceSession, pred: Prediction, rx: int) -> None:
+        if self.pub_sock is None:
+            return
+        state = {"type": "twin", "dev": sess.device_id, "joints": sess.joints, "urdf": sess.urdf,
+                 "pred": prediction_to_wire(sess.pred_seq, pred), "q_last": sess.last_q, "rx": rx,
+                 "status": sess.device_status}
+        try:
+            self.pub_sock.send_multipart([sess.device_id.encode(), msgpack.packb(state)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.drop("pub-queue-full")
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for ident in [i for i, s in self.sessions.items() if now - s.last_seen > SESSION_IDLE_S]:
+            del self.sessions[ident]
+
+    def describe(self) -> dict[str, Any]:
+        return {"messages": self.stats.messages, "dropped": dict(self.stats.dropped),
+                "sessions": {s.device_id: {"samples": s.samples, "stale": s.stale} for s in self.sessions.values()},
+                "sessions_opened": self.stats.sessions_opened}

@@ -1,0 +1,79 @@
+"""``armtwin info``: summarise a session file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="summarise a session file",
+        description="Duration, joints, sample rate and gaps, load and tracking error (recomputed from the "
+        "recorded samples and twin display), metadata and the recorder's own summary.",
+        epilog="examples:\n  armtwin info out.mcap\n  armtwin info out.mcap --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("session", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=run)
+
+
+def session_info(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from twin.metrics import ErrorAccumulator
+    from twin.session import load_session
+
+    s = load_session(path)
+    dt = np.diff(s.t_us)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "samples": int(len(s.t_us)),
+        "duration_s": s.duration_s,
+        "joints": s.joint_names,
+        "rate_hz": float(1e6 / np.median(dt)) if len(dt) else float("nan"),
+        "gaps_over_2ms": int(np.count_nonzero(dt > 2000)),
+        "range_deg": {n: [float(np.degrees(s.q[:, i].min())), float(np.degrees(s.q[:, i].max()))]
+                      for i, n in enumerate(s.joint_names)},
+        "truncated": s.truncated,
+        "meta": s.meta,
+    }
+    if s.sent is not None:
+        info["load"] = float(s.sent.mean())
+    if s.qhat is not None:
+        acc = ErrorAccumulator()
+        acc.add(s.t_us, s.q, s.qhat)
+        info.update(acc.summary())
+    if s.summary is not None:
+        info["recorded_summary"] = s.summary
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    from twin.session import SessionError
+
+    try:
+        info = session_info(args.session)
+    except SessionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(info, indent=2, default=float))
+        return 0
+    print(f"{info['path']}: {info['samples']} samples, {info['duration_s']:.3f} s at {info['rate_hz']:.1f} Hz, "
+          f"{len(info['joints'])} joints{' (TRUNCATED file)' if info['truncated'] else ''}")
+    print(f"  joints: {', '.join(info['joints'])}")
+    print(f"  source: {info['meta'].get('source', '?')}  resampled: {info['meta'].get('resampled', False)}  "
+          f"policy: {info['meta'].get('policy', '-')}")
+    if "load" in info:
+        print(f"  load: {info['load']:.4f}")
+    if "mse_deg2" in info:
+        print(f"  mse: {info['mse_deg2']:.4g} deg2  rmse: {info['rmse_deg']:.4g} deg  "
+              f"p99|e|: {info['p99_abs_err_deg']:.4g} deg  unscored: {info['samples_unscored']}")
+    print(f"  gaps > 2 ms: {info['gaps_over_2ms']}")
+    return 0

@@ -1,0 +1,95 @@
+"""Tracking-error metrics of DESIGN.md §3, accumulated incrementally so the device and simulator share one code.
+
+e(t_n) = q(t_n) - q̂(t_n) in degrees; samples before the first displayed prediction are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+WINDOW_US = 100_000
+_RAD2DEG = 180.0 / np.pi
+# |e| histogram for p99 without keeping every sample: log bins from 1e-7 to 1e3 deg, 0.23 % wide.
+_EDGES = np.logspace(-7, 3, 10_001)
+
+
+class ErrorAccumulator:
+    """Running MSE / RMSE / p99 |e| / 100 ms window MSEs over chunks of (t, q, q̂) in radians."""
+
+    def __init__(self, window_us: int = WINDOW_US) -> None:
+        self.window_us = window_us
+        self.sum_sq = 0.0
+        self.count = 0  # samples x joints counted
+        self.samples = 0
+        self.uncounted = 0  # samples before the first prediction
+        self._hist = np.zeros(len(_EDGES) + 1, dtype=np.int64)
+        self._t_origin: int | None = None
+        self._win_idx: int | None = None
+        self._win_sum = 0.0
+        self._win_n = 0
+        self.window_mse: list[float] = []
+
+    def add(self, t_us: np.ndarray, q: np.ndarray, qhat: np.ndarray) -> None:
+        if len(t_us) == 0:
+            return
+        t_us = np.asarray(t_us, dtype=np.int64)
+        if self._t_origin is None:
+            self._t_origin = int(t_us[0])
+        valid = ~np.isnan(qhat).any(axis=1)
+        self.uncounted += int((~valid).sum())
+        if not valid.any():
+            return
+        e = (np.asarray(q)[valid] - qhat[valid]) * _RAD2DEG
+        sq = e * e
+        self.sum_sq += float(sq.sum())
+        self.count += sq.size
+        self.samples += int(valid.sum())
+        self._hist += np.bincount(np.searchsorted(_EDGES, np.abs(e).ravel()), minlength=len(self._hist))
+        win = (t_us[valid] - self._t_origin) // self.window_us
+        per_sample = sq.mean(axis=1)
+        # Windows are contiguous in time; close each finished one.
+        bounds = np.flatnonzero(np.diff(win)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [len(win)]))
+        for s, e_ in zip(starts, ends, strict=True):
+            w = int(win[s])
+            if self._win_idx is not None and w != self._win_idx:
+                self._close_window()
+            self._win_idx = w
+            self._win_sum += float(per_sample[s:e_].sum())
+            self._win_n += int(e_ - s)
+
+    def _close_window(self) -> None:
+        if self._win_n:
+            self.window_mse.append(self._win_sum / self._win_n)
+        self._win_sum, self._win_n = 0.0, 0
+
+    @property
+    def mse_deg2(self) -> float:
+        return self.sum_sq / self.count if self.count else float("nan")
+
+    def quantile_abs(self, q: float) -> float:
+        total = int(self._hist.sum())
+        if total == 0:
+            return float("nan")
+        i = int(np.searchsorted(np.cumsum(self._hist), q * total))
+        return float(_EDGES[min(max(i, 0), len(_EDGES) - 1)])  # upper edge of the bin holding the quantile
+
+    def tail_fraction(self, eps: float) -> float:
+        wins = self.window_mse + ([self._win_sum / self._win_n] if self._win_n else [])
+        return float(np.mean(np.asarray(wins) > eps)) if wins else float("nan")
+
+    def summary(self, eps: float | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mse_deg2": self.mse_deg2,
+            "rmse_deg": float(np.sqrt(self.mse_deg2)) if self.count else float("nan"),
+            "p99_abs_err_deg": self.quantile_abs(0.99),
+            "samples_scored": self.samples,
+            "samples_unscored": self.uncounted,
+        }
+        if eps is not None:
+            out["tail_fraction"] = self.tail_fraction(eps)
+            out["constraint_deg2"] = eps
+        return out

@@ -1,0 +1,219 @@
+"""Session recording: one self-describing MCAP file per session (opens in Foxglove), crash-safe by chunk.
+
+Layout (all channels JSON with a JSON schema):
+* ``/armtwin/samples``: blocks of consecutive samples (<= 1 s each): ``t_us`` (device time, int64 µs), ``seq``,
+  ``q_urad`` (int µrad per joint, the wire resolution), optionally ``sent`` (0/1) and ``qhat_urad`` (what the twin
+  displayed, ``null`` before the first prediction). Blocks rather than one message per sample keep an hour-long
+  session loadable in seconds.
+* ``/armtwin/status``: the device's once-a-second status (link, rates, counters).
+* metadata ``armtwin``: joint names, units, URDF, policy, source, ``resampled`` flag...; ``summary`` at close.
+A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from mcap.exceptions import McapError
+from mcap.stream_reader import StreamReader
+from mcap.records import Channel, Chunk, Message, Metadata
+from mcap.stream_reader import breakup_chunk
+from mcap.writer import CompressionType, Writer
+
+FORMAT = "armtwin-session/1"
+SAMPLES_TOPIC = "/armtwin/samples"
+STATUS_TOPIC = "/armtwin/status"
+_SAMPLES_SCHEMA = {
+    "type": "object",
+    "title": "armtwin.SampleBlock",
+    "properties": {
+        "t_us": {"type": "array", "items": {"type": "integer"}, "description": "device time, microseconds"},
+        "seq": {"type": "array", "items": {"type": "integer"}},
+        "q_urad": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+        "sent": {"type": "array", "items": {"type": "integer"}},
+        "qhat_urad": {"type": "array", "items": {"type": ["array", "null"], "items": {"type": "integer"}}},
+    },
+    "required": ["t_us", "seq", "q_urad"],
+}
+_STATUS_SCHEMA = {"type": "object", "title": "armtwin.Status", "additionalProperties": True}
+
+
+class SessionError(RuntimeError):
+    """A session file cannot be read (not MCAP, not an armtwin session, or no samples)."""
+
+
+@dataclass
+class Session:
+    """A loaded session: every measured sample, what was sent, and what the twin displayed."""
+
+    t_us: np.ndarray  # (N,) int64 device time
+    q: np.ndarray  # (N, J) float64 rad
+    joint_names: list[str]
+    seq: np.ndarray | None = None
+    sent: np.ndarray | None = None  # (N,) bool, None if the session was never sent (e.g. imported)
+    qhat: np.ndarray | None = None  # (N, J) float64 rad, NaN where nothing was displayed yet
+    meta: dict[str, Any] = field(default_factory=dict)
+    status: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    truncated: bool = False  # the file had no footer (recorder was killed)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.t_us[-1] - self.t_us[0]) * 1e-6 if len(self.t_us) > 1 else 0.0
+
+    @property
+    def joints(self) -> int:
+        return int(self.q.shape[1])
+
+
+def to_urad(q_rad: np.ndarray) -> np.ndarray:
+    return np.rint(np.asarray(q_rad, dtype=np.float64) * 1e6).astype(np.int64)
+
+
+class SessionWriter:
+    """Writes a session incrementally. Not thread-safe: the device owns it from one writer thread."""
+
+    def __init__(self, path: str | os.PathLike[str], joint_names: list[str], meta: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self._fh: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        # Small chunks: a killed process loses at most ~one chunk (about a second of 7-joint data).
+        self._w = Writer(self._fh, chunk_size=64 * 1024, compression=CompressionType.ZSTD)
+        self._w.start(profile="", library="armtwin")
+        sid = self._w.register_schema("armtwin.SampleBlock", "jsonschema", json.dumps(_SAMPLES_SCHEMA).encode())
+        stid = self._w.register_schema("armtwin.Status", "jsonschema", json.dumps(_STATUS_SCHEMA).encode())
+        self._samples = self._w.register_channel(SAMPLES_TOPIC, "json", sid)
+        self._status = self._w.register_channel(STATUS_TOPIC, "json", stid)
+        full = {"format": FORMAT, "joint_names": joint_names, "units": "rad (stored as int µrad)", **meta}
+        self._w.add_metadata("armtwin", {k: json.dumps(v) for k, v in full.items()})
+        self.samples_written = 0
+        self._closed = False
+
+    def write_block(
+        self,
+        t_us: np.ndarray,
+        seq: np.ndarray,
+        q_rad: np.ndarray,
+        sent: np.ndarray | None = None,
+        qhat_rad: np.ndarray | None = None,
+    ) -> None:
+        if len(t_us) == 0:
+            return
+        block: dict[str, Any] = {
+            "t_us": np.asarray(t_us, dtype=np.int64).tolist(),
+            "seq": np.asarray(seq, dtype=np.int64).tolist(),
+            "q_urad": to_urad(q_rad).tolist(),
+        }
+        if sent is not None:
+            block["sent"] = np.asarray(sent, dtype=np.int64).tolist()
+        if qhat_rad is not None:
+            qh = np.asarray(qhat_rad, dtype=np.float64)
+            rows = to_urad(np.nan_to_num(qh)).tolist()
+            missing = np.isnan(qh).any(axis=1)
+            block["qhat_urad"] = [None if m else r for r, m in zip(rows, missing, strict=True)]
+        log_ns = max(int(t_us[0]), 0) * 1000
+        self._w.add_message(self._samples, log_time=log_ns, data=json.dumps(block).encode(), publish_time=log_ns)
+        self.samples_written += len(t_us)
+
+    def write_status(self, t_us: int, status: dict[str, Any]) -> None:
+        ns = max(int(t_us), 0) * 1000
+        self._w.add_message(self._status, log_time=ns, data=json.dumps(status).encode(), publish_time=ns)
+
+    def flush(self) -> None:
+        """Push buffered data to the OS (the current chunk stays open; MCAP only frames whole chunks)."""
+        self._fh.flush()
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if summary is not None:
+            self._w.add_metadata("summary", {k: json.dumps(v) for k, v in summary.items()})
+        self._w.finish()
+        self._fh.close()
+
+
+def write_session(path: str | os.PathLike[str], session: Session, block: int = 1000) -> None:
+    """Write a whole in-memory session (import, tests, tools)."""
+    w = SessionWriter(path, session.joint_names, session.meta)
+    for a in range(0, len(session.t_us), block):
+        b = slice(a, a + block)
+        seq = session.seq[b] if session.seq is not None else np.arange(a, min(a + block, len(session.t_us)))
+        w.write_block(
+            session.t_us[b],
+            seq,
+            session.q[b],
+            None if session.sent is None else session.sent[b],
+            None if session.qhat is None else session.qhat[b],
+        )
+    for st in session.status:
+        w.write_status(int(st.get("t_us", 0)), st)
+    w.close(session.summary)
+
+
+def load_session(path: str | os.PathLike[str]) -> Session:
+    """Read a session; a file cut short by a crash loads up to its last complete chunk (``truncated=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise SessionError(f"{path}: no such file")
+    channels: dict[int, str] = {}
+    meta: dict[str, Any] = {}
+    summary: dict[str, Any] | None = None
+    blocks: list[dict[str, Any]] = []
+    status: list[dict[str, Any]] = []
+    truncated = False
+
+    def handle(rec: object) -> None:
+        nonlocal summary
+        if isinstance(rec, Channel):
+            channels[rec.id] = rec.topic
+        elif isinstance(rec, Message):
+            topic = channels.get(rec.channel_id)
+            if topic == SAMPLES_TOPIC:
+                blocks.append(json.loads(rec.data))
+            elif topic == STATUS_TOPIC:
+                status.append(json.loads(rec.data))
+        elif isinstance(rec, Metadata):
+            decoded = {k: json.loads(v) for k, v in rec.metadata.items()}
+            if rec.name == "armtwin":
+                meta.update(decoded)
+            elif rec.name == "summary":
+                summary = decoded
+
+    with open(path, "rb") as fh:
+        try:
+            for rec in StreamReader(fh, skip_magic=False, emit_chunks=True).records:
+                if isinstance(rec, Chunk):
+                    for inner in breakup_chunk(rec, validate_crc=True):
+                        handle(inner)
+                else:
+                    handle(rec)
+        except (McapError, EOFError, ValueError, json.JSONDecodeError, OSError) as exc:
+            if not blocks and not meta:
+                raise SessionError(f"{path}: not a readable armtwin session ({exc})") from None
+            truncated = True
+    if meta.get("format") != FORMAT:
+        raise SessionError(f"{path}: not an armtwin session (format {meta.get('format')!r})")
+    if not blocks:
+        raise SessionError(f"{path}: session holds no samples")
+    names = list(meta.pop("joint_names"))
+    t = np.concatenate([np.asarray(b["t_us"], dtype=np.int64) for b in blocks])
+    seq = np.concatenate([np.asarray(b["seq"], dtype=np.int64) for b in blocks])
+    q = np.concatenate([np.asarray(b["q_urad"], dtype=np.float64).reshape(-1, len(names)) for b in blocks]) * 1e-6
+    sent = qhat = None
+    if all("sent" in b for b in blocks):
+        sent = np.concatenate([np.asarray(b["sent"], dtype=bool) for b in blocks])
+    if all("qhat_urad" in b for b in blocks):
+        rows = [r if r is not None else [np.nan] * len(names) for b in blocks for r in b["qhat_urad"]]
+        qhat = np.asarray(rows, dtype=np.float64).reshape(-1, len(names))
+        qhat = np.where(np.isnan(qhat), np.nan, qhat * 1e-6)
+    order = np.argsort(t, kind="stable")
+    if np.any(order != np.arange(len(t))):  # blocks written out of order (should not happen) - keep time order
+        t, seq, q = t[order], seq[order], q[order]
+        sent = None if sent is None else sent[order]
+        qhat = None if qhat is None else qhat[order]
+    return Session(t, q, names, seq, sent, qhat, meta, status, summary, truncated)
