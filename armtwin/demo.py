@@ -41,8 +41,7 @@ def _read_key(proc: subprocess.Popen[str], key: str) -> str:
     for line in proc.stdout:
         if line.startswith(key + "="):
             return line.strip().split("=", 1)[1]
-    raise RuntimeError(f"{proc.args[3] if isinstance(proc.args, list) else proc.args} exited before printing "
-                       f"{key}= (exit code {proc.wait()})")
+    raise RuntimeError(f"{proc.args!r} exited before printing {key}= (exit code {proc.wait()})")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -6,6 +6,7 @@ One loop in the main thread waits on a ZeroMQ poller that wakes on either a serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -76,11 +77,8 @@ class DeviceAgent:
         self._seq_sent = 0
 
     def _wake(self) -> None:
-        with self._wake_lock:
-            try:
-                self._wake_tx.send(b"", flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+        with self._wake_lock, contextlib.suppress(zmq.Again):
+            self._wake_tx.send(b"", flags=zmq.NOBLOCK)
 
     def stop(self) -> None:
         self._stop.set()
@@ -101,9 +99,9 @@ class DeviceAgent:
         try:
             while not self._stop.is_set():
                 now = host_us()
-                if cfg.duration_s is not None and first_sample_us is not None:
-                    if now - first_sample_us >= cfg.duration_s * 1e6:
-                        break
+                if (cfg.duration_s is not None and first_sample_us is not None
+                        and now - first_sample_us >= cfg.duration_s * 1e6):
+                    break
                 socks = dict(poller.poll(timeout=20))
                 if self._wake_rx in socks:
                     while True:
@@ -194,8 +192,10 @@ class DeviceAgent:
         tr = self.tracking
         if tr is None:
             return {}
+        p50 = self.uplink.rtt_percentiles_ms()[0] if self.uplink is not None else float("nan")
         return {"load": tr.load, "mse_deg2": tr.acc.mse_deg2, "k": self.cfg.policy.k,
-                "h_ms": self.cfg.policy.horizon_us / 1000}
+                "h_ms": self.cfg.policy.horizon_us / 1000, "rtt_ms": p50,
+                "link_up": bool(self.uplink is not None and self.uplink.link_up)}
 
     def _status_line(self, n: int, dt: float, now: int) -> None:
         assert self.uplink is not None and self.tracking is not None

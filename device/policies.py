@@ -23,7 +23,7 @@ class Policy(ABC):
     family: str = ""
 
     def __init__(self, horizon_ms: float = 0.0) -> None:
-        self.horizon_us = int(round(horizon_ms * 1000))
+        self.horizon_us = round(horizon_ms * 1000)
 
     @property
     def k(self) -> float:
@@ -34,7 +34,7 @@ class Policy(ABC):
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         """(N,), (N, J) new samples in time order -> (N,) bool, True = send."""
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook, stateless policies need nothing
         """Forget state (start of a simulated episode)."""
 
     def spec(self) -> str:
@@ -101,7 +101,8 @@ def parse_policy(spec: str) -> Policy:
     family, _, rest = spec.partition(":")
     family = family.strip()
     if family not in POLICIES:
-        raise PolicySpecError(f"unknown policy {family!r}; known: {', '.join(sorted(POLICIES))} (e.g. static:k=10,h=20)")
+        known = ", ".join(sorted(POLICIES))
+        raise PolicySpecError(f"unknown policy {family!r}; known: {known} (e.g. static:k=10,h=20)")
     args: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, val = part.partition("=")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -67,10 +68,8 @@ class SerialReader:
         self._stop.set()
         ser = self._ser
         if ser is not None:
-            try:
+            with contextlib.suppress(Exception):
                 ser.cancel_read()
-            except Exception:  # noqa: BLE001 - not all port types support cancel_read
-                pass
         self._thread.join(timeout=5)
 
     def drain(self) -> list[Sample]:
@@ -106,10 +105,8 @@ class SerialReader:
                 self.last_error = f"port {self.port} lost: {exc}"
             finally:
                 self.connected.clear()
-                try:
+                with contextlib.suppress(Exception):
                     self._ser.close()
-                except Exception:  # noqa: BLE001 - closing a vanished port may fail; nothing to recover
-                    pass
                 self._ser = None
             if not self._stop.is_set():
                 self._stop.wait(self.reconnect_s)

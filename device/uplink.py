@@ -100,7 +100,7 @@ class Uplink:
     # -- receiving -----------------------------------------------------------------------------------------
     def poll_replies(self, now_us: int) -> list[dict[str, Any]]:
         """Drain the socket; returns the ``pred`` messages (RTT/offset/link state handled here)."""
-        preds = []
+        preds: list[dict[str, Any]] = []
         while True:
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)

@@ -26,7 +26,8 @@ def open_port(path_or_url: str, baudrate: int = DEFAULT_BAUD, timeout: float = 0
         if is_path and not os.path.exists(path_or_url):
             hint = " (no such device: is the arm plugged in? `ls /dev/ttyACM* /dev/ttyUSB*`)"
         elif is_path and not os.access(path_or_url, os.R_OK | os.W_OK):
-            hint = " (permission denied: add yourself to the 'dialout' group or install the udev rule in hardware_setup.md)"
+            hint = (" (permission denied: add yourself to the 'dialout' group or install the udev rule in "
+                    "hardware_setup.md)")
         raise PortError(f"cannot open serial port {path_or_url!r}: {exc}{hint}") from exc
     except ValueError as exc:
         raise PortError(f"bad serial port URL or setting {path_or_url!r}: {exc}") from exc

@@ -77,7 +77,7 @@ class TwinServer:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.bind(bind)
-        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = str(self.router.getsockopt_string(zmq.LAST_ENDPOINT))
         self.pub_sock = None
         self.pub_endpoint: str | None = None
         if pub:
@@ -85,7 +85,7 @@ class TwinServer:
             self.pub_sock.setsockopt(zmq.LINGER, 0)
             self.pub_sock.setsockopt(zmq.SNDHWM, 1000)
             self.pub_sock.bind(pub)
-            self.pub_endpoint = self.pub_sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self.pub_endpoint = str(self.pub_sock.getsockopt_string(zmq.LAST_ENDPOINT))
         self.sessions: dict[bytes, DeviceSession] = {}
         self.stats = ServerStats()
         self._stop = threading.Event()

@@ -27,18 +27,18 @@ How the data is derived:
    elbow -> iiwa wrist roll and pitch, head yaw -> flange.  The arm stays around the pose
    (0, 30, 0, -60, 0, 45, 0) deg: leaning forward, elbow bent, tool pointing down.
    The clips of --clip are played in turn, the list repeated until --seconds is filled;
-   at each seam the next clip is shifted by a cubic Hermite offset that starts at the
+   each take varies a little (tempo and amplitude x U(0.85, 1.15), offset N(0, 4) deg).
+   At each seam the next take is shifted by a cubic Hermite offset that starts at the
    position and velocity gap and fades to zero in 0.4 s (no jump in angle or velocity).
-2. Each clip's keyframe angles are smoothed (Gaussian, sigma 25 ms: mocap jitter) and
-   resampled to 1 kHz by cubic Hermite interpolation (Catmull-Rom tangents), played at --speed (default 0.5: a robot is slower than a
-   person), soft-limited inside the URDF limits less a 5 deg margin.  PyBullet then
-   Where that would pass 80 % of the iiwa 7 R800 speed limits the reference is slowed
-   down smoothly along its path (as a robot's velocity scaling would).  PyBullet then
-   simulates the iiwa (DIRECT, 1 ms fixed step, gravity, POSITION_CONTROL with
-   feed-forward velocity, gains of a critically damped 8 Hz servo, iiwa 7 torque limits;
-   the URDF joint damping is dropped, it swamped the light wrist links) tracking that
-   reference; joint positions are read after every step (arm dynamics: lag, gravity
-   droop, smoothing; tracking error about 0.1-0.4 deg RMS).
+2. Keyframe angles are smoothed (Gaussian, sigma 25 ms: mocap jitter), resampled to
+   1 kHz by cubic Hermite interpolation (Catmull-Rom tangents) and played at --speed
+   (default 0.5).  Where that would pass 80 % of the iiwa 7 R800 speed limits, the
+   reference is slowed down smoothly along its path (like a robot's velocity scaling),
+   then soft-limited (tanh) inside the URDF limits less 5 deg.  PyBullet simulates the
+   iiwa tracking it (DIRECT, 1 ms fixed step, gravity, POSITION_CONTROL with feed-forward
+   velocity, gains of a critically damped 8 Hz servo, iiwa 7 torque limits, URDF joint
+   damping dropped as it swamped the light wrist links); joint positions are read after
+   every step (arm dynamics: lag, gravity droop, smoothing; 0.1-0.4 deg RMS error).
 3. Encoder model: 19-bit absolute encoder, count = round(q / LSB + N(0, 0.5)) with
    LSB = 2 pi / 2**19.  Sample k is latched at t_k = k ms + N(0, 2 us) (clipped to
    +-10 us, t_0 = 0, so t is monotonic) and the angle is the simulated one at t_k.
@@ -129,19 +129,9 @@ def load_clip(name: str) -> tuple[np.ndarray, np.ndarray]:
     _, _, tw_l = np.degrees(swing_twist(f[:, 39:43] * mirror))
     yaw = np.degrees(twist(f[:, 8:12], UP) + twist(f[:, 12:16], UP))
     elb_r, elb_l = np.degrees(f[:, 29]), np.degrees(f[:, 43])
-    q = np.stack(
-        [
-            0.7 * (hz_r + 20.0),
-            30.0 - 0.4 * (el_r + 40.0),
-            0.6 * (tw_r + 20.0),
-            -(25.0 + 0.55 * elb_r),
-            0.6 * (tw_l + 20.0),
-            15.0 + 0.5 * elb_l,
-            yaw,
-        ],
-        1,
-    )
-    q = smooth(q, 0.025 / f[0, 0])  # sigma 25 ms: removes the mocap's frame-to-frame jitter
+    arm = [0.7 * (hz_r + 20.0), 30.0 - 0.4 * (el_r + 40.0), 0.6 * (tw_r + 20.0), -(25.0 + 0.55 * elb_r)]
+    wrist = [0.6 * (tw_l + 20.0), 15.0 + 0.5 * elb_l, yaw]
+    q = smooth(np.stack(arm + wrist, 1), 0.025 / f[0, 0])  # sigma 25 ms: mocap frame jitter
     return t, q - 360.0 * np.round(np.median(q, 0) / 360.0)  # twists near 0, not 360
 
 
@@ -287,10 +277,13 @@ def main() -> None:
         for p in sorted(MOTIONS.glob("humanoid3d_*.txt")):
             print(p.stem.removeprefix("humanoid3d_"))
         return
+    clips = args.clip.split(",")
+    if missing := [c for c in clips if not (MOTIONS / f"humanoid3d_{c}.txt").exists()]:
+        ap.error(f"unknown clip(s) {missing}; see --list")
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     n = round(args.seconds / DT)
-    ref = retime(reference(args.clip.split(","), n, args.speed, rng), n)
+    ref = retime(reference(clips, n, args.speed, rng), n)
     names, q, qd = simulate(np.radians(ref))
     t, deg = encoder(q, qd, rng)
     rows = np.column_stack([t, deg])

@@ -22,6 +22,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="session file to write (.mcap)")
     p.add_argument("--resample", action="store_true", help="interpolate irregular or slower data to 1 kHz")
     p.add_argument("--source", help="free-text provenance stored in the session metadata")
+    p.add_argument("--urdf", help="URDF of the arm (path or pybullet_data id, e.g. kuka_iiwa/model.urdf)")
     p.set_defaults(run=run)
 
 
@@ -31,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         session = import_csv(args.csv, resample=args.resample, source=args.source)
+        if args.urdf:
+            session.meta["urdf"] = args.urdf
     except CsvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def session_info(path: Path) -> dict[str, Any]:
     dt = np.diff(s.t_us)
     info: dict[str, Any] = {
         "path": str(path),
-        "samples": int(len(s.t_us)),
+        "samples": len(s.t_us),
         "duration_s": s.duration_s,
         "joints": s.joint_names,
         "rate_hz": float(1e6 / np.median(dt)) if len(dt) else float("nan"),

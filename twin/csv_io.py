@@ -98,7 +98,8 @@ def import_csv(path: str | os.PathLike[str], resample: bool = False, source: str
 
 
 def export_csv(session: Session, out: str | os.PathLike[str]) -> int:
-    """One row per sample: t_s (device time), q_<joint> (deg), qhat_<joint> (deg, empty before the first prediction), sent."""
+    """One row per sample: t_s (device time), q_<joint> (deg), qhat_<joint> (deg, empty before the first
+    prediction), sent."""
     names = session.joint_names
     q = np.degrees(session.q)
     qhat = np.degrees(session.qhat) if session.qhat is not None else None

@@ -1,0 +1,131 @@
+"""Shared fixtures: a leak check on every test, and helpers to run armtwin processes without fixed sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twin.session import Session, write_session
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[None]:
+    """Fail a test that leaves a thread or a file descriptor (socket, pty, file) open."""
+    threads = {t.ident for t in threading.enumerate()}
+    fds = _fds()
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        extra_threads = [t for t in threading.enumerate() if t.ident not in threads and t.is_alive()]
+        extra_fds = _fds() - fds
+        # An fd number can be reused for something else; only flag fds that still point at sockets/ptys/files.
+        extra_fds = {fd for fd in extra_fds if os.path.exists(f"/proc/self/fd/{fd}")}
+        if not extra_threads and not extra_fds:
+            return
+        if time.monotonic() > deadline:
+            targets = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in extra_fds
+                       if os.path.exists(f"/proc/self/fd/{fd}")}
+            pytest.fail(f"leaked threads {[t.name for t in extra_threads]} / fds {targets}")
+        threading.Event().wait(0.05)  # joined threads need a moment to disappear from enumerate()
+
+
+class Proc:
+    """An ``armtwin`` subprocess whose stdout is read line by line with deadlines (never a fixed sleep)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "armtwin", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, cwd=REPO, env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._sel = selectors.DefaultSelector()
+        assert self.p.stdout is not None
+        self._sel.register(self.p.stdout, selectors.EVENT_READ)
+
+    def wait_line(self, predicate: str, timeout: float = 20.0, contains: str = "", new: bool = False) -> str:
+        """Return the first stdout line starting with ``predicate`` (and holding ``contains``).
+
+        Lines already read are searched first unless ``new`` is set (then only lines read from now on count).
+        """
+        if not new:
+            for line in self.lines:
+                if line.startswith(predicate) and contains in line:
+                    return line
+        deadline = time.monotonic() + timeout
+        assert self.p.stdout is not None
+        while time.monotonic() < deadline:
+            if not self._sel.select(timeout=max(deadline - time.monotonic(), 0)):
+                break
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(predicate) and contains in line:
+                return line.rstrip("\n")
+        err = self.p.stderr.read() if self.p.poll() is not None and self.p.stderr else ""
+        raise AssertionError(f"{self.args[0]}: no line starting with {predicate!r}; got {self.lines[-5:]} {err}")
+
+    def value(self, key: str, timeout: float = 20.0) -> str:
+        return self.wait_line(key + "=", timeout).split("=", 1)[1]
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
+        out, err = self.p.communicate(timeout=timeout)
+        self._sel.close()
+        return self.p.returncode, "\n".join(self.lines) + out, err
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+        with contextlib.suppress(ValueError, subprocess.TimeoutExpired):
+            self.p.communicate(timeout=10)
+        self._sel.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Processes started in a test; all stopped at the end whatever happens."""
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+def synthetic_session(seconds: float = 5.0, joints: int = 3, seed: int = 0) -> Session:
+    """Smooth multi-sine joint motion at 1 kHz with 1 µs-level timestamp jitter: a stand-in for a recording."""
+    rng = np.random.default_rng(seed)
+    t_us = np.arange(int(seconds * 1000), dtype=np.int64) * 1000
+    t = t_us * 1e-6
+    q = np.stack([
+        0.5 * np.sin(2 * np.pi * (0.3 + 0.1 * j) * t + j) + 0.1 * np.sin(2 * np.pi * 1.3 * t + rng.uniform(0, 6))
+        for j in range(joints)
+    ], axis=1)
+    return Session(t_us=t_us, q=np.rint(q * 1e6) * 1e-6, joint_names=[f"j{i}" for i in range(joints)],
+                   meta={"source": "synthetic test motion", "resampled": False})
+
+
+@pytest.fixture
+def session_file(tmp_path: Path) -> Path:
+    path = tmp_path / "synthetic.mcap"
+    write_session(path, synthetic_session())
+    return path
