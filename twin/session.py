@@ -112,7 +112,7 @@ class SessionWriter:
         if qhat_rad is not None:
             qh = np.asarray(qhat_rad, dtype=np.float64)
             rows = to_urad(np.nan_to_num(qh)).tolist()
-            missing = [bool(m) for m in np.isnan(qh).any(axis=1)]
+            missing = np.asarray(np.isnan(qh).any(axis=1), dtype=bool).tolist()
             block["qhat_urad"] = [None if m else r for r, m in zip(rows, missing, strict=True)]
         log_ns = max(int(t_us[0]), 0) * 1000
         self._w.add_message(self._samples, log_time=log_ns, data=json.dumps(block).encode(), publish_time=log_ns)
