@@ -20,6 +20,8 @@ VERBS: dict[str, str] = {
     "info": "twin.cli_info",
     "import": "twin.cli_import",
     "export": "twin.cli_export",
+    "view": "twin.cli_view", "render": "twin.cli_render",
+    "simulate": "device.cli_simulate",
 }
 
 EPILOG = """examples:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 import zmq
 
+from device.link import LinkSpec
 from device.policies import Policy
 from device.reader import SerialReader, host_us
 from device.tracking import Recorder, TrackingMonitor
@@ -44,6 +45,7 @@ class DeviceConfig:
     lag_ms: float = 250.0
     status_every_s: float = 1.0
     key: bytes | None = None
+    link: LinkSpec = field(default_factory=LinkSpec)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,7 +104,11 @@ class DeviceAgent:
                 if (cfg.duration_s is not None and first_sample_us is not None
                         and now - first_sample_us >= cfg.duration_s * 1e6):
                     break
-                socks = dict(poller.poll(timeout=20))
+                timeout_ms = 20.0
+                release = self.uplink.next_release_us() if self.uplink is not None else None
+                if release is not None:
+                    timeout_ms = min(timeout_ms, max((release - now) / 1000, 0.0))
+                socks = dict(poller.poll(timeout=int(timeout_ms)))  # zmq polls in whole ms
                 if self._wake_rx in socks:
                     while True:
                         try:
@@ -151,12 +157,14 @@ class DeviceAgent:
         self.joint_names = names
         hello = {"dev": cfg.device_id, "joints": names, "rate_hz": 1000.0, "urdf": cfg.urdf,
                  "policy": cfg.policy.spec()}
-        self.uplink = Uplink(self.ctx, cfg.server, hello, Wire(cfg.key))
+        self.uplink = Uplink(self.ctx, cfg.server, hello, Wire(cfg.key), link=cfg.link)
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
-                    "port": cfg.port, "server": cfg.server, **cfg.meta}
+                    "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
-        self.tracking = TrackingMonitor(joints, int(cfg.lag_ms * 1000), self.recorder)
+        # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
+        lag_ms = cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)
+        self.tracking = TrackingMonitor(joints, int(lag_ms * 1000), self.recorder)
 
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
@@ -261,12 +269,19 @@ class DeviceAgent:
         }
         if tr is not None:
             out.update(tr.acc.summary())
+            lat50, lat99 = tr.latency_percentiles_ms()
+            out.update({"uplink_latency_p50_ms": lat50, "uplink_latency_p99_ms": lat99})
         if up is not None:
             p50, p99 = up.rtt_percentiles_ms(recent=False)
             out.update({"rtt_p50_ms": p50, "rtt_p99_ms": p99, "packets_sent": up.stats.packets_sent,
                         "bytes_sent": up.stats.bytes_sent, "bytes_per_s": up.stats.bytes_sent / max(elapsed, 1e-9),
                         "dropped_packets": up.stats.dropped_packets, "bad_replies": up.stats.bad_replies,
-                        "link_downs": up.stats.link_downs})
+                        "emulated_lost_up": up.stats.emulated_lost_up,
+                        "emulated_lost_down": up.stats.emulated_lost_down, "link": self.cfg.link.label(),
+                        "link_downs": up.stats.link_downs, "server_offset_us": up.server_offset_us})
+            if up.release_lateness_us:
+                out["emulation_lateness_p50_us"] = float(np.percentile(list(up.release_lateness_us), 50))
+                out["emulation_lateness_p99_us"] = float(np.percentile(list(up.release_lateness_us), 99))
         else:
             out.update({"mse_deg2": float("nan"), "rtt_p50_ms": float("nan"), "rtt_p99_ms": float("nan")})
         return out

@@ -35,6 +35,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
     p.add_argument("--lag-ms", type=float, default=250.0,
                    help="how long samples wait for predictions before being scored (default 250)")
+    p.add_argument("--link", default="", help="emulate an impaired link (uplink and downlink): "
+                   "delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]; the simulator models the same")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
                    help="environment variable holding the shared HMAC key, if the server uses one")
     p.set_defaults(run=run)
@@ -42,6 +44,7 @@ def add_parser(sub: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from device.agent import DeviceAgent, DeviceConfig, format_summary, install_signal_handlers, write_summary
+    from device.link import LinkSpec
     from device.policies import PolicySpecError, parse_policy
 
     try:
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port, server=args.server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
-            lag_ms=args.lag_ms, key=key.encode() if key else None)
+            lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link))
     except (PolicySpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

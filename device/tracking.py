@@ -122,6 +122,8 @@ class TrackingMonitor:
         self._sent: list[bool] = []
         self.measured = 0
         self.sent = 0
+        self.uplink_latency_us: list[int] = []
+        self._latency_seen: set[int] = set()
 
     def add_samples(self, t_us: list[int], seq: list[int], q: list[np.ndarray], sent: np.ndarray) -> None:
         self._t.extend(t_us)
@@ -132,7 +134,17 @@ class TrackingMonitor:
         self.sent += int(np.count_nonzero(sent))
 
     def add_prediction(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
+        if pred_seq not in self._latency_seen:
+            # Age of the sample when it reached the server: the pipeline + network latency the twin lives with.
+            self._latency_seen.add(pred_seq)
+            self.uplink_latency_us.append(arrival_us - pred.t0_us)
         self.preds.add(pred_seq, arrival_us, pred)
+
+    def latency_percentiles_ms(self) -> tuple[float, float]:
+        if not self.uplink_latency_us:
+            return float("nan"), float("nan")
+        arr = np.asarray(self.uplink_latency_us, dtype=np.float64) / 1000
+        return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
     def finalize(self, now_dev_us: int | None) -> int:
         """Score and record every pending sample older than ``now - lag`` (all of them if ``now`` is None)."""

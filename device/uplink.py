@@ -7,6 +7,8 @@ says hello again when a server answers, so a restarted server picks the session 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from device.link import LinkModel, LinkSpec
 from twin.schema import ProtocolError, Wire
 
 HEARTBEAT_US = 200_000
@@ -31,6 +34,8 @@ class UplinkStats:
     bad_replies: int = 0
     link_downs: int = 0
     errors_from_server: int = 0
+    emulated_lost_up: int = 0  # samples the link emulation dropped (they still count as sent: load)
+    emulated_lost_down: int = 0
     bad_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -44,6 +49,7 @@ class Uplink:
         hello: dict[str, Any],
         wire: Wire | None = None,
         hwm: int = 1000,
+        link: LinkSpec | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hello = hello
@@ -68,6 +74,14 @@ class Uplink:
         self._best_rtt_us: int | None = None
         self._offset_age = 0
         self.down_us = 0
+        # Link emulation: impaired messages wait in heaps until their release time (same LinkModel as the
+        # simulator: one loss/jitter draw per sample uplink and per prediction reply downlink, in order).
+        self.link = link or LinkSpec()
+        self._model = None if self.link.is_perfect else LinkModel(self.link)
+        self._up_q: list[tuple[int, int, list[bytes]]] = []
+        self._down_q: list[tuple[int, int, dict[str, Any]]] = []
+        self._tie = itertools.count()
+        self.release_lateness_us: deque[int] = deque(maxlen=10_000)
 
     # -- sending -------------------------------------------------------------------------------------------
     def _send(self, frames: list[bytes]) -> bool:
@@ -81,9 +95,34 @@ class Uplink:
         return True
 
     def send_sample(self, seq: int, t_us: int, q: np.ndarray, horizon_us: int, now_us: int, k: float) -> bool:
-        return self._send(
-            self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k)
-        )
+        frames = self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k)
+        if self._model is None:
+            return self._send(frames)
+        lost, delay = self._model.up.fates(1)
+        if lost[0]:
+            self.stats.emulated_lost_up += 1
+            self.stats.packets_sent += 1  # it left the device; the emulated network lost it
+            self.stats.bytes_sent += sum(len(f) for f in frames)
+            return True
+        heapq.heappush(self._up_q, (now_us + int(delay[0]), next(self._tie), frames))
+        return True
+
+    def _send_control(self, frames: list[bytes], now_us: int) -> None:
+        """Hello/heartbeat: delayed by the constant link delay but never lost (they do not draw from the model)."""
+        if self._model is None:
+            self._send(frames)
+        else:
+            heapq.heappush(self._up_q, (now_us + int(self.link.delay_ms * 1000), next(self._tie), frames))
+
+    def flush_due(self, now_us: int) -> None:
+        while self._up_q and self._up_q[0][0] <= now_us:
+            release, _, frames = heapq.heappop(self._up_q)
+            self.release_lateness_us.append(now_us - release)
+            self._send(frames)
+
+    def next_release_us(self) -> int | None:
+        times = [q[0][0] for q in (self._up_q, self._down_q) if q]
+        return min(times) if times else None
 
     def tick(self, now_us: int, status: dict[str, Any] | None = None) -> None:
         """Heartbeat / hello / link-state bookkeeping; call every loop iteration."""
@@ -93,9 +132,10 @@ class Uplink:
             self._hello_pending = True
         if now_us - self._last_hb_us >= HEARTBEAT_US:
             if self._hello_pending:
-                self._send(self.wire.encode("hello", ts=now_us, **self.hello))
-            self._send(self.wire.encode("hb", ts=now_us, stats=status or {}))
+                self._send_control(self.wire.encode("hello", ts=now_us, **self.hello), now_us)
+            self._send_control(self.wire.encode("hb", ts=now_us, stats=status or {}), now_us)
             self._last_hb_us = now_us
+        self.flush_due(now_us)
 
     # -- receiving -----------------------------------------------------------------------------------------
     def poll_replies(self, now_us: int) -> list[dict[str, Any]]:
@@ -105,30 +145,46 @@ class Uplink:
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return preds
+                break
             try:
                 msg = self.wire.decode(frames)
             except ProtocolError as exc:
                 self.stats.bad_replies += 1
                 self.stats.bad_reasons[exc.reason] = self.stats.bad_reasons.get(exc.reason, 0) + 1
                 continue
-            self.stats.replies += 1
-            self._last_reply_us = now_us
-            if not self.link_up:
-                self.link_up = True
-            kind = msg["type"]
-            if kind == "pred":
-                self._rtt(now_us, msg["ts"], None)
-                preds.append(msg)
-            elif kind == "pong":
-                self._rtt(now_us, msg["ts"], msg["srv_us"])
-            elif kind == "welcome":
-                self._hello_pending = False
-                self.welcomed = True
-            elif kind == "error":
-                self.stats.errors_from_server += 1
-                if msg["code"] == "no-session":
-                    self._hello_pending = True
+            if self._model is None:
+                self._deliver(msg, now_us, preds)
+            elif msg["type"] == "pred":
+                lost, delay = self._model.down.fates(1)
+                if lost[0]:
+                    self.stats.emulated_lost_down += 1
+                else:
+                    heapq.heappush(self._down_q, (now_us + int(delay[0]), next(self._tie), msg))
+            else:
+                heapq.heappush(self._down_q, (now_us + int(self.link.delay_ms * 1000), next(self._tie), msg))
+        while self._down_q and self._down_q[0][0] <= now_us:
+            self._deliver(heapq.heappop(self._down_q)[2], now_us, preds)
+        return preds
+
+    def _deliver(self, msg: dict[str, Any], now_us: int, preds: list[dict[str, Any]]) -> None:
+        """A reply reaches the device (after emulated delay, if any)."""
+        self.stats.replies += 1
+        self._last_reply_us = now_us
+        if not self.link_up:
+            self.link_up = True
+        kind = msg["type"]
+        if kind == "pred":
+            self._rtt(now_us, msg["ts"], None)
+            preds.append(msg)
+        elif kind == "pong":
+            self._rtt(now_us, msg["ts"], msg["srv_us"])
+        elif kind == "welcome":
+            self._hello_pending = False
+            self.welcomed = True
+        elif kind == "error":
+            self.stats.errors_from_server += 1
+            if msg["code"] == "no-session":
+                self._hello_pending = True
 
     def _rtt(self, now_us: int, ts: int, srv_us: int | None) -> None:
         rtt = now_us - ts

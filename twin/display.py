@@ -65,16 +65,18 @@ def displayed(
     if m == 0 or n == 0:
         return out
     idx = np.searchsorted(arrival_us, t_us, side="right") - 1
-    ok = idx >= 0
-    if not ok.any():
+    # t_us is sorted, so the samples before the first arrival form a prefix: slice instead of masking.
+    start = int(np.searchsorted(idx, 0, side="left")) if np.all(np.diff(t_us) >= 0) else None
+    sel: slice | np.ndarray = slice(start, None) if start is not None else idx >= 0
+    i = idx[sel]
+    if len(i) == 0:
         return out
-    i = idx[ok]
-    tau = np.clip(t_us[ok] - t0_us[i], 0, horizon_us[i]) * 1e-6
-    c = coeffs[i]  # (K, P, J)
-    val = c[:, -1, :].copy()
-    for p in range(c.shape[1] - 2, -1, -1):
-        val = val * tau[:, None] + c[:, p, :]
-    out[ok] = val
+    tau = np.clip(t_us[sel] - t0_us[i], 0, horizon_us[i]) * 1e-6
+    val = coeffs[i, -1, :]
+    for p in range(coeffs.shape[1] - 2, -1, -1):
+        val *= tau[:, None]
+        val += coeffs[i, p, :]
+    out[sel] = val
     return out
 
 

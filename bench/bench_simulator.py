@@ -1,0 +1,83 @@
+"""Simulator speed: one hour of 1 kHz data (the bundled sessions tiled) per policy; target >= 1000x real time.
+
+    python bench/bench_simulator.py [--hours 1] [--repeat 3] [--json out.json]
+
+Reports the median wall time of --repeat runs per policy and the speed-up over real time, on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the target says
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from device.policies import parse_policy  # noqa: E402
+from device.simulator import simulate  # noqa: E402
+from twin.session import Session, load_session  # noqa: E402
+
+POLICIES = [
+    "static:k=10,h=50",
+    "static:k=1,h=0",
+    "send-on-delta:delta=0.1",
+    "dead-reckoning:delta=0.05,h=200",
+    "dead-reckoning:delta=0.02,h=200",
+]
+
+
+def tiled_session(hours: float) -> Session:
+    """Concatenate the bundled sessions (continuous time) until ``hours`` of data."""
+    parts = [load_session(p) for p in sorted((REPO / "data" / "sessions").glob("*.mcap"))]
+    n_target = int(hours * 3600 * 1000)
+    t_chunks, q_chunks, offset, n = [], [], 0, 0
+    while n < n_target:
+        for s in parts:
+            t_chunks.append(s.t_us - s.t_us[0] + offset)
+            q_chunks.append(s.q)
+            offset = int(t_chunks[-1][-1]) + 1000
+            n += len(s.t_us)
+    t = np.concatenate(t_chunks)[:n_target]
+    q = np.concatenate(q_chunks)[:n_target]
+    return Session(t_us=t, q=q, joint_names=parts[0].joint_names, meta={"source": "bench tiling"})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hours", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    session = tiled_session(args.hours)
+    real_s = session.duration_s
+    print(f"session: {len(session.t_us)} samples, {real_s:.0f} s of data, {session.joints} joints")
+    rows = []
+    for spec in POLICIES:
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            r = simulate(session, parse_policy(spec), "linear", eps=0.002)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        rows.append({"policy": spec, "median_s": med, "speedup": real_s / med, "load": r.metrics["load"],
+                     "mse_deg2": r.metrics["mse_deg2"]})
+        print(f"{spec:36s} median {med:6.2f} s  -> {real_s / med:7.0f}x real time  "
+              f"(load {r.metrics['load']:.4f}, mse {r.metrics['mse_deg2']:.3g})")
+    ok = all(row["speedup"] >= 1000 for row in rows if row["policy"] != "static:k=1,h=0")
+    print("target >= 1000x for static and event policies:", "met" if ok else "NOT met")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

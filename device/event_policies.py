@@ -1,0 +1,130 @@
+"""Event-triggered policies: send-on-delta and model-based triggering (dead reckoning, IEEE 1278 DIS style).
+
+Both mirror on the device what the twin will display from the samples sent so far, and send a sample only when
+the measured arm drifts more than ``delta`` degrees (any joint) from it, or when ``heartbeat_ms`` has passed since
+the last send. Send-on-delta mirrors a hold-last-sample twin; dead reckoning mirrors the server's predictor
+(the same ``OnlinePredictor`` code the server runs), so the twin is only corrected when it would be wrong.
+
+The search jumps from send to send over numpy windows, so a whole session costs O(number of sends) Python steps:
+this is what makes the simulator fast, and the live device runs the very same ``select`` on each new chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device import trigger_kernel
+from device.policies import Policy, PolicySpecError, register_policy
+from twin.display import Prediction
+from twin.predictors import OnlinePredictor, make_predictor
+
+_W0 = 32  # first search window (samples); doubles while no trigger is found
+
+
+class MirrorTriggerPolicy(Policy):
+    """Send when |q - mirrored twin| > delta (deg) on any joint, or after ``heartbeat_ms`` of silence."""
+
+    family = "dead-reckoning"
+
+    def __init__(self, delta_deg: float, predictor: str = "linear", horizon_ms: float = 200.0,
+                 heartbeat_ms: float = 500.0) -> None:
+        super().__init__(horizon_ms)
+        if delta_deg <= 0:
+            raise PolicySpecError("delta must be > 0 degrees")
+        if heartbeat_ms <= 0:
+            raise PolicySpecError("heartbeat must be > 0 ms")
+        self.delta_deg = float(delta_deg)
+        self.predictor_name = predictor
+        self.heartbeat_us = int(heartbeat_ms * 1000)
+        self._delta_rad = np.radians(self.delta_deg)
+        self.reset()
+
+    def reset(self) -> None:
+        predictor = make_predictor(self.predictor_name)
+        self._mirror = OnlinePredictor(predictor)
+        self._pred: Prediction | None = None
+        self._measured = 0
+        self._sent = 0
+        # Built-in polynomial predictors run in the compiled kernel; others (learned) take the numpy path.
+        self._kind = trigger_kernel.KINDS.get(self.predictor_name, -1)
+        self._hist_cap = max(predictor.history, 1)
+        self._kstate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def k(self) -> float:
+        """Achieved mean sampling interval so far (samples per send), for status lines."""
+        return self._measured / self._sent if self._sent else float("nan")
+
+    def _send(self, t_us: int, q: np.ndarray) -> None:
+        self._pred = self._mirror.update(t_us, q, self.horizon_us)
+        self._sent += 1
+
+    def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        if self._kind >= 0:
+            return self._select_kernel(np.ascontiguousarray(t_us, dtype=np.int64),
+                                       np.ascontiguousarray(q, dtype=np.float64))
+        return self.select_reference(t_us, q)
+
+    def _select_kernel(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        if self._kstate is None:
+            joints = q.shape[1]
+            self._kstate = (np.zeros(self._hist_cap, dtype=np.int64), np.zeros((self._hist_cap, joints)),
+                            np.zeros(3, dtype=np.int64), np.zeros((3, joints)))
+        hist_t, hist_q, state, coeffs = self._kstate
+        out = np.zeros(len(t_us), dtype=np.bool_)
+        self._sent += trigger_kernel.scan(t_us, q, out, self._kind, self._delta_rad, self.heartbeat_us,
+                                          self.horizon_us, hist_t, hist_q, state, coeffs)
+        self._measured += len(t_us)
+        return out
+
+    def select_reference(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Numpy implementation on the predictor objects themselves (any predictor; the kernel's reference)."""
+        n = len(t_us)
+        out = np.zeros(n, dtype=bool)
+        self._measured += n
+        i = 0
+        if n and self._pred is None:
+            out[0] = True
+            self._send(int(t_us[0]), q[0])
+            i = 1
+        w = _W0
+        while i < n:
+            assert self._pred is not None
+            j = min(i + w, n)
+            pred = self._pred
+            tt = t_us[i:j]
+            drift = np.abs(q[i:j] - pred.evaluate(tt)).max(axis=1) > self._delta_rad
+            trig = drift | (tt - pred.t0_us >= self.heartbeat_us)
+            hit = int(np.argmax(trig))
+            if not trig[hit]:
+                i = j
+                w *= 2
+                continue
+            m = i + hit
+            out[m] = True
+            self._send(int(t_us[m]), q[m])
+            i = m + 1
+            w = _W0
+        return out
+
+    def spec(self) -> str:
+        return (f"{self.family}:delta={self.delta_deg:g},pred={self.predictor_name},h={self.horizon_us / 1000:g},"
+                f"hb={self.heartbeat_us / 1000:g}")
+
+
+class SendOnDeltaPolicy(MirrorTriggerPolicy):
+    """Classic send-on-delta: threshold against the last sent value (the twin holds it, H = 0 by default)."""
+
+    family = "send-on-delta"
+
+    def __init__(self, delta_deg: float, horizon_ms: float = 0.0, heartbeat_ms: float = 500.0) -> None:
+        super().__init__(delta_deg, "hold", horizon_ms, heartbeat_ms)
+
+    def spec(self) -> str:
+        return f"{self.family}:delta={self.delta_deg:g},h={self.horizon_us / 1000:g},hb={self.heartbeat_us / 1000:g}"
+
+
+register_policy("dead-reckoning", lambda a: MirrorTriggerPolicy(
+    float(a["delta"]), a.get("pred", "linear"), float(a.get("h", 200)), float(a.get("hb", 500))))
+register_policy("send-on-delta", lambda a: SendOnDeltaPolicy(
+    float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500))))

@@ -1,0 +1,84 @@
+"""Offline simulator: what the live system would do on a recording, fast (DESIGN.md rule 6).
+
+It runs the live code, not a model of it: the same ``Policy.select`` decides the sends, the same ``LinkModel``
+draws losses and delays, the same predictor ``fit_all`` makes the server's predictions, the same
+``twin.display`` rule gives what the twin showed, and the same ``ErrorAccumulator`` scores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device.link import LinkModel, LinkSpec
+from device.policies import Policy
+from twin.display import displayed, in_effect
+from twin.metrics import ErrorAccumulator
+from twin.predictors import make_predictor
+from twin.schema import Wire
+from twin.session import Session
+
+# Serial + device loop + loopback latency of the live pipeline (device time -> server receipt), measured by
+# `python bench/bench_pipeline_latency.py`; the simulator adds it so live and simulated arrivals line up.
+PIPELINE_LATENCY_US = 500
+
+
+@dataclass
+class SimResult:
+    """Figures of one simulated run, plus (optionally) the display for plots and agreement checks."""
+
+    metrics: dict[str, Any]
+    qhat: np.ndarray | None = None
+    sent: np.ndarray | None = None
+    window_mse: list[float] = field(default_factory=list)
+
+
+def sample_message_bytes(joints: int) -> int:
+    """Bytes of one sample message on the wire (msgpack body + ZeroMQ framing), as the device sends it."""
+    body = Wire().encode("sample", seq=2**31, t=2**40, q=[0.123456789] * joints, h=50_000, ts=2**40, k=10.0)
+    return len(body[0]) + 2
+
+
+def simulate(
+    session: Session,
+    policy: Policy,
+    predictor: str = "linear",
+    link: LinkSpec | None = None,
+    eps: float | None = None,
+    keep: bool = False,
+    latency_us: int = PIPELINE_LATENCY_US,
+) -> SimResult:
+    """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin."""
+    link = link or LinkSpec()
+    t, q = session.t_us, session.q
+    n = len(t)
+    policy.reset()
+    sent = policy.select(t, q)
+    idx = np.flatnonzero(sent)
+    lost, delay = LinkModel(link).up.fates(len(idx))
+    recv = idx[~lost]
+    arrival = t[recv] + delay[~lost] + latency_us
+    order = in_effect(arrival, t[recv])  # the server ignores samples older than what it shows (reordering)
+    recv, arrival = recv[order], arrival[order]
+    coeffs = make_predictor(predictor).fit_all(t[recv], q[recv])
+    horizon = np.full(len(recv), policy.horizon_us, dtype=np.int64)
+    qhat = displayed(t, arrival, t[recv], horizon, coeffs)
+    acc = ErrorAccumulator()
+    acc.add(t, q, qhat)
+    duration_s = max((t[-1] - t[0]) * 1e-6, 1e-9)
+    metrics: dict[str, Any] = {
+        "policy": policy.spec(),
+        "predictor": predictor,
+        "link": link.label(),
+        "delay_ms": link.delay_ms,
+        "loss": link.loss,
+        "samples": n,
+        "sent": len(idx),
+        "load": len(idx) / n if n else float("nan"),
+        "delivered": len(recv),
+        "bytes_per_s": len(idx) * sample_message_bytes(session.joints) / duration_s,
+        **acc.summary(eps),
+    }
+    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc.window_mse)

@@ -1,0 +1,117 @@
+"""Compiled inner loop of the event-triggered policies (numba), shared by the live device and the simulator.
+
+Event triggering is sequential by nature (each send changes what the twin will show next), so a whole hour costs
+one step per sample; in numpy that is ~50 µs per send, far from the simulator's 1000x real-time target. This
+kernel walks the samples in compiled code and re-fits the mirrored predictor after each send with the same
+arithmetic as ``twin.predictors`` (hold / linear / quadratic through the newest sample);
+``tests/test_event_policies.py`` checks it against those classes and against the pure-Python path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+KINDS = {"hold": 0, "linear": 1, "quadratic": 2}
+QUAD_WINDOW = 5  # QuadraticPredictor.history
+
+
+@njit(cache=True)
+def _refit(kind: int, hist_t: np.ndarray, hist_q: np.ndarray, n_hist: int, coeffs: np.ndarray) -> None:
+    """Coefficients after the newest history row (row n_hist - 1), like Predictor.fit_all(...)[-1]."""
+    joints = hist_q.shape[1]
+    last = n_hist - 1
+    for j in range(joints):
+        coeffs[0, j] = hist_q[last, j]
+        coeffs[1, j] = 0.0
+        coeffs[2, j] = 0.0
+    if kind == 0 or n_hist < 2:
+        return
+    dt = (hist_t[last] - hist_t[last - 1]) * 1e-6
+    if dt < 1e-6:
+        dt = 1e-6
+    for j in range(joints):
+        coeffs[1, j] = (hist_q[last, j] - hist_q[last - 1, j]) / dt
+    if kind == 1 or n_hist < 3:
+        return
+    first = max(0, n_hist - QUAD_WINDOW)
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    for r in range(first, n_hist):
+        tau = (hist_t[r] - hist_t[last]) * 1e-6
+        s2 += tau * tau
+        s3 += tau * tau * tau
+        s4 += tau * tau * tau * tau
+    det = s2 * s4 - s3 * s3
+    if abs(det) <= 1e-30:
+        return
+    for j in range(joints):
+        b1 = 0.0
+        b2 = 0.0
+        for r in range(first, n_hist):
+            tau = (hist_t[r] - hist_t[last]) * 1e-6
+            dq = hist_q[r, j] - hist_q[last, j]
+            b1 += tau * dq
+            b2 += tau * tau * dq
+        coeffs[1, j] = (b1 * s4 - b2 * s3) / det
+        coeffs[2, j] = (s2 * b2 - s3 * b1) / det
+
+
+@njit(cache=True)
+def scan(
+    t: np.ndarray,
+    q: np.ndarray,
+    out: np.ndarray,
+    kind: int,
+    delta_rad: float,
+    heartbeat_us: int,
+    horizon_us: int,
+    hist_t: np.ndarray,
+    hist_q: np.ndarray,
+    state: np.ndarray,
+    coeffs: np.ndarray,
+) -> int:
+    """Mark in ``out`` the samples to send; returns the number sent.
+
+    ``state`` = [n_hist, t0 of the current prediction, has_prediction]; history arrays hold the last sends
+    (newest last) and are updated in place so the scan continues across chunks.
+    """
+    n = t.shape[0]
+    joints = q.shape[1]
+    cap = hist_t.shape[0]
+    n_hist = state[0]
+    t0 = state[1]
+    sent = 0
+    for i in range(n):
+        send = state[2] == 0
+        if not send:
+            age = t[i] - t0
+            if age >= heartbeat_us:
+                send = True
+            else:
+                tau = min(max(age, 0), horizon_us) * 1e-6
+                for j in range(joints):
+                    pred = coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j])
+                    if abs(q[i, j] - pred) > delta_rad:
+                        send = True
+                        break
+        if send:
+            out[i] = True
+            sent += 1
+            if n_hist == cap:
+                for r in range(cap - 1):
+                    hist_t[r] = hist_t[r + 1]
+                    for j in range(joints):
+                        hist_q[r, j] = hist_q[r + 1, j]
+                n_hist -= 1
+            hist_t[n_hist] = t[i]
+            for j in range(joints):
+                hist_q[n_hist, j] = q[i, j]
+            n_hist += 1
+            _refit(kind, hist_t, hist_q, n_hist, coeffs)
+            t0 = t[i]
+            state[2] = 1
+    state[0] = n_hist
+    state[1] = t0
+    return sent

@@ -1,0 +1,96 @@
+"""Event-triggered policies and the link model: kernel == reference, chunking invariance, semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device.event_policies import MirrorTriggerPolicy, SendOnDeltaPolicy
+from device.link import LinkModel, LinkSpec, LinkSpecError
+from device.policies import PolicySpecError, StaticPolicy, parse_policy
+from tests.conftest import synthetic_session
+from twin.predictors import OnlinePredictor, make_predictor
+
+
+@pytest.mark.parametrize("spec", [
+    "dead-reckoning:delta=0.05,h=200",
+    "dead-reckoning:delta=0.02,pred=quadratic,h=50,hb=100",
+    "dead-reckoning:delta=0.1,pred=hold",
+    "send-on-delta:delta=0.1",
+])
+def test_kernel_matches_reference_and_chunking(spec: str) -> None:
+    s = synthetic_session(seconds=8, joints=4)
+    whole = parse_policy(spec).select(s.t_us, s.q)
+    ref = parse_policy(spec)
+    assert isinstance(ref, MirrorTriggerPolicy)
+    assert np.array_equal(whole, ref.select_reference(s.t_us, s.q))
+    chunked_policy = parse_policy(spec)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(s.t_us)), size=500, replace=False))
+    bounds = zip(np.r_[0, cuts], np.r_[cuts, len(s.t_us)], strict=True)
+    parts = [chunked_policy.select(s.t_us[a:b], s.q[a:b]) for a, b in bounds]
+    assert np.array_equal(whole, np.concatenate(parts))
+    assert 0 < whole.sum() < len(whole)
+
+
+def test_dead_reckoning_bounds_the_mirrored_error() -> None:
+    s = synthetic_session(seconds=5, joints=3)
+    delta = 0.05
+    pol = MirrorTriggerPolicy(delta, "linear", horizon_ms=1e6, heartbeat_ms=1e6)
+    sent = pol.select(s.t_us, s.q)
+    # Rebuild the mirror with the server's own predictor: between sends the twin stays within delta.
+    mirror = OnlinePredictor(make_predictor("linear"))
+    pred = None
+    for i in range(len(s.t_us)):
+        if sent[i]:
+            pred = mirror.update(int(s.t_us[i]), s.q[i], pol.horizon_us)
+            continue
+        assert pred is not None
+        assert np.degrees(np.abs(s.q[i] - pred.evaluate(int(s.t_us[i])))).max() <= delta + 1e-9
+
+
+def test_heartbeat_and_send_on_delta_semantics() -> None:
+    t = np.arange(3000, dtype=np.int64) * 1000
+    q = np.zeros((3000, 2))
+    sent = SendOnDeltaPolicy(0.1, heartbeat_ms=500).select(t, q)
+    assert np.flatnonzero(sent).tolist() == [0, 500, 1000, 1500, 2000, 2500]
+    q[1200:, 1] = np.radians(0.2)  # a step larger than delta is sent at once
+    sent = SendOnDeltaPolicy(0.1, heartbeat_ms=500).select(t, q)
+    assert sent[1200]
+
+
+def test_static_policy_every_kth_across_chunks() -> None:
+    pol = StaticPolicy(7)
+    t = np.arange(100)
+    out = np.concatenate([pol.select(t[a:a + 3], np.zeros((len(t[a:a + 3]), 1))) for a in range(0, 100, 3)])
+    assert np.flatnonzero(out).tolist() == list(range(0, 100, 7))
+
+
+def test_bad_policy_specs() -> None:
+    for spec in ("nope", "static:k=0", "dead-reckoning", "dead-reckoning:delta=-1", "static:k=x"):
+        with pytest.raises(PolicySpecError):
+            parse_policy(spec)
+
+
+def test_link_draws_are_chunk_invariant_and_match_rates() -> None:
+    spec = LinkSpec.parse("delay_ms=20,jitter_ms=4,loss=0.1,seed=3")
+    lost_all, delay_all = LinkModel(spec).up.fates(20000)
+    one = LinkModel(spec).up
+    singles = [one.fates(1) for _ in range(20000)]
+    assert np.array_equal(lost_all, np.array([s[0][0] for s in singles]))
+    assert np.array_equal(delay_all, np.array([s[1][0] for s in singles]))
+    assert abs(lost_all.mean() - 0.1) < 0.01
+    assert delay_all.min() >= 20000 and delay_all.max() <= 24000
+
+
+def test_gilbert_elliott_bursts_keep_the_average_loss() -> None:
+    lost, _ = LinkModel(LinkSpec(loss=0.1, burst=4, seed=1)).up.fates(200_000)
+    assert abs(lost.mean() - 0.1) < 0.01
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, lost.astype(int), 0])))[::2]
+    assert 3.0 < runs.mean() < 5.0
+
+
+def test_bad_link_specs() -> None:
+    for text in ("loss=1.5", "delay=3", "delay_ms=x", "burst=0.5"):
+        with pytest.raises(LinkSpecError):
+            LinkSpec.parse(text)
