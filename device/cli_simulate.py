@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def add_parser(sub: Any, name: str) -> None:
         "      --constraint 0.002 --json out.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("session", type=Path)
+    p.add_argument("sessions", type=Path, nargs="+", metavar="SESSION",
+                   help="one or more sessions; with several, figures are pooled over all their samples")
     p.add_argument("--policy", required=True, help="policy spec, e.g. static:k=10,h=50")
     p.add_argument("--predictor", default="linear", help="server predictor (default linear)")
     p.add_argument("--link", default="", help="link impairments: delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]")
@@ -35,25 +37,49 @@ def add_parser(sub: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from device.link import LinkSpec, LinkSpecError
     from device.policies import PolicySpecError, parse_policy
-    from device.simulator import simulate
+    from device.simulator import simulate_many
     from twin.session import SessionError, load_session
 
     try:
-        session = load_session(args.session)
+        sessions = [load_session(p) for p in args.sessions]
         policy = parse_policy(args.policy)
         link = LinkSpec.parse(args.link)
-        result = simulate(session, policy, args.predictor, link, args.constraint, keep=not args.no_ee)
+        m, results = simulate_many(sessions, policy, args.predictor, link, args.constraint, keep=not args.no_ee)
     except (SessionError, PolicySpecError, LinkSpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    m = result.metrics
-    m["session"] = str(args.session)
-    if not args.no_ee and result.qhat is not None:
-        m.update(end_effector_error(session, result.qhat))
+    m["session"] = ",".join(str(p) for p in args.sessions)
+    if not args.no_ee:
+        m.update(pooled_ee_error(sessions, [r.qhat for r in results]))
     print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
     if args.json:
         args.json.write_text(json.dumps(m, indent=2, default=float) + "\n")
     return 0
+
+
+def pooled_ee_error(sessions: list[Any], qhats: list[Any], stride: int = 1) -> dict[str, Any]:
+    """End-effector error over several sessions: mean and p99 over all scored poses (mm)."""
+    import numpy as np
+
+    from twin.arm import ArmModel, JointLimitWarning
+
+    errs = []
+    try:
+        for s, qh in zip(sessions, qhats, strict=True):
+            if qh is None:
+                continue
+            with ArmModel(s.meta.get("urdf"), None, s.joint_names) as arm, warnings.catch_warnings():
+                warnings.simplefilter("ignore", JointLimitWarning)
+                errs.append(arm.ee_error_mm(s.q, qh, stride))
+    except (ValueError, RuntimeError) as exc:
+        print(f"warning: no end-effector error: {exc}", file=sys.stderr)
+        return {}
+    err = np.concatenate(errs) if errs else np.empty(0)
+    err = err[~np.isnan(err)]
+    if not len(err):
+        return {}
+    return {"ee_err_mean_mm": float(err.mean()), "ee_err_p99_mm": float(np.percentile(err, 99)),
+            "ee_err_max_mm": float(err.max())}
 
 
 def end_effector_error(session: Any, qhat: Any, stride: int = 1) -> dict[str, Any]:

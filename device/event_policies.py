@@ -27,12 +27,16 @@ class MirrorTriggerPolicy(Policy):
     family = "dead-reckoning"
 
     def __init__(self, delta_deg: float, predictor: str = "linear", horizon_ms: float = 200.0,
-                 heartbeat_ms: float = 500.0) -> None:
+                 heartbeat_ms: float = 500.0, norm: str = "max") -> None:
         super().__init__(horizon_ms)
         if delta_deg <= 0:
             raise PolicySpecError("delta must be > 0 degrees")
         if heartbeat_ms <= 0:
             raise PolicySpecError("heartbeat must be > 0 ms")
+        if norm not in trigger_kernel.NORMS:
+            raise PolicySpecError("norm must be 'max' (largest joint error), 'rms' (over joints) or 'energy' "
+                                  "(squared error accumulated since the last send)")
+        self.norm = norm
         self.delta_deg = float(delta_deg)
         self.predictor_name = predictor
         self.heartbeat_us = int(heartbeat_ms * 1000)
@@ -48,7 +52,8 @@ class MirrorTriggerPolicy(Policy):
         # Built-in polynomial predictors run in the compiled kernel; others (learned) take the numpy path.
         self._kind = trigger_kernel.KINDS.get(self.predictor_name, -1)
         self._hist_cap = max(predictor.history, 1)
-        self._kstate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._kstate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._energy = 0.0
 
     @property
     def k(self) -> float:
@@ -69,11 +74,12 @@ class MirrorTriggerPolicy(Policy):
         if self._kstate is None:
             joints = q.shape[1]
             self._kstate = (np.zeros(self._hist_cap, dtype=np.int64), np.zeros((self._hist_cap, joints)),
-                            np.zeros(3, dtype=np.int64), np.zeros((3, joints)))
-        hist_t, hist_q, state, coeffs = self._kstate
+                            np.zeros(3, dtype=np.int64), np.zeros((3, joints)), np.zeros(1))
+        hist_t, hist_q, state, coeffs, energy = self._kstate
         out = np.zeros(len(t_us), dtype=np.bool_)
         self._sent += trigger_kernel.scan(t_us, q, out, self._kind, self._delta_rad, self.heartbeat_us,
-                                          self.horizon_us, hist_t, hist_q, state, coeffs)
+                                          self.horizon_us, hist_t, hist_q, state, coeffs, energy,
+                                          trigger_kernel.NORMS[self.norm])
         self._measured += len(t_us)
         return out
 
@@ -93,15 +99,25 @@ class MirrorTriggerPolicy(Policy):
             j = min(i + w, n)
             pred = self._pred
             tt = t_us[i:j]
-            drift = np.abs(q[i:j] - pred.evaluate(tt)).max(axis=1) > self._delta_rad
+            err = q[i:j] - pred.evaluate(tt)
+            if self.norm == "energy":
+                energy = self._energy + np.cumsum(np.mean(err**2, axis=1))
+                drift = energy > self._delta_rad**2 * trigger_kernel.ENERGY_SAMPLES
+            elif self.norm == "rms":
+                drift = np.sqrt(np.mean(err**2, axis=1)) > self._delta_rad
+            else:
+                drift = np.abs(err).max(axis=1) > self._delta_rad
             trig = drift | (tt - pred.t0_us >= self.heartbeat_us)
             hit = int(np.argmax(trig))
             if not trig[hit]:
+                if self.norm == "energy":
+                    self._energy = float(energy[-1])
                 i = j
                 w *= 2
                 continue
             m = i + hit
             out[m] = True
+            self._energy = 0.0
             self._send(int(t_us[m]), q[m])
             i = m + 1
             w = _W0
@@ -109,7 +125,7 @@ class MirrorTriggerPolicy(Policy):
 
     def spec(self) -> str:
         return (f"{self.family}:delta={self.delta_deg:g},pred={self.predictor_name},h={self.horizon_us / 1000:g},"
-                f"hb={self.heartbeat_us / 1000:g}")
+                f"hb={self.heartbeat_us / 1000:g}" + (f",norm={self.norm}" if self.norm != "max" else ""))
 
 
 class SendOnDeltaPolicy(MirrorTriggerPolicy):
@@ -125,6 +141,7 @@ class SendOnDeltaPolicy(MirrorTriggerPolicy):
 
 
 register_policy("dead-reckoning", lambda a: MirrorTriggerPolicy(
-    float(a["delta"]), a.get("pred", "linear"), float(a.get("h", 200)), float(a.get("hb", 500))))
+    float(a["delta"]), a.get("pred", "linear"), float(a.get("h", 200)), float(a.get("hb", 500)),
+    a.get("norm", "max")))
 register_policy("send-on-delta", lambda a: SendOnDeltaPolicy(
     float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500))))

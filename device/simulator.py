@@ -33,6 +33,8 @@ class SimResult:
     qhat: np.ndarray | None = None
     sent: np.ndarray | None = None
     window_mse: list[float] = field(default_factory=list)
+    acc: ErrorAccumulator = field(default_factory=ErrorAccumulator)
+    duration_s: float = 0.0
 
 
 def sample_message_bytes(joints: int) -> int:
@@ -81,4 +83,27 @@ def simulate(
         "bytes_per_s": len(idx) * sample_message_bytes(session.joints) / duration_s,
         **acc.summary(eps),
     }
-    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc.window_mse)
+    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc.window_mse, acc, duration_s)
+
+
+def simulate_many(
+    sessions: list[Session],
+    policy: Policy,
+    predictor: str = "linear",
+    link: LinkSpec | None = None,
+    eps: float | None = None,
+    keep: bool = False,
+) -> tuple[dict[str, Any], list[SimResult]]:
+    """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples."""
+    results = [simulate(s, policy, predictor, link, eps, keep) for s in sessions]
+    acc = ErrorAccumulator()
+    for r in results:
+        acc.merge(r.acc)
+    samples = sum(r.metrics["samples"] for r in results)
+    sent = sum(r.metrics["sent"] for r in results)
+    duration = sum(r.duration_s for r in results)
+    pooled = {**results[0].metrics, "samples": samples, "sent": sent, "load": sent / samples,
+              "delivered": sum(r.metrics["delivered"] for r in results),
+              "bytes_per_s": sum(r.metrics["bytes_per_s"] * r.duration_s for r in results) / max(duration, 1e-9),
+              "sessions": len(results), **acc.summary(eps)}
+    return pooled, results

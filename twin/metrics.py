@@ -79,6 +79,19 @@ class ErrorAccumulator:
             self._win_idx = int(win[starts[-1]])
             self._win_sum, self._win_n = float(sums[-1]), int(counts[-1])
 
+    def merge(self, other: ErrorAccumulator) -> None:
+        """Pool another (finished) accumulator into this one: figures over several sessions."""
+        self.sum_sq += other.sum_sq
+        self.count += other.count
+        self.samples += other.samples
+        self.uncounted += other.uncounted
+        self._hist += other._hist
+        self._close_window()
+        self.window_mse.extend(other.window_mse)
+        if other._win_n:
+            self.window_mse.append(other._win_sum / other._win_n)
+        self._win_idx = None
+
     def _close_window(self) -> None:
         if self._win_n:
             self.window_mse.append(self._win_sum / self._win_n)

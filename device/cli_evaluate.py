@@ -1,0 +1,121 @@
+"""``armtwin evaluate``: the policy comparison protocol (DESIGN.md §6) with results files and plots."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+CSV_KEYS = ["policy", "constraint", "delay_ms", "jitter_ms", "loss", "load", "mse_deg2", "rmse_deg",
+            "p99_abs_err_deg", "tail_fraction", "meets_constraint", "ee_err_mean_mm", "ee_err_p99_mm",
+            "bytes_per_s", "train_load", "train_mse_deg2", "spec", "link", "predictor"]
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="tune policy families on training sessions, score them on test sessions, write results + plots",
+        description="For each constraint and link condition, tune every policy family on the --train sessions "
+        "(exhaustive search over (k, H) for static, δ (and H) for the event policies) and score the tuned "
+        "policy on the --test sessions. Writes results.json, results.csv, candidates.json and plots into --out. "
+        "Every record holds the policy spec: 'armtwin simulate TEST... --policy SPEC --link LINK' reproduces it.",
+        epilog="examples:\n"
+        "  armtwin evaluate --train data/sessions/train_*.mcap --test data/sessions/test_*.mcap --out eval\n"
+        "  armtwin evaluate --train a.mcap --test b.mcap --constraints 0.002,0.007 --links loss=0 loss=0.1 \\\n"
+        "      --policies static,dead-reckoning,kc-td3:policy.pt --out eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--train", type=Path, nargs="+", required=True, help="sessions used for tuning")
+    p.add_argument("--test", type=Path, nargs="+", required=True, help="held-out sessions used for scoring")
+    p.add_argument("--constraints", default="0.002,0.005,0.007,0.01,0.02",
+                   help="comma-separated ε values in deg² (default 0.002,0.005,0.007,0.01,0.02)")
+    p.add_argument("--links", nargs="+", default=["loss=0", "loss=0.1"],
+                   help="link conditions in --link syntax (default: loss=0 loss=0.1)")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated families or full specs (default: none,static,static-sampling-only,"
+                   "static-prediction-only,send-on-delta,dead-reckoning)")
+    p.add_argument("--predictor", default="linear", help="server predictor (default linear)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--no-ee", action="store_true", help="skip end-effector error (FK through the URDF)")
+    p.set_defaults(run=run)
+
+
+def _split_policies(text: str) -> list[str]:
+    """Split on commas that start a new family (a spec such as static:k=1,h=0 keeps its own commas)."""
+    parts: list[str] = []
+    for piece in text.split(","):
+        if parts and "=" in piece and ":" not in piece:
+            parts[-1] += "," + piece
+        else:
+            parts.append(piece.strip())
+    return [p for p in parts if p]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from device.cli_simulate import pooled_ee_error
+    from device.eval_plots import plot_error_distributions, plot_tradeoff
+    from device.evaluate import DEFAULT_FAMILIES, evaluate
+    from device.link import LinkSpec, LinkSpecError
+    from device.policies import PolicySpecError
+    from twin.session import SessionError, load_session
+
+    try:
+        constraints = [float(c) for c in args.constraints.split(",") if c.strip()]
+        links = [LinkSpec.parse(text) for text in args.links]
+        families = _split_policies(args.policies) if args.policies else list(DEFAULT_FAMILIES)
+        train = [load_session(p) for p in args.train]
+        test = [load_session(p) for p in args.test]
+    except (ValueError, SessionError, LinkSpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    overlap = {p.resolve() for p in args.train} & {p.resolve() for p in args.test}
+    if overlap:
+        print(f"warning: sessions in both --train and --test: {sorted(map(str, overlap))}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def ee(sessions: list[Any], qhats: list[Any]) -> dict[str, Any]:
+        return pooled_ee_error(sessions, qhats, stride=10)
+
+    try:
+        records, cloud = evaluate(
+            train, test, constraints, links, families, args.predictor,
+            progress=lambda jobs: tqdm(jobs, desc="simulating candidates", unit="sim", file=sys.stderr),
+            ee=None if args.no_ee else ee)
+    except (PolicySpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = {"train": [str(p) for p in args.train], "test": [str(p) for p in args.test],
+            "constraints": constraints, "links": [lk.label() for lk in links], "predictor": args.predictor,
+            "command": "armtwin " + " ".join(sys.argv[1:])}
+    (args.out / "results.json").write_text(json.dumps(
+        {"meta": meta, "records": [{k: v for k, v in r.items() if k != "window_mse"} for r in records]},
+        indent=2, default=float) + "\n")
+    (args.out / "candidates.json").write_text(json.dumps(cloud, default=float) + "\n")
+    with open(args.out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_KEYS + ["params"], extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow({**r, "params": json.dumps(r["params"])})
+    for lk in links:
+        tag = re.sub(r"[^0-9a-z.]+", "_", lk.label())
+        plot_tradeoff(records, cloud, lk.label(), args.out / f"tradeoff_{tag}.png")
+        for eps in constraints:
+            plot_error_distributions(records, lk.label(), eps, args.out / f"errors_{tag}_eps{eps:g}.png")
+    _print_table(records)
+    print(f"wrote {args.out}/results.json, results.csv, candidates.json and plots")
+    return 0
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    print(f"{'link':38s} {'ε':>6s} {'policy':24s} {'load':>7s} {'mse':>9s} {'p99|e|':>7s} {'tail':>6s} "
+          f"{'ok':>3s}  spec")
+    for r in records:
+        print(f"{r['link']:38s} {r['constraint']:6g} {r['policy']:24s} {r['load']:7.4f} {r['mse_deg2']:9.3g} "
+              f"{r['p99_abs_err_deg']:7.3f} {r['tail_fraction']:6.3f} {'yes' if r['meets_constraint'] else 'NO':>3s}"
+              f"  {r['spec']}")
