@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from twin.predictors import DEFAULT_PREDICTOR
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SESSION = REPO / "data" / "sessions" / "default.mcap"
-DEFAULT_POLICY = "static:k=10,h=50"
+DEFAULT_POLICY = "dead-reckoning:delta=0.1,h=200"
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -31,7 +33,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default demo-out)")
     p.add_argument("--session", type=Path, default=DEFAULT_SESSION, help="session to replay (default: bundled)")
     p.add_argument("--policy", default=DEFAULT_POLICY, help=f"device policy (default {DEFAULT_POLICY})")
-    p.add_argument("--predictor", default="linear", help="server predictor (default linear)")
+    p.add_argument("--predictor", default=DEFAULT_PREDICTOR,
+                   help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.set_defaults(run=run)
 
 

@@ -24,6 +24,7 @@ from device.reader import SerialReader, host_us
 from device.tracking import Recorder, TrackingMonitor
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
+from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.schema import ProtocolError, Wire, prediction_from_wire
 from twin.session import SessionWriter
 
@@ -77,6 +78,9 @@ class DeviceAgent:
         self.fw2host_us: int | None = None  # host_us - device time, lower envelope (serial latency floor)
         self.summary: dict[str, Any] = {}
         self._seq_sent = 0
+        self._checked_predictor = False
+        self._ring_t = np.zeros(0, dtype=np.int64)
+        self._ring_q = np.zeros((0, 1))
 
     def _wake(self) -> None:
         with self._wake_lock, contextlib.suppress(zmq.Again):
@@ -128,6 +132,8 @@ class DeviceAgent:
                     continue
                 for msg in self.uplink.poll_replies(now):
                     self._handle_prediction(msg)
+                if self.uplink.welcomed and not self._checked_predictor:
+                    self._check_predictor()
                 self.uplink.tick(now, self._brief_status())
                 if not self.uplink.link_up:
                     down_since = now if down_since is None else down_since
@@ -176,10 +182,27 @@ class DeviceAgent:
         q = np.stack([s.q for s in samples])
         mask = self.cfg.policy.select(t, q)
         sent = np.zeros(len(samples), dtype=bool)
+        # The last measured samples before this chunk: the window of the device-side velocity estimate.
+        tt, qq = np.concatenate([self._ring_t, t]), np.concatenate([self._ring_q.reshape(-1, q.shape[1]), q])
+        offset = len(tt) - len(t)
+        wants_d = self.uplink.server_wants_derivatives
         for i in np.flatnonzero(mask):
             s = samples[i]
-            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, self.cfg.policy.horizon_us, now, self.cfg.policy.k)
+            d = quad_fit(tt, qq, np.array([offset + i]), DERIV_WINDOW)[0, 1:] if wants_d else None
+            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, self.cfg.policy.horizon_us, now,
+                                              self.cfg.policy.k, d)
+        self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
+
+    def _check_predictor(self) -> None:
+        """A dead-reckoning device must mirror the predictor the server really runs, or its sends are wrong."""
+        assert self.uplink is not None
+        self._checked_predictor = True
+        mirrored = getattr(self.cfg.policy, "predictor_name", None)
+        if mirrored is not None and mirrored != self.uplink.server_predictor:
+            print(f"warning: policy mirrors predictor {mirrored!r} but the server runs "
+                  f"{self.uplink.server_predictor!r}; start the server with --predictor {mirrored}",
+                  file=sys.stderr, flush=True)
 
     def _handle_prediction(self, msg: dict[str, Any]) -> None:
         assert self.uplink is not None and self.tracking is not None and self.fw2host_us is not None

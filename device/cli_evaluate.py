@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twin.predictors import DEFAULT_PREDICTOR
+
 CSV_KEYS = ["policy", "constraint", "delay_ms", "jitter_ms", "loss", "load", "mse_deg2", "rmse_deg",
             "p99_abs_err_deg", "tail_fraction", "meets_constraint", "ee_err_mean_mm", "ee_err_p99_mm",
             "bytes_per_s", "train_load", "train_mse_deg2", "spec", "link", "predictor"]
@@ -38,7 +40,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--policies", default=None,
                    help="comma-separated families or full specs (default: none,static,static-sampling-only,"
                    "static-prediction-only,send-on-delta,dead-reckoning)")
-    p.add_argument("--predictor", default="linear", help="server predictor (default linear)")
+    p.add_argument("--predictor", default=DEFAULT_PREDICTOR, help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-ee", action="store_true", help="skip end-effector error (FK through the URDF)")
     p.set_defaults(run=run)
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         indent=2, default=float) + "\n")
     (args.out / "candidates.json").write_text(json.dumps(cloud, default=float) + "\n")
     with open(args.out / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_KEYS + ["params"], extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=[*CSV_KEYS, "params"], extrasaction="ignore")
         w.writeheader()
         for r in records:
             w.writerow({**r, "params": json.dumps(r["params"])})

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from twin.predictors import DEFAULT_PREDICTOR
+
 
 def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("sessions", type=Path, nargs="+", metavar="SESSION",
                    help="one or more sessions; with several, figures are pooled over all their samples")
     p.add_argument("--policy", required=True, help="policy spec, e.g. static:k=10,h=50")
-    p.add_argument("--predictor", default="linear", help="server predictor (default linear)")
+    p.add_argument("--predictor", default=DEFAULT_PREDICTOR, help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.add_argument("--link", default="", help="link impairments: delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]")
     p.add_argument("--constraint", type=float, default=0.002, help="ε in deg² for the tail fraction (default 0.002)")
     p.add_argument("--no-ee", action="store_true", help="skip the end-effector error (needs the URDF)")

@@ -18,6 +18,7 @@ import numpy as np
 from device.link import LinkSpec
 from device.policies import parse_policy
 from device.simulator import simulate_many
+from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
 
 STATIC_K = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200)
@@ -69,7 +70,7 @@ def evaluate(
     constraints: list[float],
     links: list[LinkSpec],
     families: Iterable[str] = DEFAULT_FAMILIES,
-    predictor: str = "linear",
+    predictor: str = DEFAULT_PREDICTOR,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
     ee: Callable[[list[Session], list[np.ndarray | None]], dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,7 +16,8 @@ import numpy as np
 from device import trigger_kernel
 from device.policies import Policy, PolicySpecError, register_policy
 from twin.display import Prediction
-from twin.predictors import OnlinePredictor, make_predictor
+from twin.kinematics import DERIV_WINDOW, quad_fit
+from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 
 _W0 = 32  # first search window (samples); doubles while no trigger is found
 
@@ -26,7 +27,7 @@ class MirrorTriggerPolicy(Policy):
 
     family = "dead-reckoning"
 
-    def __init__(self, delta_deg: float, predictor: str = "linear", horizon_ms: float = 200.0,
+    def __init__(self, delta_deg: float, predictor: str = DEFAULT_PREDICTOR, horizon_ms: float = 200.0,
                  heartbeat_ms: float = 500.0, norm: str = "max") -> None:
         super().__init__(horizon_ms)
         if delta_deg <= 0:
@@ -54,14 +55,20 @@ class MirrorTriggerPolicy(Policy):
         self._hist_cap = max(predictor.history, 1)
         self._kstate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._energy = 0.0
+        # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
+        self._tail_t = np.zeros(0, dtype=np.int64)
+        self._tail_q: np.ndarray | None = None
+        # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
+        self._tail_t = np.zeros(0, dtype=np.int64)
+        self._tail_q: np.ndarray | None = None
 
     @property
     def k(self) -> float:
         """Achieved mean sampling interval so far (samples per send), for status lines."""
         return self._measured / self._sent if self._sent else float("nan")
 
-    def _send(self, t_us: int, q: np.ndarray) -> None:
-        self._pred = self._mirror.update(t_us, q, self.horizon_us)
+    def _send(self, t_us: int, q: np.ndarray, deriv: np.ndarray | None = None) -> None:
+        self._pred = self._mirror.update(t_us, q, self.horizon_us, deriv)
         self._sent += 1
 
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -70,28 +77,40 @@ class MirrorTriggerPolicy(Policy):
                                        np.ascontiguousarray(q, dtype=np.float64))
         return self.select_reference(t_us, q)
 
+    def _with_tail(self, t_us: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Prepend the last measured samples of earlier chunks; keep this chunk's tail for the next one."""
+        if not self._mirror.uses_derivatives:
+            return t_us, q, 0
+        tail_q = self._tail_q if self._tail_q is not None else np.zeros((0, q.shape[1]))
+        tt = np.concatenate([self._tail_t, t_us])
+        qq = np.concatenate([tail_q, q])
+        self._tail_t, self._tail_q = tt[-(DERIV_WINDOW - 1):].copy(), qq[-(DERIV_WINDOW - 1):].copy()
+        return np.ascontiguousarray(tt), np.ascontiguousarray(qq), len(tt) - len(t_us)
+
     def _select_kernel(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         if self._kstate is None:
             joints = q.shape[1]
             self._kstate = (np.zeros(self._hist_cap, dtype=np.int64), np.zeros((self._hist_cap, joints)),
                             np.zeros(3, dtype=np.int64), np.zeros((3, joints)), np.zeros(1))
         hist_t, hist_q, state, coeffs, energy = self._kstate
-        out = np.zeros(len(t_us), dtype=np.bool_)
-        self._sent += trigger_kernel.scan(t_us, q, out, self._kind, self._delta_rad, self.heartbeat_us,
+        tt, qq, start = self._with_tail(t_us, q)
+        out = np.zeros(len(tt), dtype=np.bool_)
+        self._sent += trigger_kernel.scan(tt, qq, out, self._kind, self._delta_rad, self.heartbeat_us,
                                           self.horizon_us, hist_t, hist_q, state, coeffs, energy,
-                                          trigger_kernel.NORMS[self.norm])
+                                          trigger_kernel.NORMS[self.norm], start, DERIV_WINDOW)
         self._measured += len(t_us)
-        return out
+        return out[start:]
 
     def select_reference(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Numpy implementation on the predictor objects themselves (any predictor; the kernel's reference)."""
         n = len(t_us)
         out = np.zeros(n, dtype=bool)
         self._measured += n
+        tt_all, qq_all, start = self._with_tail(t_us, q)
         i = 0
         if n and self._pred is None:
             out[0] = True
-            self._send(int(t_us[0]), q[0])
+            self._send(int(t_us[0]), q[0], self._deriv(tt_all, qq_all, start))
             i = 1
         w = _W0
         while i < n:
@@ -118,10 +137,16 @@ class MirrorTriggerPolicy(Policy):
             m = i + hit
             out[m] = True
             self._energy = 0.0
-            self._send(int(t_us[m]), q[m])
+            self._send(int(t_us[m]), q[m], self._deriv(tt_all, qq_all, m + start))
             i = m + 1
             w = _W0
         return out
+
+    def _deriv(self, t_us: np.ndarray, q: np.ndarray, i: int) -> np.ndarray | None:
+        """The device's [velocity, acceleration / 2] at measured row i, if the mirrored predictor uses them."""
+        if not self._mirror.uses_derivatives:
+            return None
+        return quad_fit(t_us, q, np.array([i]), DERIV_WINDOW)[0, 1:]
 
     def spec(self) -> str:
         return (f"{self.family}:delta={self.delta_deg:g},pred={self.predictor_name},h={self.horizon_us / 1000:g},"
@@ -141,7 +166,7 @@ class SendOnDeltaPolicy(MirrorTriggerPolicy):
 
 
 register_policy("dead-reckoning", lambda a: MirrorTriggerPolicy(
-    float(a["delta"]), a.get("pred", "linear"), float(a.get("h", 200)), float(a.get("hb", 500)),
+    float(a["delta"]), a.get("pred", DEFAULT_PREDICTOR), float(a.get("h", 200)), float(a.get("hb", 500)),
     a.get("norm", "max")))
 register_policy("send-on-delta", lambda a: SendOnDeltaPolicy(
     float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500))))

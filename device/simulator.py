@@ -15,8 +15,9 @@ import numpy as np
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy
 from twin.display import displayed, in_effect
+from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.metrics import ErrorAccumulator
-from twin.predictors import make_predictor
+from twin.predictors import DEFAULT_PREDICTOR, make_predictor
 from twin.schema import Wire
 from twin.session import Session
 
@@ -37,16 +38,18 @@ class SimResult:
     duration_s: float = 0.0
 
 
-def sample_message_bytes(joints: int) -> int:
+def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
     """Bytes of one sample message on the wire (msgpack body + ZeroMQ framing), as the device sends it."""
-    body = Wire().encode("sample", seq=2**31, t=2**40, q=[0.123456789] * joints, h=50_000, ts=2**40, k=10.0)
+    extra = {"d": [0.123456789] * (2 * joints)} if derivatives else {}
+    body = Wire().encode("sample", seq=2**31, t=2**40, q=[0.123456789] * joints, h=50_000, ts=2**40, k=10.0,
+                         **extra)
     return len(body[0]) + 2
 
 
 def simulate(
     session: Session,
     policy: Policy,
-    predictor: str = "linear",
+    predictor: str = DEFAULT_PREDICTOR,
     link: LinkSpec | None = None,
     eps: float | None = None,
     keep: bool = False,
@@ -64,7 +67,14 @@ def simulate(
     arrival = t[recv] + delay[~lost] + latency_us
     order = in_effect(arrival, t[recv])  # the server ignores samples older than what it shows (reordering)
     recv, arrival = recv[order], arrival[order]
-    coeffs = make_predictor(predictor).fit_all(t[recv], q[recv])
+    pred_obj = make_predictor(predictor)
+    deriv_used = bool(getattr(pred_obj, "uses_derivatives", False))
+    if deriv_used:
+        # The device sends its own velocity/acceleration estimate with each sample (same quad_fit as live).
+        deriv = quad_fit(t, q, recv, DERIV_WINDOW)[:, 1:]
+        coeffs = pred_obj.fit_with_derivatives(t[recv], q[recv], deriv)  # type: ignore[attr-defined]
+    else:
+        coeffs = pred_obj.fit_all(t[recv], q[recv])
     horizon = np.full(len(recv), policy.horizon_us, dtype=np.int64)
     qhat = displayed(t, arrival, t[recv], horizon, coeffs)
     acc = ErrorAccumulator()
@@ -80,7 +90,7 @@ def simulate(
         "sent": len(idx),
         "load": len(idx) / n if n else float("nan"),
         "delivered": len(recv),
-        "bytes_per_s": len(idx) * sample_message_bytes(session.joints) / duration_s,
+        "bytes_per_s": len(idx) * sample_message_bytes(session.joints, deriv_used) / duration_s,
         **acc.summary(eps),
     }
     return SimResult(metrics, qhat if keep else None, sent if keep else None, acc.window_mse, acc, duration_s)
@@ -89,7 +99,7 @@ def simulate(
 def simulate_many(
     sessions: list[Session],
     policy: Policy,
-    predictor: str = "linear",
+    predictor: str = DEFAULT_PREDICTOR,
     link: LinkSpec | None = None,
     eps: float | None = None,
     keep: bool = False,

@@ -12,36 +12,37 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-KINDS = {"hold": 0, "linear": 1, "quadratic": 2}
+KINDS = {"hold": 0, "linear": 1, "quadratic": 2, "kinematic": 3}
 QUAD_WINDOW = 5  # QuadraticPredictor.history
 NORMS = {"max": 0, "rms": 1, "energy": 2}
 ENERGY_SAMPLES = 100  # energy budget = delta² over this many samples (100 ms at 1 kHz)
 
 
 @njit(cache=True)
-def _refit(kind: int, hist_t: np.ndarray, hist_q: np.ndarray, n_hist: int, coeffs: np.ndarray) -> None:
-    """Coefficients after the newest history row (row n_hist - 1), like Predictor.fit_all(...)[-1]."""
-    joints = hist_q.shape[1]
-    last = n_hist - 1
+def _fit(tt: np.ndarray, qq: np.ndarray, first: int, last: int, kind: int, coeffs: np.ndarray) -> None:
+    """Coefficients from rows first..last (newest last) of (tt, qq), as ``twin.predictors`` / ``quad_fit`` do.
+
+    kind 0 hold, 1 two-point velocity, 2 and 3 parabola through the newest row by least squares.
+    """
+    joints = qq.shape[1]
     for j in range(joints):
-        coeffs[0, j] = hist_q[last, j]
+        coeffs[0, j] = qq[last, j]
         coeffs[1, j] = 0.0
         coeffs[2, j] = 0.0
-    if kind == 0 or n_hist < 2:
+    if kind == 0 or last - first < 1:
         return
-    dt = (hist_t[last] - hist_t[last - 1]) * 1e-6
+    dt = (tt[last] - tt[last - 1]) * 1e-6
     if dt < 1e-6:
         dt = 1e-6
     for j in range(joints):
-        coeffs[1, j] = (hist_q[last, j] - hist_q[last - 1, j]) / dt
-    if kind == 1 or n_hist < 3:
+        coeffs[1, j] = (qq[last, j] - qq[last - 1, j]) / dt
+    if kind == 1 or last - first < 2:
         return
-    first = max(0, n_hist - QUAD_WINDOW)
     s2 = 0.0
     s3 = 0.0
     s4 = 0.0
-    for r in range(first, n_hist):
-        tau = (hist_t[r] - hist_t[last]) * 1e-6
+    for r in range(first, last + 1):
+        tau = (tt[r] - tt[last]) * 1e-6
         s2 += tau * tau
         s3 += tau * tau * tau
         s4 += tau * tau * tau * tau
@@ -51,9 +52,9 @@ def _refit(kind: int, hist_t: np.ndarray, hist_q: np.ndarray, n_hist: int, coeff
     for j in range(joints):
         b1 = 0.0
         b2 = 0.0
-        for r in range(first, n_hist):
-            tau = (hist_t[r] - hist_t[last]) * 1e-6
-            dq = hist_q[r, j] - hist_q[last, j]
+        for r in range(first, last + 1):
+            tau = (tt[r] - tt[last]) * 1e-6
+            dq = qq[r, j] - qq[last, j]
             b1 += tau * dq
             b2 += tau * tau * dq
         coeffs[1, j] = (b1 * s4 - b2 * s3) / det
@@ -75,6 +76,8 @@ def scan(
     coeffs: np.ndarray,
     energy: np.ndarray,
     norm: int,
+    start: int,
+    window: int,
 ) -> int:
     """Mark in ``out`` the samples to send; returns the number sent.
 
@@ -84,6 +87,8 @@ def scan(
     does; 2 ("energy"): when the squared error accumulated since the last send (mean over joints, summed over
     samples) exceeds delta² x ENERGY_SAMPLES. For an average-MSE constraint the energy trigger is the optimal
     one (send interval ~ acceleration^-2/5, against ^-1/2 for a bound on the error itself).
+    Rows before ``start`` are measured history only (kind 3 fits velocity and acceleration over the last
+    ``window`` measured rows, the device-side estimate the kinematic predictor receives).
     """
     n = t.shape[0]
     joints = q.shape[1]
@@ -92,7 +97,7 @@ def scan(
     t0 = state[1]
     sent = 0
     budget = delta_rad * delta_rad * ENERGY_SAMPLES
-    for i in range(n):
+    for i in range(start, n):
         send = state[2] == 0
         if not send:
             age = t[i] - t0
@@ -129,7 +134,10 @@ def scan(
             for j in range(joints):
                 hist_q[n_hist, j] = q[i, j]
             n_hist += 1
-            _refit(kind, hist_t, hist_q, n_hist, coeffs)
+            if kind == 3:
+                _fit(t, q, max(0, i - window + 1), i, 3, coeffs)
+            else:
+                _fit(hist_t, hist_q, max(0, n_hist - QUAD_WINDOW), n_hist - 1, kind, coeffs)
             t0 = t[i]
             state[2] = 1
     state[0] = n_hist

@@ -70,6 +70,8 @@ class Uplink:
         self._last_hb_us = 0
         self._hello_pending = True
         self.welcomed = False
+        self.server_wants_derivatives = False
+        self.server_predictor = ""
         self.server_offset_us = 0  # server clock - host clock
         self._best_rtt_us: int | None = None
         self._offset_age = 0
@@ -94,8 +96,10 @@ class Uplink:
         self.stats.bytes_sent += sum(len(f) for f in frames)
         return True
 
-    def send_sample(self, seq: int, t_us: int, q: np.ndarray, horizon_us: int, now_us: int, k: float) -> bool:
-        frames = self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k)
+    def send_sample(self, seq: int, t_us: int, q: np.ndarray, horizon_us: int, now_us: int, k: float,
+                    deriv: np.ndarray | None = None) -> bool:
+        extra = {} if deriv is None else {"d": deriv.ravel().tolist()}
+        frames = self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k, **extra)
         if self._model is None:
             return self._send(frames)
         lost, delay = self._model.up.fates(1)
@@ -181,6 +185,8 @@ class Uplink:
         elif kind == "welcome":
             self._hello_pending = False
             self.welcomed = True
+            self.server_wants_derivatives = bool(msg.get("derivatives", False))
+            self.server_predictor = str(msg.get("predictor", ""))
         elif kind == "error":
             self.stats.errors_from_server += 1
             if msg["code"] == "no-session":

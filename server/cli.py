@@ -8,6 +8,8 @@ import signal
 import sys
 from typing import Any
 
+from twin.predictors import DEFAULT_PREDICTOR
+
 
 def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(
@@ -22,7 +24,9 @@ def add_parser(sub: Any, name: str) -> None:
     )
     p.add_argument("--bind", default="tcp://*:5555", help="ROUTER endpoint for devices (default tcp://*:5555)")
     p.add_argument("--pub", default="tcp://*:5556", help="PUB endpoint for viewers; 'none' disables")
-    p.add_argument("--predictor", default="linear", help="predictor name (hold, linear, quadratic, ...)")
+    p.add_argument("--predictor", default=DEFAULT_PREDICTOR,
+                   help="predictor: hold, linear, quadratic, kinematic, learned:MODEL.npz "
+                   f"(default {DEFAULT_PREDICTOR})")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
                    help="environment variable holding a shared HMAC key (messages are authenticated if set)")
     p.set_defaults(run=run)

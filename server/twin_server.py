@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from twin.display import Prediction
-from twin.predictors import OnlinePredictor, make_predictor
+from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 from twin.schema import ProtocolError, Wire, prediction_to_wire
 
 REDUNDANCY = 3  # each reply repeats the last predictions so one lost reply does not blind the device
@@ -66,7 +66,7 @@ class TwinServer:
         self,
         bind: str = "tcp://*:5555",
         pub: str | None = "tcp://*:5556",
-        predictor: str = "linear",
+        predictor: str = DEFAULT_PREDICTOR,
         key: bytes | None = None,
     ) -> None:
         make_predictor(predictor)  # validate the name early, with the list of valid ones
@@ -149,13 +149,13 @@ class TwinServer:
             if old is not None and old.joints == joints and old.device_id == msg["dev"]:
                 # A repeated hello (its welcome crossed a heartbeat): keep the predictor state.
                 old.last_seen = time.monotonic()
-                self._reply(ident, "welcome", dev=msg["dev"], srv_us=server_us(), predictor=self.predictor_name)
+                self._welcome(ident, msg["dev"])
                 return
             self.sessions[ident] = DeviceSession(
                 ident, msg["dev"], joints, msg["urdf"], OnlinePredictor(make_predictor(self.predictor_name)),
                 time.monotonic())
             self.stats.sessions_opened += 1
-            self._reply(ident, "welcome", dev=msg["dev"], srv_us=server_us(), predictor=self.predictor_name)
+            self._welcome(ident, msg["dev"])
             return
         sess = self.sessions.get(ident)
         if kind == "hb":
@@ -187,13 +187,19 @@ class TwinServer:
         if newest is not None and msg["t"] <= newest:
             sess.stale += 1  # reordered by the network: the twin already shows something newer
             return
-        pred = sess.predictor.update(msg["t"], q, msg["h"])
+        deriv = np.asarray(msg["d"], dtype=np.float64).reshape(2, len(q)) if msg.get("d") is not None else None
+        pred = sess.predictor.update(msg["t"], q, msg["h"], deriv)
         sess.pred_seq += 1
         sess.samples += 1
         sess.last_pred, sess.last_q = pred, msg["q"]
         sess.recent.append([*prediction_to_wire(sess.pred_seq, pred), rx])
         self._reply(ident, "pred", seq=msg["seq"], ts=msg["ts"], rx=rx, preds=list(sess.recent))
         self._publish(sess, pred, rx)
+
+    def _welcome(self, ident: bytes, dev: str) -> None:
+        # Tell the device whether to attach its velocity/acceleration estimate to each sample.
+        wants = bool(getattr(make_predictor(self.predictor_name), "uses_derivatives", False))
+        self._reply(ident, "welcome", dev=dev, srv_us=server_us(), predictor=self.predictor_name, derivatives=wants)
 
     def _publish(self, sess: DeviceSession, pred: Prediction, rx: int) -> None:
         if self.pub_sock is None:

@@ -101,9 +101,9 @@ def test_server_killed_and_restarted(procs: list[Proc], session_file: Path, tmp_
     first = Proc("server", "--bind", bind, "--pub", "none")
     procs.append(first)
     first.value("bind")
-    port = _start_arm(procs, session_file)
+    port = _start_arm(procs, session_file, "--loop")
     rec, summ = tmp_path / "k.mcap", tmp_path / "k.json"
-    dev = Proc("device", "--port", port, "--server", bind, "--policy", "static:k=10,h=20", "--duration", "4.5",
+    dev = Proc("device", "--port", port, "--server", bind, "--policy", "static:k=10,h=20", "--duration", "8",
                "--record", str(rec), "--summary-json", str(summ))
     procs.append(dev)
     dev.wait_line("rate=", contains="link=up")
@@ -118,7 +118,7 @@ def test_server_killed_and_restarted(procs: list[Proc], session_file: Path, tmp_
     code, out, err = dev.finish()
     assert code == 0, err
     rates = [float(line.split("rate=")[1].split("Hz")[0]) for line in out.splitlines() if line.startswith("rate=")]
-    assert min(rates[1:]) > 950, f"reader slowed down while the server was away: {rates}"
+    assert min(rates[1:-1]) > 950, f"reader slowed down while the server was away: {rates}"
     summary = json.loads(summ.read_text())
     assert summary["link_downs"] >= 1 and summary["link_down_s"] > 0
     s = load_session(rec)

@@ -8,6 +8,7 @@ path, so the two cannot disagree.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import ClassVar
@@ -15,6 +16,11 @@ from typing import ClassVar
 import numpy as np
 
 from twin.display import Prediction
+from twin.kinematics import quad_fit
+
+# DIS-style extrapolation from the device's own velocity/acceleration estimate: the best on every recording we
+# have (see docs/sync_science.md); falls back to a quadratic fit when a device sends no derivatives.
+DEFAULT_PREDICTOR = "kinematic"
 
 
 class Predictor(ABC):
@@ -69,39 +75,36 @@ class QuadraticPredictor(Predictor):
     history = 5
 
     def fit_all(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
-        q = np.asarray(q, dtype=np.float64)
-        t = np.asarray(t_us, dtype=np.int64)
-        n, j = q.shape
-        out = LinearPredictor().fit_all(t, q)
-        out = np.concatenate([out, np.zeros((n, 1, j))], axis=1)
-        m = self.history
-        if n < 3:
-            return out
-        # Window of up to m samples ending at each index i (>= 2), times relative to t_i (s).
-        idx = np.arange(n)[:, None] + np.arange(-m + 1, 1)[None, :]  # (n, m)
-        valid = idx >= 0
-        idxc = np.clip(idx, 0, None)
-        tau = (t[idxc] - t[:, None]) * 1e-6
-        # Constrained fit through the newest sample: q_k - q_i = v*tau + a*tau^2 (least squares, 2 unknowns).
-        dq = q[idxc] - q[:, None, :]  # (n, m, j)
-        w = valid.astype(np.float64)
-        s2 = (w * tau**2).sum(1)
-        s3 = (w * tau**3).sum(1)
-        s4 = (w * tau**4).sum(1)
-        b1 = np.einsum("nm,nm,nmj->nj", w, tau, dq)
-        b2 = np.einsum("nm,nm,nmj->nj", w, tau**2, dq)
-        det = s2 * s4 - s3 * s3
-        good = (valid.sum(1) >= 3) & (np.abs(det) > 1e-30)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = (b1 * s4[:, None] - b2 * s3[:, None]) / det[:, None]
-            a = (s2[:, None] * b2 - s3[:, None] * b1) / det[:, None]
-        out[good, 1] = v[good]
-        out[good, 2] = a[good]
+        return quad_fit(t_us, q, np.arange(len(q)), self.history)
+
+
+class KinematicPredictor(Predictor):
+    """DIS-style dead reckoning: extrapolate with the velocity and acceleration the device measured.
+
+    The device estimates them on its own 1 kHz stream (``twin.kinematics.quad_fit`` over ``DERIV_WINDOW``
+    samples) and sends them with each sample, so the server extrapolates from the arm's current motion instead
+    of from differences of sparse samples. Samples that arrive without them fall back to the quadratic fit.
+    """
+
+    name = "kinematic"
+    degree = 2
+    history = QuadraticPredictor.history
+    uses_derivatives = True
+
+    def fit_all(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return QuadraticPredictor().fit_all(t_us, q)
+
+    def fit_with_derivatives(self, t_us: np.ndarray, q: np.ndarray, deriv: np.ndarray) -> np.ndarray:
+        """``deriv`` (N, 2, J): device-sent [velocity, acceleration / 2]; NaN rows (not sent) fall back."""
+        out = self.fit_all(t_us, q)
+        have = ~np.isnan(deriv).any(axis=(1, 2))
+        out[have, 0] = np.asarray(q, dtype=np.float64)[have]
+        out[have, 1:] = deriv[have]
         return out
 
 
 PREDICTORS: dict[str, type[Predictor]] = {
-    cls.name: cls for cls in (HoldPredictor, LinearPredictor, QuadraticPredictor)
+    cls.name: cls for cls in (HoldPredictor, LinearPredictor, QuadraticPredictor, KinematicPredictor)
 }
 
 
@@ -111,11 +114,26 @@ def register_predictor(cls: type[Predictor]) -> type[Predictor]:
     return cls
 
 
+# Predictors registered by a module of their own, imported on first use (that module imports this one).
+_LAZY: dict[str, str] = {"learned": "twin.learned_predictor"}
+
+
 def make_predictor(name: str) -> Predictor:
-    """Instantiate a predictor by registry name, with a message listing the valid ones."""
-    if name not in PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; choose one of: {', '.join(sorted(PREDICTORS))}")
-    return PREDICTORS[name]()
+    """Instantiate a predictor by registry name, with a message listing the valid ones.
+
+    ``name:arg`` passes ``arg`` to the constructor, e.g. ``learned:/path/model.npz``.
+    """
+    base, sep, arg = name.partition(":")
+    if base not in PREDICTORS and base in _LAZY:
+        importlib.import_module(_LAZY[base])
+    if base not in PREDICTORS:
+        raise ValueError(f"unknown predictor {base!r}; choose one of: {', '.join(sorted({*PREDICTORS, *_LAZY}))}")
+    cls = PREDICTORS[base]
+    if not sep:
+        return cls()
+    if cls.__init__ is object.__init__:
+        raise ValueError(f"predictor {base!r} takes no argument (got {name!r})")
+    return cls(arg)  # type: ignore[call-arg]
 
 
 class OnlinePredictor:
@@ -125,13 +143,22 @@ class OnlinePredictor:
         self.predictor = predictor
         self._t: deque[int] = deque(maxlen=max(predictor.history, 1))
         self._q: deque[np.ndarray] = deque(maxlen=max(predictor.history, 1))
+        self._d: deque[np.ndarray] = deque(maxlen=max(predictor.history, 1))
+        self.uses_derivatives = bool(getattr(predictor, "uses_derivatives", False))
 
     @property
     def newest_t0(self) -> int | None:
         return self._t[-1] if self._t else None
 
-    def update(self, t_us: int, q: np.ndarray, horizon_us: int) -> Prediction:
+    def update(self, t_us: int, q: np.ndarray, horizon_us: int, deriv: np.ndarray | None = None) -> Prediction:
+        """Add a received sample (``deriv``: optional device-sent (2, J) [velocity, acceleration / 2])."""
+        q = np.asarray(q, dtype=np.float64)
         self._t.append(int(t_us))
-        self._q.append(np.asarray(q, dtype=np.float64))
-        coeffs = self.predictor.fit_all(np.fromiter(self._t, dtype=np.int64), np.stack(self._q))[-1]
+        self._q.append(q)
+        self._d.append(np.full((2, len(q)), np.nan) if deriv is None else np.asarray(deriv, dtype=np.float64))
+        t = np.fromiter(self._t, dtype=np.int64)
+        if self.uses_derivatives:
+            coeffs = self.predictor.fit_with_derivatives(t, np.stack(self._q), np.stack(self._d))[-1]  # type: ignore[attr-defined]
+        else:
+            coeffs = self.predictor.fit_all(t, np.stack(self._q))[-1]
         return Prediction(t0_us=int(t_us), horizon_us=int(horizon_us), coeffs=coeffs)

@@ -89,6 +89,10 @@ class Wire:
             q = msg["q"]
             if not 1 <= len(q) <= MAX_JOINTS or not all(isinstance(x, float | int) for x in q):
                 raise ProtocolError("malformed", "sample.q must be 1..32 numbers")
+            d = msg.get("d")
+            if d is not None and (not isinstance(d, list) or len(d) != 2 * len(q)
+                                  or not all(isinstance(x, float | int) for x in d)):
+                raise ProtocolError("malformed", "sample.d must be 2 x joints numbers (velocity, acceleration/2)")
         return msg
 
 
