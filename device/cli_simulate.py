@@ -32,6 +32,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--link", default="", help="link impairments: delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]")
     p.add_argument("--constraint", type=float, default=0.002, help="ε in deg² for the tail fraction (default 0.002)")
     p.add_argument("--no-ee", action="store_true", help="skip the end-effector error (needs the URDF)")
+    p.add_argument("--ee-stride", type=int, default=1, metavar="N",
+                   help="end-effector error on every N-th sample (evaluate uses 10; default 1)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.set_defaults(run=run)
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     m["session"] = ",".join(str(p) for p in args.sessions)
     if not args.no_ee:
-        m.update(pooled_ee_error(sessions, [r.qhat for r in results]))
+        m.update(pooled_ee_error(sessions, [r.qhat for r in results], stride=max(1, args.ee_stride)))
     print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
     if args.json:
         args.json.write_text(json.dumps(m, indent=2, default=float) + "\n")

@@ -58,7 +58,8 @@ class LinkSpec:
 
     def label(self) -> str:
         out = f"delay_ms={self.delay_ms:g},jitter_ms={self.jitter_ms:g},loss={self.loss:g}"
-        return out + (f",burst={self.burst:g}" if self.burst > 1 else "")
+        out += f",burst={self.burst:g}" if self.burst > 1 else ""
+        return out + (f",seed={self.seed}" if self.seed else "")
 
 
 class _Direction:

@@ -59,8 +59,13 @@ def simulate(
     link = link or LinkSpec()
     t, q = session.t_us, session.q
     n = len(t)
+    set_link = getattr(policy, "set_link", None)
+    if set_link is not None:  # policies that use link estimates get what the live uplink would measure
+        set_link(2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000, link.loss)
     policy.reset()
     sent = policy.select(t, q)
+    # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
+    per_sample = getattr(policy, "sample_horizons_us", None)
     idx = np.flatnonzero(sent)
     lost, delay = LinkModel(link).up.fates(len(idx))
     recv = idx[~lost]
@@ -75,7 +80,10 @@ def simulate(
         coeffs = pred_obj.fit_with_derivatives(t[recv], q[recv], deriv)  # type: ignore[attr-defined]
     else:
         coeffs = pred_obj.fit_all(t[recv], q[recv])
-    horizon = np.full(len(recv), policy.horizon_us, dtype=np.int64)
+    if per_sample is not None and len(per_sample) == n:
+        horizon = np.asarray(per_sample, dtype=np.int64)[recv]
+    else:
+        horizon = np.full(len(recv), policy.horizon_us, dtype=np.int64)
     qhat = displayed(t, arrival, t[recv], horizon, coeffs)
     acc = ErrorAccumulator()
     acc.add(t, q, qhat)

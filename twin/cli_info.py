@@ -49,9 +49,21 @@ def session_info(path: Path) -> dict[str, Any]:
         acc = ErrorAccumulator()
         acc.add(s.t_us, s.q, s.qhat)
         info.update(acc.summary())
+        info.update(_ee_error(s))
     if s.summary is not None:
         info["recorded_summary"] = s.summary
     return info
+
+
+def _ee_error(session: Any) -> dict[str, Any]:
+    """End-effector error (mm) of the twin through the session's URDF: the task-level KPI."""
+    from twin.arm import ArmModelError, ee_error_summary
+
+    stride = max(1, len(session.t_us) // 20_000)  # FK of ~20k poses keeps `info` quick on long sessions
+    try:
+        return dict(ee_error_summary(session, stride=stride))
+    except (ArmModelError, RuntimeError) as exc:
+        return {"ee_err_mean_mm": None, "ee_err_error": str(exc)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,5 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if "mse_deg2" in info:
         print(f"  mse: {info['mse_deg2']:.4g} deg2  rmse: {info['rmse_deg']:.4g} deg  "
               f"p99|e|: {info['p99_abs_err_deg']:.4g} deg  unscored: {info['samples_unscored']}")
+    if info.get("ee_err_mean_mm") is not None:
+        print(f"  end-effector error: mean {info['ee_err_mean_mm']:.3f} mm  p99 {info['ee_err_p99_mm']:.3f} mm  "
+              f"max {info['ee_err_max_mm']:.3f} mm")
     print(f"  gaps > 2 ms: {info['gaps_over_2ms']}")
     return 0

@@ -1,0 +1,72 @@
+"""``armtwin train``: train a KC-TD3 sampling policy (or the TD3 ablation) on recorded sessions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="train the KC-TD3 sampling policy on recordings (offline, through the simulator)",
+        description="Train KC-TD3 (TD3 + Lagrangian constraint on the average tracking error + expert knowledge) "
+        "on random 10 s windows of the given sessions under random links (delay 0-20 ms, loss 0-10 %%), "
+        "through the same simulator and policy code the device runs. Writes POLICY.pt (torch, full state), "
+        "POLICY.npz (what the device loads, no torch) and POLICY_curves.csv/.png (error and load per episode).",
+        epilog="examples:\n"
+        "  armtwin train data/sessions/train_a.mcap data/sessions/train_b.mcap --constraint 0.002 -o p002.pt\n"
+        "  armtwin train train_*.mcap --constraint 0.007 --no-knowledge -o td3_007.pt   (ablation)\n"
+        "  armtwin simulate test.mcap --policy kc-td3:p002.pt      # then evaluate it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sessions", type=Path, nargs="+", help="training recordings (.mcap)")
+    p.add_argument("--constraint", type=float, required=True, metavar="EPS", help="ε: average MSE bound, deg²")
+    p.add_argument("--link", default=None, help="train under this fixed link (--link syntax) instead of random ones")
+    p.add_argument("--episodes", type=int, default=400, help="episodes of 10 s / 100 decisions (default 400)")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="wall-clock cap; stopping on it makes the run non-reproducible (default 10)")
+    p.add_argument("--no-knowledge", action="store_true",
+                   help="TD3 ablation: no behaviour cloning, no expert-guided exploration, no expert in the state")
+    p.add_argument("--margin", type=float, default=0.8,
+                   help="dual ascent aims at mean MSE = margin x ε on the training data (default 0.8)")
+    p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.kctd3_train import TrainConfig, train
+    from device.link import LinkSpec, LinkSpecError
+    from twin.predictors import DEFAULT_PREDICTOR
+    from twin.session import SessionError, load_session
+
+    if args.constraint <= 0 or args.episodes < 2 or args.minutes <= 0 or not 0 < args.margin <= 1.5:
+        print("error: need --constraint > 0, --episodes >= 2, --minutes > 0, 0 < --margin <= 1.5", file=sys.stderr)
+        return 2
+    try:
+        sessions = [load_session(p) for p in args.sessions]
+        link = LinkSpec.parse(args.link) if args.link else None
+    except (SessionError, LinkSpecError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
+                      knowledge=not args.no_knowledge, seed=args.seed, link=link, cost_target=args.margin,
+                      predictor=args.predictor or DEFAULT_PREDICTOR,
+                      warmup_episodes=min(8, max(args.episodes // 4, 1)),
+                      info={"sessions": [str(p) for p in args.sessions]})
+    meta = train(sessions, cfg, args.output, progress=not args.quiet)
+    tr = meta["training"]
+    print(f"trained {'kc-td3' if cfg.knowledge else 'td3'} eps={cfg.eps:g} in {tr['seconds']:.0f}s "
+          f"({tr['episodes']} episodes, {tr['updates']} updates) lambda={meta['lambda']:.3g} "
+          f"expert_safety={meta['expert_safety']:.3g}" + (" STOPPED BY --minutes" if tr["stopped_by_time_cap"] else ""))
+    for lk, m in tr["train_eval"].items():
+        print(f"  on the training sessions, {lk}: load={m['load']:.4f} mse={m['mse_deg2']:.3g} "
+              f"tail={m['tail_fraction']:.3f} ({'meets' if m['mse_deg2'] <= cfg.eps else 'MISSES'} eps)")
+    stem = args.output.with_suffix("")
+    print(f"wrote {args.output}, {stem}.npz, {stem}_curves.csv, {stem}_curves.png")
+    return 0
