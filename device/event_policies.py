@@ -58,9 +58,6 @@ class MirrorTriggerPolicy(Policy):
         # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
         self._tail_t = np.zeros(0, dtype=np.int64)
         self._tail_q: np.ndarray | None = None
-        # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
-        self._tail_t = np.zeros(0, dtype=np.int64)
-        self._tail_q: np.ndarray | None = None
 
     @property
     def k(self) -> float:
