@@ -1,0 +1,114 @@
+"""Session files (MCAP), crash safety, CSV import/export and the info verb."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import Proc, synthetic_session
+from twin.csv_io import CsvError, export_csv, import_csv
+from twin.session import SessionError, SessionWriter, load_session, write_session
+
+
+def test_round_trip_keeps_everything(tmp_path: Path) -> None:
+    s = synthetic_session(3, 4)
+    s.sent = np.arange(len(s.t_us)) % 7 == 0
+    s.qhat = s.q + 1e-4
+    s.qhat[:10] = np.nan
+    s.status = [{"t_us": 1000, "load": 0.1}]
+    s.summary = {"samples": len(s.t_us)}
+    write_session(tmp_path / "s.mcap", s)
+    back = load_session(tmp_path / "s.mcap")
+    assert np.array_equal(back.t_us, s.t_us) and back.joint_names == s.joint_names
+    assert np.max(np.abs(back.q - s.q)) <= 0.5e-6  # int µrad storage
+    assert np.array_equal(back.sent, s.sent)
+    assert np.isnan(back.qhat[:10]).all() and np.max(np.abs(back.qhat[10:] - s.qhat[10:])) <= 0.5e-6
+    assert back.status == s.status and back.summary == s.summary and not back.truncated
+    assert back.meta["source"] == "synthetic test motion"
+
+
+def test_killed_recorder_leaves_a_readable_file(tmp_path: Path) -> None:
+    s = synthetic_session(20, 3)
+    path = tmp_path / "crash.mcap"
+    w = SessionWriter(path, s.joint_names, {"source": "crash test"})
+    for a in range(0, len(s.t_us), 100):
+        w.write_block(s.t_us[a:a + 100], np.arange(a, a + 100), s.q[a:a + 100])
+    w.flush()
+    size = path.stat().st_size
+    # Simulate a SIGKILL: the writer never finishes; cut the file in the middle of its last chunk too.
+    data = path.read_bytes()[: size - 100]
+    path.write_bytes(data)
+    back = load_session(path)
+    assert back.truncated
+    assert 0 < len(back.t_us) < len(s.t_us)
+    idx = np.searchsorted(s.t_us, back.t_us)
+    assert np.max(np.abs(s.q[idx] - back.q)) <= 0.5e-6  # what was kept is intact
+
+
+def test_not_a_session(tmp_path: Path) -> None:
+    (tmp_path / "x.mcap").write_bytes(b"hello world")
+    with pytest.raises(SessionError):
+        load_session(tmp_path / "x.mcap")
+    with pytest.raises(SessionError, match="no such file"):
+        load_session(tmp_path / "missing.mcap")
+
+
+def _write_csv(path: Path, t: np.ndarray, q: np.ndarray) -> None:
+    with open(path, "w") as fh:
+        fh.write("t_s,a,b\n")
+        for ti, row in zip(t, q, strict=True):
+            fh.write(f"{ti:.6f},{row[0]:.6f},{row[1]:.6f}\n")
+
+
+def test_csv_import_export_round_trip(tmp_path: Path) -> None:
+    t = np.arange(2000) * 1e-3 + np.random.default_rng(0).uniform(-5e-6, 5e-6, 2000)
+    q = np.stack([30 * np.sin(t), 10 * np.cos(3 * t)], axis=1)
+    _write_csv(tmp_path / "in.csv", t, q)
+    s = import_csv(tmp_path / "in.csv")
+    assert not s.meta["resampled"] and len(s.t_us) == 2000
+    export_csv(s, tmp_path / "out.csv")
+    rows = np.genfromtxt(tmp_path / "out.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(rows["q_a"], q[:, 0], atol=6e-5)  # 1 µrad = 5.7e-5 deg
+    assert np.isnan(rows["qhat_a"]).all()
+
+
+def test_slow_csv_needs_resample(tmp_path: Path) -> None:
+    t = np.arange(0, 2, 1 / 60)
+    q = np.stack([np.sin(t), np.cos(t)], axis=1) * 20
+    _write_csv(tmp_path / "slow.csv", t, q)
+    with pytest.raises(CsvError, match="--resample"):
+        import_csv(tmp_path / "slow.csv")
+    s = import_csv(tmp_path / "slow.csv", resample=True)
+    assert s.meta["resampled"] and np.all(np.diff(s.t_us) == 1000)
+    np.testing.assert_allclose(np.degrees(s.q[::1000][:, 0]), 20 * np.sin(np.arange(len(s.t_us[::1000]))), atol=1e-3)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("x,a\n0,1\n", "header"), ("t_s,a\n0,1\n0.001,zz\n", "non-numeric"), ("t_s,a\n0,1\n0,2\n", "does not increase"),
+    ("t_s,a\n0,1\n0.001,nan\n", "NaN"), ("t_s,a,a\n0,1,1\n", "unique"),
+])
+def test_csv_errors_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(CsvError, match=message):
+        import_csv(tmp_path / "bad.csv")
+
+
+def test_import_info_export_cli(tmp_path: Path, procs: list[Proc]) -> None:
+    t = np.arange(1500) * 1e-3
+    _write_csv(tmp_path / "in.csv", t, np.stack([np.sin(t), t], axis=1))
+    imp = Proc("import", str(tmp_path / "in.csv"), "-o", str(tmp_path / "s.mcap"))
+    procs.append(imp)
+    assert imp.finish()[0] == 0
+    info = Proc("info", str(tmp_path / "s.mcap"), "--json")
+    procs.append(info)
+    code, out, _ = info.finish()
+    assert code == 0
+    data = json.loads(out)
+    assert data["samples"] == 1500 and data["joints"] == ["a", "b"] and data["rate_hz"] == pytest.approx(1000)
+    bad = Proc("import", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "x.mcap"))
+    procs.append(bad)
+    code, _, err = bad.finish()
+    assert code == 2 and "error:" in err
