@@ -20,8 +20,11 @@ VERBS: dict[str, str] = {
     "info": "twin.cli_info",
     "import": "twin.cli_import",
     "export": "twin.cli_export",
+    "fit-predictor": "twin.cli_fit_predictor",
     "view": "twin.cli_view", "render": "twin.cli_render",
     "simulate": "device.cli_simulate",
+    "evaluate": "device.cli_evaluate",
+    "train": "device.cli_train",
 }
 
 EPILOG = """examples:

@@ -18,6 +18,7 @@ the actor, (2) exploration follows the expert action (plus noise) with a probabi
 from __future__ import annotations
 
 import copy
+import os
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,22 +61,26 @@ class TrainConfig:
     warmup_episodes: int = 8
     updates_per_episode: int = 100
     batch: int = 256
-    gamma: float = 0.9
+    gamma: float = 0.5  # mostly a contextual bandit: an action acts on its own window and the next one
     tau: float = 0.01
-    lr_actor: float = 3e-4
+    lr_actor: float = 1e-4
     lr_critic: float = 1e-3
     policy_delay: int = 2
     expl_noise: float = 0.15
     target_noise: float = 0.2
     noise_clip: float = 0.5
-    bc_steps: int = 400
+    bc_steps: int = 1000
+    critic_warmup: int = 1500  # critic-only updates on the warm-up data before the actor moves
     guide_start: float = 0.5
     guide_end: float = 0.05
     lam_init: float = 1.0
-    lam_lr: float = 0.1
+    lam_lr: float = 0.1  # multiplicative dual step: λ ← λ·exp(lam_lr·tanh(mean c / target − 1))
+    lam_range: tuple[float, float] = (0.01, 100.0)
+    cost_clip: float = 50.0  # per-step cost cap (window MSE ≤ 50 ε): keeps critic targets bounded
+    bc_lr: float = 1e-3
     cost_target: float = 0.8  # dual ascent aims at mean MSE = cost_target·ε (margin for unseen recordings)
     hidden: int = 64
-    threads: int = 2
+    threads: int = 1  # these nets are tiny: a second thread only adds contention on a shared 2-core box
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,7 +114,8 @@ class Env:
             nv = max(int(valid[i0:i1].sum()), 1)
             load = float(res.sent[i0:i1].mean())
             mse = float(sq[i0:i1].sum() / nv)
-            out.append((s0, a0, np.float32(-100 * load), np.float32(mse / self.cfg.eps), s1))
+            cost = min(mse / self.cfg.eps, self.cfg.cost_clip)
+            out.append((s0, a0, np.float32(-100 * load), np.float32(cost), s1))
         return out, {"load": res.metrics["load"], "mse": res.metrics["mse_deg2"], "delay_ms": link.delay_ms,
                      "loss": link.loss}
 
@@ -253,15 +259,18 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
             if cfg.knowledge:  # (1) behaviour cloning of the expert on everything seen so far
                 s_all = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
                 a_exp = torch.from_numpy(buf.s[:buf.n, -2:].copy())
+                opt_bc = torch.optim.Adam(actor.parameters(), lr=cfg.bc_lr)
                 for _ in range(cfg.bc_steps):
                     j = torch.from_numpy(rng.integers(0, buf.n, cfg.batch))
                     loss = ((actor(s_all[j]) - a_exp[j]) ** 2).mean()
-                    opt_a.zero_grad()
+                    opt_bc.zero_grad()
                     loss.backward()
-                    opt_a.step()
+                    opt_bc.step()
+                meta["bc_loss"] = float(loss.detach())
                 actor_t.load_state_dict(actor.state_dict())
         if ep >= cfg.warmup_episodes - 1:
-            for _ in range(cfg.updates_per_episode):
+            n_up = cfg.updates_per_episode + (cfg.critic_warmup if ep == cfg.warmup_episodes - 1 else 0)
+            for u in range(n_up):
                 updates += 1
                 s, a, rc, s2 = buf.sample(rng, cfg.batch)
                 s, s2 = (s - norm[0]) / norm[1], (s2 - norm[0]) / norm[1]
@@ -275,7 +284,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
                 opt_c.zero_grad()
                 loss_c.backward()
                 opt_c.step()
-                if updates % cfg.policy_delay == 0:
+                if updates % cfg.policy_delay == 0 and u >= n_up - cfg.updates_per_episode:
                     qa = critics(s, actor(s))
                     loss_a = -((qa[0] - lam * qa[2]) / (1 + lam)).mean()
                     opt_a.zero_grad()
@@ -285,8 +294,15 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
                         for net, tgt in ((actor, actor_t), (critics, critics_t)):
                             for p, pt in zip(net.parameters(), tgt.parameters()):
                                 pt.mul_(1 - cfg.tau).add_(p, alpha=cfg.tau)
-            lam = max(0.0, lam + cfg.lam_lr * (mean_c - cfg.cost_target))  # dual ascent
-        policy.weights = [(w, b) for w, b in _layers(actor.numpy_weights())]
+            # Dual ascent on λ, in log space: costs are heavy-tailed and λ spans decades.
+            ep_c = info["mse"] / cfg.eps if np.isfinite(info["mse"]) else mean_c
+            lam = float(np.clip(lam * math.exp(cfg.lam_lr * math.tanh(ep_c / cfg.cost_target - 1)),
+                                *cfg.lam_range))
+        policy.weights = _layers(actor.numpy_weights())
+        if os.environ.get("KCTD3_DEBUG"):
+            with torch.no_grad():
+                sa = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
+                print(ep, "actor mean", actor(sa).mean(0).numpy(), "taken", buf.a[max(buf.n - 99, 0):buf.n].mean(0), lam)
         curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "lambda": lam,
                        "mean_cost": mean_c, "guide": state["guide"] if cfg.knowledge else 0.0,
                        "delay_ms": info["delay_ms"], "loss": info["loss"], "time_s": time.monotonic() - t_start})

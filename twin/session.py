@@ -190,7 +190,7 @@ def load_session(path: str | os.PathLike[str]) -> Session:
                         handle(inner)
                 else:
                     handle(rec)
-        except Exception as exc:  # noqa: BLE001 - a cut file fails in many ways (struct, zstd, CRC, JSON)
+        except Exception as exc:
             # Whatever was read before the damage is intact (chunks are CRC-checked): keep it.
             if not blocks and not meta:
                 raise SessionError(f"{path}: not a readable armtwin session ({exc})") from None
