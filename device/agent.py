@@ -235,6 +235,7 @@ class DeviceAgent:
         win = self.tracking.take_window()
         link = "up" if self.uplink.link_up else "DOWN"
         port = "" if self.reader.connected.is_set() else " port=DOWN"
+        port += " ESTOP" if self.reader.estop else ""
         line = (f"rate={n / dt:7.1f}Hz load={self.tracking.load:.3f} mse={win.mse_deg2:.3g}deg2 "
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:g} "
                 f"H={self.cfg.policy.horizon_us / 1000:g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
@@ -286,6 +287,7 @@ class DeviceAgent:
             "crc_errors": st.crc_errors,
             "decoder": st.as_dict(),
             "port_errors": self.reader.port_errors,
+            "estop_frames": self.reader.estop_frames,
             "policy": self.cfg.policy.spec(),
             "elapsed_s": elapsed,
             "link_down_s": link_down_us / 1e6,

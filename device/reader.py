@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import serial
 
-from firmware_interfaces.codec import FrameDecoder, TimestampUnwrapper
+from firmware_interfaces.codec import FLAG_ESTOP, FrameDecoder, TimestampUnwrapper
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
 
 
@@ -58,6 +58,8 @@ class SerialReader:
         self._last_t: int | None = None
         self._base = 0
         self.time_resets = 0
+        self.estop = False  # the arm reports its emergency stop (frame flag bit 0); shown, never acted on
+        self.estop_frames = 0
         self._thread = threading.Thread(target=self._run, name="serial-reader", daemon=True)
         self._ser: serial.SerialBase | None = None
 
@@ -122,6 +124,8 @@ class SerialReader:
             if not frames:
                 continue
             for f in frames:
+                self.estop = bool(f.flags & FLAG_ESTOP)
+                self.estop_frames += self.estop
                 q = np.asarray(f.angles_urad, dtype=np.float64) * scale
                 self.samples.append(Sample(self._device_time(f.t_us), f.seq, q, now))
             if self.on_data is not None:
