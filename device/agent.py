@@ -134,7 +134,7 @@ class DeviceAgent:
                     self._handle_prediction(msg)
                 if self.uplink.welcomed and not self._checked_predictor:
                     self._check_predictor()
-                self.uplink.tick(now, self._brief_status())
+                self.uplink.tick(now, self._brief_status)
                 if not self.uplink.link_up:
                     down_since = now if down_since is None else down_since
                 elif down_since is not None:

@@ -38,6 +38,10 @@ INIT_K, INIT_H_MS = 10, 20.0  # action before the first window has been seen
 STATE_NAMES = ("win_mse/eps", "avg_mse/eps", "load", "lambda", "v_rms", "a_rms", "j_rms", "v_rms_50ms",
                "a_rms_50ms", "j_rms_50ms", "rtt", "loss", "prev_k", "prev_h", "expert_k", "expert_h")
 STATE_DIM = len(STATE_NAMES)
+# λ is kept per link condition (one-way delay x loss bin): the constraint must hold on each link, and one λ
+# for a mix of easy and hard links makes the policy needlessly conservative on the easy ones.
+LAM_DELAY_EDGES_MS = (7.0, 14.0)
+LAM_LOSS_EDGES = (0.05,)
 _RAD2DEG = 180.0 / np.pi
 _LOG_KR = math.log(K_MAX / K_MIN)
 _KGRID = np.arange(K_MIN, K_MAX + 1, dtype=np.float64)
@@ -120,6 +124,13 @@ def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predict
     k = np.where(ok.any(-1), K_MIN + (K_MAX - K_MIN) - np.argmax(ok[..., ::-1], axis=-1), K_MIN).astype(np.float64)
     h = np.clip((k + d * 1e3) * (1 + 40 * loss) + 5.0, 0.0, H_MAX_MS)
     return k, h
+
+
+def lambda_bin(rtt_ms: float, loss: float) -> tuple[int, int]:
+    """Bin of the λ table for a link estimate (one-way delay = RTT/2 minus the 0.5 ms pipeline)."""
+    d = max(rtt_ms / 2 - 0.5, 0.0)
+    return int(np.searchsorted(LAM_DELAY_EDGES_MS, d, side="right")), int(np.searchsorted(LAM_LOSS_EDGES, loss,
+                                                                                           side="right"))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -225,6 +236,9 @@ class KCTD3Policy(Policy):
         self.obs_mean, self.obs_std = ck["obs_mean"], ck["obs_std"]
         self.eps = float(self.meta["eps"])
         self.lam = float(self.meta["lambda"])
+        table = self.meta.get("lambda_table")
+        self.lam_table = np.asarray(table, dtype=np.float64) if table is not None else None
+        self._lam_bin: tuple[int, int] | None = None
         self.safety = float(self.meta.get("expert_safety", 1.0))
         self._pred_arg = pred
         self.predictor_name = pred or str(self.meta["predictor"])
@@ -238,6 +252,10 @@ class KCTD3Policy(Policy):
         """Link estimates (live: from the uplink's RTT and missing replies; simulator: the emulated link)."""
         self.rtt_ms = float(np.nan_to_num(rtt_ms, nan=0.0))
         self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
+        b = lambda_bin(self.rtt_ms, self.loss)
+        if self.lam_table is not None and b != self._lam_bin:  # a new link condition: its trained λ
+            self.lam = float(self.lam_table[b])
+        self._lam_bin = b
 
     def reset(self) -> None:
         self._mirror = _Mirror(self.predictor_name)

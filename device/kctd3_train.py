@@ -35,7 +35,11 @@ from device.kctd3_policy import (
     K_MIN,
     SCHEMA_VERSION,
     STATE_DIM,
+    STATE_NAMES,
+    LAM_DELAY_EDGES_MS,
+    LAM_LOSS_EDGES,
     KCTD3Policy,
+    lambda_bin,
     save_npz,
 )
 from device.link import LinkSpec
@@ -44,6 +48,7 @@ from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
 
 _RAD2DEG = 180.0 / math.pi
+_LAM = STATE_NAMES.index("lambda")
 
 
 @dataclass
@@ -98,12 +103,11 @@ class Env:
         return LinkSpec(delay_ms=float(self.rng.uniform(0, 20)), jitter_ms=float(self.rng.uniform(0, 2)),
                         loss=float(self.rng.uniform(0, 0.1)), seed=seed)
 
-    def episode(self, policy: KCTD3Policy) -> tuple[list[tuple[np.ndarray, ...]], dict[str, float]]:
+    def episode(self, policy: KCTD3Policy, link: LinkSpec) -> tuple[list[tuple[np.ndarray, ...]], dict[str, float]]:
         """One episode -> transitions (s, a, r, c, s') with raw states, and episode figures."""
         s = self.sessions[int(self.rng.integers(len(self.sessions)))]
         a = int(self.rng.integers(0, max(len(s.t_us) - self.n, 1)))
         window = Session(t_us=s.t_us[a:a + self.n], q=s.q[a:a + self.n], joint_names=s.joint_names)
-        link = self.sample_link()
         res = simulate(window, policy, self.cfg.predictor, link, keep=True)
         assert res.qhat is not None and res.sent is not None
         sq = np.where(np.isnan(res.qhat), 0.0, ((window.q - res.qhat) * _RAD2DEG) ** 2).mean(axis=1)
@@ -216,6 +220,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
     actor_t, critics_t = copy.deepcopy(actor), copy.deepcopy(critics)
     opt_a = torch.optim.Adam(actor.parameters(), lr=cfg.lr_actor)
     opt_c = torch.optim.Adam(critics.parameters(), lr=cfg.lr_critic)
+    lam_table = np.full((len(LAM_DELAY_EDGES_MS) + 1, len(LAM_LOSS_EDGES) + 1), cfg.lam_init)
+    cost_ema = np.full_like(lam_table, cfg.cost_target)
     lam = cfg.lam_init
     meta: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": lam, "predictor": cfg.predictor,
@@ -247,13 +253,18 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
         state["warm"] = ep < cfg.warmup_episodes
         frac = ep / max(cfg.episodes - 1, 1)
         state["guide"] = cfg.guide_start + (cfg.guide_end - cfg.guide_start) * frac
-        policy.lam = lam
-        trans, info = env.episode(policy)
+        link = env.sample_link()
+        b = lambda_bin(2 * (link.delay_ms + link.jitter_ms / 2) + 1.0, link.loss)
+        lam = policy.lam = float(lam_table[b])
+        policy.lam_table = None  # training sets λ itself
+        trans, info = env.episode(policy, link)
         buf.add(trans)
         mean_c = float(np.mean([t[3] for t in trans])) if trans else 0.0
         if ep == cfg.warmup_episodes - 1 or (cfg.warmup_episodes == 0 and ep == 0):
             # Freeze the state normalisation from the warm-up data (stored in the checkpoint).
-            mean, std = buf.s[:buf.n].mean(0), buf.s[:buf.n].std(0) + 1e-3
+            mean, std = buf.s[:buf.n].mean(0), np.maximum(buf.s[:buf.n].std(0), 0.05)
+            # λ is constant during warm-up but moves later: fixed scale for log1p(λ).
+            mean[_LAM], std[_LAM] = 0.0, 1.0
             norm = (torch.from_numpy(mean), torch.from_numpy(std))
             policy.obs_mean, policy.obs_std = mean.astype(np.float64), std.astype(np.float64)
             if cfg.knowledge:  # (1) behaviour cloning of the expert on everything seen so far
@@ -272,8 +283,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
             n_up = cfg.updates_per_episode + (cfg.critic_warmup if ep == cfg.warmup_episodes - 1 else 0)
             for u in range(n_up):
                 updates += 1
-                s, a, rc, s2 = buf.sample(rng, cfg.batch)
-                s, s2 = (s - norm[0]) / norm[1], (s2 - norm[0]) / norm[1]
+                s_raw, a, rc, s2 = buf.sample(rng, cfg.batch)
+                s, s2 = (s_raw - norm[0]) / norm[1], (s2 - norm[0]) / norm[1]
                 with torch.no_grad():
                     noise = (torch.randn_like(a) * cfg.target_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
                     q2 = critics_t(s2, (actor_t(s2) + noise).clamp(-1, 1))
@@ -286,7 +297,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
                 opt_c.step()
                 if updates % cfg.policy_delay == 0 and u >= n_up - cfg.updates_per_episode:
                     qa = critics(s, actor(s))
-                    loss_a = -((qa[0] - lam * qa[2]) / (1 + lam)).mean()
+                    lam_i = torch.expm1(s_raw[:, _LAM])  # each transition's own λ (the actor is λ-conditioned)
+                    loss_a = -((qa[0] - lam_i * qa[2]) / (1 + lam_i)).mean()
                     opt_a.zero_grad()
                     loss_a.backward()
                     opt_a.step()
@@ -295,15 +307,19 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
                             for p, pt in zip(net.parameters(), tgt.parameters()):
                                 pt.mul_(1 - cfg.tau).add_(p, alpha=cfg.tau)
             # Dual ascent on λ, in log space: costs are heavy-tailed and λ spans decades.
+            # Dual ascent on this link bin's λ, in log space (λ spans decades), on an EMA of the episode MSE/ε
+            # (the mean, not the median, of a heavy-tailed cost).
             ep_c = info["mse"] / cfg.eps if np.isfinite(info["mse"]) else mean_c
-            lam = float(np.clip(lam * math.exp(cfg.lam_lr * math.tanh(ep_c / cfg.cost_target - 1)),
-                                *cfg.lam_range))
+            cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * ep_c
+            lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(cost_ema[b] / cfg.cost_target - 1, -1, 1)),
+                                   *cfg.lam_range)
+            lam = float(lam_table[b])
         policy.weights = _layers(actor.numpy_weights())
         if os.environ.get("KCTD3_DEBUG"):
             with torch.no_grad():
                 sa = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
                 print(ep, "actor mean", actor(sa).mean(0).numpy(), "taken", buf.a[max(buf.n - 99, 0):buf.n].mean(0), lam)
-        curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "lambda": lam,
+        curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "lambda": lam, "lam_bin": str(b),
                        "mean_cost": mean_c, "guide": state["guide"] if cfg.knowledge else 0.0,
                        "delay_ms": info["delay_ms"], "loss": info["loss"], "time_s": time.monotonic() - t_start})
         bar.set_postfix(load=f"{info['load']:.4f}", mse=f"{info['mse']:.2g}", lam=f"{lam:.2f}")
@@ -311,12 +327,14 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool =
             stopped_by_time = True
             break
     elapsed = time.monotonic() - t_start
-    policy.behaviour, policy.record, policy.lam = None, False, lam
+    policy.behaviour, policy.record = None, False
+    meta["lambda_table"] = lam_table.tolist()
+    meta["lambda"] = float(lam_table[0, 0])  # a perfect link; the table gives λ for the estimated link
+    policy.lam_table, policy._lam_bin = lam_table, None
     final = {}
     for lk in ("loss=0", "loss=0.1"):
         m, _ = simulate_many(sessions, policy, cfg.predictor, LinkSpec.parse(lk), cfg.eps)
         final[lk] = {"load": m["load"], "mse_deg2": m["mse_deg2"], "tail_fraction": m["tail_fraction"]}
-    meta["lambda"] = lam
     meta["training"] = {"episodes": len(curves), "updates": updates, "seconds": elapsed,
                         "stopped_by_time_cap": stopped_by_time, "config": _plain(asdict(cfg)),
                         "sessions": cfg.info.get("sessions", []), "train_eval": final,

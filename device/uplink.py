@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,8 +129,11 @@ class Uplink:
         times = [q[0][0] for q in (self._up_q, self._down_q) if q]
         return min(times) if times else None
 
-    def tick(self, now_us: int, status: dict[str, Any] | None = None) -> None:
-        """Heartbeat / hello / link-state bookkeeping; call every loop iteration."""
+    def tick(self, now_us: int, status: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Heartbeat / hello / link-state bookkeeping; call every loop iteration.
+
+        ``status`` is called only when a heartbeat goes out (5 Hz), not on every iteration of the 1 kHz loop.
+        """
         if self._last_reply_us is not None and now_us - self._last_reply_us > LINK_TIMEOUT_US and self.link_up:
             self.link_up = False
             self.stats.link_downs += 1
@@ -137,7 +141,7 @@ class Uplink:
         if now_us - self._last_hb_us >= HEARTBEAT_US:
             if self._hello_pending:
                 self._send_control(self.wire.encode("hello", ts=now_us, **self.hello), now_us)
-            self._send_control(self.wire.encode("hb", ts=now_us, stats=status or {}), now_us)
+            self._send_control(self.wire.encode("hb", ts=now_us, stats=status() if status else {}), now_us)
             self._last_hb_us = now_us
         self.flush_due(now_us)
 

@@ -96,10 +96,14 @@ class KinematicPredictor(Predictor):
 
     def fit_with_derivatives(self, t_us: np.ndarray, q: np.ndarray, deriv: np.ndarray) -> np.ndarray:
         """``deriv`` (N, 2, J): device-sent [velocity, acceleration / 2]; NaN rows (not sent) fall back."""
-        out = self.fit_all(t_us, q)
+        q = np.asarray(q, dtype=np.float64)
         have = ~np.isnan(deriv).any(axis=(1, 2))
-        out[have, 0] = np.asarray(q, dtype=np.float64)[have]
+        out = np.empty((len(q), 3, q.shape[1]))
+        out[:, 0] = q
         out[have, 1:] = deriv[have]
+        missing = np.flatnonzero(~have)
+        if len(missing):  # the quadratic fit only where the device sent nothing (cheap on the live path)
+            out[missing] = quad_fit(t_us, q, missing, QuadraticPredictor.history)
         return out
 
 
