@@ -28,6 +28,8 @@ from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.schema import ProtocolError, Wire, prediction_from_wire
 from twin.session import SessionWriter
 
+FINALIZE_EVERY_US = 100_000
+
 
 @dataclass
 class DeviceConfig:
@@ -71,6 +73,9 @@ class DeviceAgent:
         self._wake_tx.setsockopt(zmq.SNDHWM, 2)  # a wake-up is a hint; one pending is enough
         self._wake_tx.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
+        # Warm the policy up (numba loads its compiled kernel on first use, ~0.1-1 s) before the arm streams.
+        cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
+        cfg.policy.reset()
         self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake)
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
@@ -93,6 +98,8 @@ class DeviceAgent:
     # -- main loop -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
+        self.uplink = Uplink(self.ctx, cfg.server, None, Wire(cfg.key), link=cfg.link)
+        self._await_link(timeout_s=2.0)
         self.reader.start()
         start_us = host_us()
         first_sample_us: int | None = None
@@ -100,7 +107,9 @@ class DeviceAgent:
         last_status_measured = 0
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
+        poller.register(self.uplink.sock, zmq.POLLIN)
         down_since: int | None = None
+        next_finalize = start_us
         link_down_us = 0
         try:
             while not self._stop.is_set():
@@ -122,13 +131,13 @@ class DeviceAgent:
                 samples = self.reader.drain()
                 now = host_us()
                 if samples:
-                    if self.uplink is None:
+                    if self.tracking is None:
                         first_sample_us = now
-                        self._start_session(len(samples[0].q))
-                        assert self.uplink is not None
-                        poller.register(self.uplink.sock, zmq.POLLIN)
+                        self._start_session(len(samples[0].q), now)
                     self._handle_samples(samples, now)
-                if self.uplink is None or self.tracking is None:
+                if self.tracking is None:
+                    self.uplink.poll_replies(now)
+                    self.uplink.tick(now)
                     continue
                 for msg in self.uplink.poll_replies(now):
                     self._handle_prediction(msg)
@@ -140,8 +149,12 @@ class DeviceAgent:
                 elif down_since is not None:
                     link_down_us += now - down_since
                     down_since = None
-                if self.fw2host_us is not None:
+                if self.fw2host_us is not None and now >= next_finalize:
+                    # Server clock -> host clock -> device (firmware) clock, with the newest estimates.
+                    self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
+                    # Score and record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
                     self.tracking.finalize(now - self.fw2host_us)
+                    next_finalize = now + FINALIZE_EVERY_US
                 if now >= next_status:
                     dt = (now - next_status) / 1e6 + cfg.status_every_s
                     self._status_line(self.tracking.measured - last_status_measured, dt, now)
@@ -153,7 +166,27 @@ class DeviceAgent:
             self.summary = self._shutdown(start_us, link_down_us)
         return self.summary
 
-    def _start_session(self, joints: int) -> None:
+    def _await_link(self, timeout_s: float) -> None:
+        """Connect to the server before the arm streams, so the first samples are not dropped for want of a
+        TCP connection; a server that is down only delays the start by ``timeout_s`` (then samples are
+        recorded and sends counted as dropped until it comes)."""
+        assert self.uplink is not None
+        deadline = host_us() + int(timeout_s * 1e6)
+        while not self.uplink.link_up and not self._stop.is_set():
+            now = host_us()
+            if now > deadline:
+                print(f"warning: no answer from server {self.cfg.server}; reading the arm anyway",
+                      file=sys.stderr, flush=True)
+                return
+            self.uplink.tick(now)
+            release = self.uplink.next_release_us()
+            wait_ms = 50 if release is None else max(0, min(50, (release - now) // 1000))
+            if self.uplink.sock.poll(wait_ms):
+                self.uplink.poll_replies(host_us())
+            else:
+                self.uplink.poll_replies(host_us())  # releases emulated-delay replies that are due
+
+    def _start_session(self, joints: int, now: int) -> None:
         cfg = self.cfg
         names = cfg.joint_names or [f"joint_{i + 1}" for i in range(joints)]
         if len(names) != joints:
@@ -163,7 +196,8 @@ class DeviceAgent:
         self.joint_names = names
         hello = {"dev": cfg.device_id, "joints": names, "rate_hz": 1000.0, "urdf": cfg.urdf,
                  "policy": cfg.policy.spec()}
-        self.uplink = Uplink(self.ctx, cfg.server, hello, Wire(cfg.key), link=cfg.link)
+        assert self.uplink is not None
+        self.uplink.set_hello(hello, now)  # before the first sample, or the server would drop it
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
@@ -206,17 +240,15 @@ class DeviceAgent:
 
     def _handle_prediction(self, msg: dict[str, Any]) -> None:
         assert self.uplink is not None and self.tracking is not None and self.fw2host_us is not None
-        # Arrival at the server, in device time: server clock -> host clock -> device (firmware) clock.
-        arrival_dev = int(msg["rx"]) - self.uplink.server_offset_us - self.fw2host_us
         for item in msg["preds"]:
             try:
                 pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
             except ProtocolError:
                 self.uplink.stats.bad_replies += 1
                 continue
-            # Redundant older predictions carry their own arrival (item 5) when present.
-            arr = arrival_dev if len(item) < 6 else int(item[5]) - self.uplink.server_offset_us - self.fw2host_us
-            self.tracking.add_prediction(pred_seq, arr, pred)
+            # Server receive time in the server's clock; redundant older predictions carry their own (item 5).
+            rx = int(msg["rx"]) if len(item) < 6 else int(item[5])
+            self.tracking.add_prediction(pred_seq, rx, pred)
 
     # -- reporting -----------------------------------------------------------------------------------------
     def _brief_status(self) -> dict[str, Any]:
@@ -262,6 +294,8 @@ class DeviceAgent:
                     break
                 for msg in self.uplink.poll_replies(host_us()):
                     self._handle_prediction(msg)
+            if self.fw2host_us is not None:
+                self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
             self.tracking.finalize(None)
         summary = self._summary(start_us, link_down_us)
         if self.recorder is not None:

@@ -26,11 +26,16 @@ class _Pred:
 
 
 class PredictionLog:
-    """Predictions keyed by server sequence (duplicates from redundant replies ignored), evaluable at any time."""
+    """Predictions keyed by server sequence (duplicates from redundant replies ignored), evaluable at any time.
+
+    Arrivals are kept in the server's clock and mapped to device time (``clock_offset_us``: server clock minus
+    device time) only when evaluated, so every prediction uses the best clock estimate available by then.
+    """
 
     def __init__(self, joints: int) -> None:
         self.joints = joints
         self._preds: dict[int, _Pred] = {}
+        self.clock_offset_us = 0
 
     def add(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
         self._preds.setdefault(pred_seq, _Pred(arrival_us, pred))
@@ -42,7 +47,7 @@ class PredictionLog:
         if not self._preds:
             return np.full((len(t_us), self.joints), np.nan)
         items = list(self._preds.values())
-        arrival = np.fromiter((p.arrival_us for p in items), dtype=np.int64)
+        arrival = np.fromiter((p.arrival_us for p in items), dtype=np.int64) - self.clock_offset_us
         t0 = np.fromiter((p.pred.t0_us for p in items), dtype=np.int64)
         keep = in_effect(arrival, t0)
         width = max(p.pred.coeffs.shape[0] for p in items)
@@ -55,7 +60,7 @@ class PredictionLog:
 
     def prune_before(self, t_us: int) -> None:
         """Forget predictions superseded before ``t_us`` (keep the newest one that arrived by then)."""
-        old = [(s, p) for s, p in self._preds.items() if p.arrival_us <= t_us]
+        old = [(s, p) for s, p in self._preds.items() if p.arrival_us - self.clock_offset_us <= t_us]
         if len(old) <= 1:
             return
         newest = max(old, key=lambda sp: sp[1].pred.t0_us)[0]
@@ -133,17 +138,21 @@ class TrackingMonitor:
         self.measured += len(t_us)
         self.sent += int(np.count_nonzero(sent))
 
-    def add_prediction(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
+    def add_prediction(self, pred_seq: int, server_rx_us: int, pred: Prediction) -> None:
+        """A prediction whose sample reached the server at ``server_rx_us`` (server clock)."""
         if pred_seq not in self._latency_seen:
             # Age of the sample when it reached the server: the pipeline + network latency the twin lives with.
             self._latency_seen.add(pred_seq)
-            self.uplink_latency_us.append(arrival_us - pred.t0_us)
-        self.preds.add(pred_seq, arrival_us, pred)
+            self.uplink_latency_us.append(server_rx_us - pred.t0_us)
+        self.preds.add(pred_seq, server_rx_us, pred)
+
+    def set_clock(self, server_minus_device_us: int) -> None:
+        self.preds.clock_offset_us = server_minus_device_us
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
         if not self.uplink_latency_us:
             return float("nan"), float("nan")
-        arr = np.asarray(self.uplink_latency_us, dtype=np.float64) / 1000
+        arr = (np.asarray(self.uplink_latency_us, dtype=np.float64) - self.preds.clock_offset_us) / 1000
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
     def finalize(self, now_dev_us: int | None) -> int:
@@ -158,6 +167,7 @@ class TrackingMonitor:
             return 0
         t = np.asarray(self._t[:n], dtype=np.int64)
         q = np.stack(self._q[:n])
+        # Samples are scored only here, so the newest clock estimate applies to all of them.
         qhat = self.preds.evaluate(t)
         self.acc.add(t, q, qhat)
         self.window.add(t, q, qhat)

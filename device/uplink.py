@@ -47,7 +47,7 @@ class Uplink:
         self,
         ctx: zmq.Context[Any],
         endpoint: str,
-        hello: dict[str, Any],
+        hello: dict[str, Any] | None,
         wire: Wire | None = None,
         hwm: int = 1000,
         link: LinkSpec | None = None,
@@ -112,6 +112,12 @@ class Uplink:
         heapq.heappush(self._up_q, (now_us + int(delay[0]), next(self._tie), frames))
         return True
 
+    def set_hello(self, hello: dict[str, Any], now_us: int) -> None:
+        """Announce the arm (joints are known once the first frame arrived) and say hello right away."""
+        self.hello = hello
+        self._hello_pending = True
+        self._send_control(self.wire.encode("hello", ts=now_us, **hello), now_us)
+
     def _send_control(self, frames: list[bytes], now_us: int) -> None:
         """Hello/heartbeat: delayed by the constant link delay but never lost (they do not draw from the model)."""
         if self._model is None:
@@ -139,7 +145,7 @@ class Uplink:
             self.stats.link_downs += 1
             self._hello_pending = True
         if now_us - self._last_hb_us >= HEARTBEAT_US:
-            if self._hello_pending:
+            if self._hello_pending and self.hello is not None:
                 self._send_control(self.wire.encode("hello", ts=now_us, **self.hello), now_us)
             self._send_control(self.wire.encode("hb", ts=now_us, stats=status() if status else {}), now_us)
             self._last_hb_us = now_us
@@ -185,7 +191,7 @@ class Uplink:
             self._rtt(now_us, msg["ts"], None)
             preds.append(msg)
         elif kind == "pong":
-            self._rtt(now_us, msg["ts"], msg["srv_us"])
+            self._rtt(now_us, msg["ts"], msg["srv_us"], msg.get("rx"))
         elif kind == "welcome":
             self._hello_pending = False
             self.welcomed = True
@@ -196,19 +202,23 @@ class Uplink:
             if msg["code"] == "no-session":
                 self._hello_pending = True
 
-    def _rtt(self, now_us: int, ts: int, srv_us: int | None) -> None:
+    def _rtt(self, now_us: int, ts: int, srv_us: int | None, srv_rx: int | None = None) -> None:
         rtt = now_us - ts
         if rtt < 0:
             return
         self.rtts_us.append(rtt)
         self.all_rtts_us.append(rtt)
         if srv_us is not None:
-            # NTP-style: trust the offset measured with the smallest RTT; forget it slowly so drift is followed.
+            # NTP: offset = ((t2 - t1) + (t3 - t4)) / 2 with the server's receive (t2) and send (t3) stamps, so
+            # the server's processing time does not bias it; trust the exchange with the least network delay
+            # and forget it slowly so drift is followed.
+            rx = srv_us if srv_rx is None else srv_rx
+            delay = rtt - (srv_us - rx)
             self._offset_age += 1
-            if self._best_rtt_us is None or rtt <= self._best_rtt_us or self._offset_age > 50:
-                self._best_rtt_us = rtt
+            if self._best_rtt_us is None or delay <= self._best_rtt_us or self._offset_age > 50:
+                self._best_rtt_us = delay
                 self._offset_age = 0
-                self.server_offset_us = srv_us - (ts + rtt // 2)
+                self.server_offset_us = ((rx - ts) + (srv_us - now_us)) // 2
 
     def rtt_percentiles_ms(self, recent: bool = True) -> tuple[float, float]:
         data = self.rtts_us if recent else self.all_rtts_us

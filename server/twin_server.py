@@ -159,7 +159,7 @@ class TwinServer:
             return
         sess = self.sessions.get(ident)
         if kind == "hb":
-            self._reply(ident, "pong", ts=msg["ts"], srv_us=server_us())
+            self._reply(ident, "pong", ts=msg["ts"], rx=rx, srv_us=server_us())
             if sess is None:
                 self._reply(ident, "error", code="no-session", msg="send hello first")
             else:
