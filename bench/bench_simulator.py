@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from device.policies import parse_policy  # noqa: E402
 from device.simulator import simulate  # noqa: E402
+from twin.predictors import DEFAULT_PREDICTOR  # noqa: E402
 from twin.session import Session, load_session  # noqa: E402
 
 POLICIES = [
@@ -36,19 +37,21 @@ POLICIES = [
 
 
 def tiled_session(hours: float) -> Session:
-    """Concatenate the bundled sessions (continuous time) until ``hours`` of data."""
-    parts = [load_session(p) for p in sorted((REPO / "data" / "sessions").glob("*.mcap"))]
+    """The bundled default session played forwards and backwards (continuous angles) until ``hours`` of data."""
+    s = load_session(REPO / "data" / "sessions" / "default.mcap")
     n_target = int(hours * 3600 * 1000)
-    t_chunks, q_chunks, offset, n = [], [], 0, 0
+    dt = np.diff(s.t_us)
+    t_chunks, q_chunks, offset, n, forward = [], [], 0, 0, True
     while n < n_target:
-        for s in parts:
-            t_chunks.append(s.t_us - s.t_us[0] + offset)
-            q_chunks.append(s.q)
-            offset = int(t_chunks[-1][-1]) + 1000
-            n += len(s.t_us)
+        steps = dt if forward else dt[::-1]
+        t_chunks.append(offset + np.concatenate(([0], np.cumsum(steps))))
+        q_chunks.append(s.q if forward else s.q[::-1])
+        offset = int(t_chunks[-1][-1]) + 1000
+        n += len(s.t_us)
+        forward = not forward
     t = np.concatenate(t_chunks)[:n_target]
     q = np.concatenate(q_chunks)[:n_target]
-    return Session(t_us=t, q=q, joint_names=parts[0].joint_names, meta={"source": "bench tiling"})
+    return Session(t_us=t, q=q, joint_names=s.joint_names, meta={"source": "bench tiling"})
 
 
 def main() -> int:
@@ -65,7 +68,7 @@ def main() -> int:
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            r = simulate(session, parse_policy(spec), "linear", eps=0.002)
+            r = simulate(session, parse_policy(spec), DEFAULT_PREDICTOR, eps=0.002)
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
         rows.append({"policy": spec, "median_s": med, "speedup": real_s / med, "load": r.metrics["load"],

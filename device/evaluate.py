@@ -38,8 +38,11 @@ class Candidate:
     params: dict[str, Any]
 
 
-def candidates(family: str) -> list[Candidate]:
-    """The grid searched for a family (a fixed policy spec such as ``kc-td3:P.pt`` is its own single candidate)."""
+def candidates(family: str, predictor: str = DEFAULT_PREDICTOR) -> list[Candidate]:
+    """The grid searched for a family (a fixed policy spec such as ``kc-td3:P.pt`` is its own single candidate).
+
+    Dead reckoning mirrors ``predictor``, the one the server runs in this evaluation.
+    """
     if family == "none":
         return [Candidate("none", "none:h=0", {"k": 1, "h_ms": 0})]
     if family in ("static", "static-sampling-only", "static-prediction-only"):
@@ -49,7 +52,7 @@ def candidates(family: str) -> list[Candidate]:
     if family == "send-on-delta":
         return [Candidate(family, f"send-on-delta:delta={d},h=0", {"delta_deg": d}) for d in DELTAS_DEG]
     if family == "dead-reckoning":
-        return [Candidate(family, f"dead-reckoning:delta={d},h={h}", {"delta_deg": d, "h_ms": h})
+        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor}", {"delta_deg": d, "h_ms": h})
                 for d in DELTAS_DEG for h in DR_H_MS]
     # Anything else is a complete policy spec evaluated as is (e.g. kc-td3:POLICY.pt, static:k=10,h=50).
     parse_policy(family)  # fail early with the list of valid families
@@ -76,7 +79,7 @@ def evaluate(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Returns (records: one per family x constraint x link, cloud: every candidate's test/train figures)."""
     fams = list(families)
-    jobs = [(link, c) for link in links for fam in fams for c in candidates(fam)]
+    jobs = [(link, c) for link in links for fam in fams for c in candidates(fam, predictor)]
     it: Iterable[Any] = progress(jobs) if progress else jobs
     cloud: list[dict[str, Any]] = []
     for link, cand in it:

@@ -7,6 +7,7 @@ draws losses and delays, the same predictor ``fit_all`` makes the server's predi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,11 @@ def simulate(
 ) -> SimResult:
     """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin."""
     link = link or LinkSpec()
+    mirrored = getattr(policy, "predictor_name", None)
+    # With H = 0 every predictor shows the sample itself, so a hold mirror (send-on-delta) is exact.
+    if mirrored is not None and mirrored != predictor and policy.horizon_us > 0:
+        warnings.warn(f"policy {policy.spec()} mirrors predictor {mirrored!r} but the server runs {predictor!r}; "
+                      "its sends are based on a twin the server does not show", stacklevel=2)
     t, q = session.t_us, session.q
     n = len(t)
     set_link = getattr(policy, "set_link", None)

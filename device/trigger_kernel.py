@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from twin.kinematics import fit_row
+
 KINDS = {"hold": 0, "linear": 1, "quadratic": 2, "kinematic": 3}
 QUAD_WINDOW = 5  # QuadraticPredictor.history
 NORMS = {"max": 0, "rms": 1, "energy": 2}
@@ -20,45 +22,19 @@ ENERGY_SAMPLES = 100  # energy budget = delta² over this many samples (100 ms a
 
 @njit(cache=True)
 def _fit(tt: np.ndarray, qq: np.ndarray, first: int, last: int, kind: int, coeffs: np.ndarray) -> None:
-    """Coefficients from rows first..last (newest last) of (tt, qq), as ``twin.predictors`` / ``quad_fit`` do.
+    """Coefficients from rows first..last (newest last), as ``twin.predictors`` computes them.
 
-    kind 0 hold, 1 two-point velocity, 2 and 3 parabola through the newest row by least squares.
+    kind 0 hold, 1 two-point velocity, 2 and 3 the parabola of ``twin.kinematics.fit_row`` (the same code).
     """
-    joints = qq.shape[1]
-    for j in range(joints):
-        coeffs[0, j] = qq[last, j]
-        coeffs[1, j] = 0.0
-        coeffs[2, j] = 0.0
-    if kind == 0 or last - first < 1:
-        return
-    dt = (tt[last] - tt[last - 1]) * 1e-6
-    if dt < 1e-6:
-        dt = 1e-6
-    for j in range(joints):
-        coeffs[1, j] = (qq[last, j] - qq[last - 1, j]) / dt
-    if kind == 1 or last - first < 2:
-        return
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    for r in range(first, last + 1):
-        tau = (tt[r] - tt[last]) * 1e-6
-        s2 += tau * tau
-        s3 += tau * tau * tau
-        s4 += tau * tau * tau * tau
-    det = s2 * s4 - s3 * s3
-    if abs(det) <= 1e-30:
-        return
-    for j in range(joints):
-        b1 = 0.0
-        b2 = 0.0
-        for r in range(first, last + 1):
-            tau = (tt[r] - tt[last]) * 1e-6
-            dq = qq[r, j] - qq[last, j]
-            b1 += tau * dq
-            b2 += tau * tau * dq
-        coeffs[1, j] = (b1 * s4 - b2 * s3) / det
-        coeffs[2, j] = (s2 * b2 - s3 * b1) / det
+    if kind == 0:
+        for j in range(qq.shape[1]):
+            coeffs[0, j] = qq[last, j]
+            coeffs[1, j] = 0.0
+            coeffs[2, j] = 0.0
+    elif kind == 1:
+        fit_row(tt, qq, max(first, last - 1), last, coeffs)
+    else:
+        fit_row(tt, qq, first, last, coeffs)
 
 
 @njit(cache=True)

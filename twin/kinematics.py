@@ -8,16 +8,78 @@ to send velocity and acceleration with a sample (the DIS dead-reckoning state), 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 DERIV_WINDOW = 20  # samples (20 ms at 1 kHz): long enough to average encoder noise, short enough to track
 
 
-def quad_fit(t_us: np.ndarray, q: np.ndarray, ends: np.ndarray, window: int, block: int = 50_000) -> np.ndarray:
+def quad_fit(t_us: np.ndarray, q: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     """Parabola through the newest sample, least squares over up to ``window`` samples ending at each ``ends``.
 
     Returns (len(ends), 3, J): [q_end, velocity, acceleration / 2] in rad, rad/s, rad/s². Rows with fewer than
-    three samples fall back to a two-point velocity (or zero) and no acceleration.
+    three samples fall back to a two-point velocity (or zero) and no acceleration. Compiled (numba): the
+    simulator fits millions of rows; ``quad_fit_reference`` is the numpy formulation it is tested against.
     """
+    t = np.ascontiguousarray(t_us, dtype=np.int64)
+    qq = np.ascontiguousarray(q, dtype=np.float64)
+    e = np.ascontiguousarray(ends, dtype=np.int64)
+    out = np.zeros((len(e), 3, qq.shape[1]))
+    if len(e):
+        _quad_fit_rows(t, qq, e, window, out)
+    return out
+
+
+@njit(cache=True)
+def fit_row(t: np.ndarray, q: np.ndarray, first: int, last: int, coeffs: np.ndarray) -> None:
+    """[q, v, a/2] from rows first..last (newest last) into ``coeffs`` (3, J): the parabola through the newest
+    row, least squares over the others; two-point velocity with fewer than three rows."""
+    joints = q.shape[1]
+    for j in range(joints):
+        coeffs[0, j] = q[last, j]
+        coeffs[1, j] = 0.0
+        coeffs[2, j] = 0.0
+    if last - first < 1:
+        return
+    dt = (t[last] - t[last - 1]) * 1e-6
+    if dt < 1e-6:
+        dt = 1e-6
+    for j in range(joints):
+        coeffs[1, j] = (q[last, j] - q[last - 1, j]) / dt
+    if last - first < 2:
+        return
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    for r in range(first, last + 1):
+        tau = (t[r] - t[last]) * 1e-6
+        s2 += tau * tau
+        s3 += tau * tau * tau
+        s4 += tau * tau * tau * tau
+    det = s2 * s4 - s3 * s3
+    if abs(det) <= 1e-30:
+        return
+    for j in range(joints):
+        b1 = 0.0
+        b2 = 0.0
+        for r in range(first, last + 1):
+            tau = (t[r] - t[last]) * 1e-6
+            dq = q[r, j] - q[last, j]
+            b1 += tau * dq
+            b2 += tau * tau * dq
+        coeffs[1, j] = (b1 * s4 - b2 * s3) / det
+        coeffs[2, j] = (s2 * b2 - s3 * b1) / det
+
+
+@njit(cache=True)
+def _quad_fit_rows(t: np.ndarray, q: np.ndarray, ends: np.ndarray, window: int, out: np.ndarray) -> None:
+    for r in range(ends.shape[0]):
+        e = ends[r]
+        fit_row(t, q, max(0, e - window + 1), e, out[r])
+
+
+def quad_fit_reference(t_us: np.ndarray, q: np.ndarray, ends: np.ndarray, window: int,
+                       block: int = 50_000) -> np.ndarray:
+    """Numpy formulation of ``quad_fit`` (vectorised normal equations), kept as its test reference."""
     t = np.asarray(t_us, dtype=np.int64)
     q = np.asarray(q, dtype=np.float64)
     ends = np.asarray(ends, dtype=np.int64)
