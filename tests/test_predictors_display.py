@@ -74,3 +74,25 @@ def test_error_accumulator_matches_direct_computation() -> None:
     assert acc.uncounted == 10
     assert 0.0 <= acc.tail_fraction(np.mean(e**2)) <= 1.0
     assert len(acc.window_mse) == 49
+
+
+def test_compiled_parabola_fit_matches_numpy_reference() -> None:
+    from twin.kinematics import quad_fit, quad_fit_reference
+
+    rng = np.random.default_rng(4)
+    t = np.cumsum(rng.integers(900, 1100, 3000))
+    q = np.cumsum(rng.normal(size=(3000, 5)) * 1e-3, axis=0)
+    ends = rng.choice(3000, 500, replace=False)
+    for window in (2, 5, 20):
+        np.testing.assert_allclose(quad_fit(t, q, ends, window), quad_fit_reference(t, q, ends, window),
+                                   rtol=1e-7, atol=1e-9)
+
+
+def test_kinematic_predictor_uses_device_derivatives() -> None:
+    pred = make_predictor("kinematic")
+    t = np.array([0, 10_000])
+    q = np.array([[0.0], [0.1]])
+    deriv = np.array([[[np.nan], [np.nan]], [[2.0], [-1.0]]])
+    coeffs = pred.fit_with_derivatives(t, q, deriv)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(coeffs[1, :, 0], [0.1, 2.0, -1.0])
+    np.testing.assert_allclose(coeffs[0, :, 0], [0.0, 0.0, 0.0])  # no derivatives: the fallback fit (hold)
