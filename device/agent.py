@@ -50,6 +50,7 @@ class DeviceConfig:
     key: bytes | None = None
     link: LinkSpec = field(default_factory=LinkSpec)
     meta: dict[str, Any] = field(default_factory=dict)
+    online_learning: bool = False  # KC-TD3: adapt λ on the device (background thread, bounded CPU)
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and self.duration_s <= 0:
@@ -76,6 +77,7 @@ class DeviceAgent:
         # Warm the policy up (numba loads its compiled kernel on first use, ~0.1-1 s) before the arm streams.
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
         cfg.policy.reset()
+        quad_fit(np.array([0, 1000, 2000]), np.zeros((3, 1)), np.array([2]), DERIV_WINDOW)
         self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake)
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
@@ -86,6 +88,8 @@ class DeviceAgent:
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
         self._ring_q = np.zeros((0, 1))
+        self.learner: Any = None  # KC-TD3 online learner (device.kctd3_policy.OnlineLearner)
+        self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
 
     def _wake(self) -> None:
         with self._wake_lock, contextlib.suppress(zmq.Again):
@@ -205,6 +209,10 @@ class DeviceAgent:
         # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
         lag_ms = cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)
         self.tracking = TrackingMonitor(joints, int(lag_ms * 1000), self.recorder)
+        if cfg.online_learning and hasattr(cfg.policy, "lam_scale"):
+            from device.kctd3_policy import OnlineLearner
+
+            self.learner = OnlineLearner(cfg.policy).start()  # type: ignore[arg-type]
 
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
@@ -220,11 +228,13 @@ class DeviceAgent:
         tt, qq = np.concatenate([self._ring_t, t]), np.concatenate([self._ring_q.reshape(-1, q.shape[1]), q])
         offset = len(tt) - len(t)
         wants_d = self.uplink.server_wants_derivatives
+        hz = getattr(self.cfg.policy, "sample_horizons_us", None)  # per-sample H (KC-TD3 changes it on the fly)
+        per_sample = hz is not None and len(hz) == len(samples)
         for i in np.flatnonzero(mask):
             s = samples[i]
             d = quad_fit(tt, qq, np.array([offset + i]), DERIV_WINDOW)[0, 1:] if wants_d else None
-            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, self.cfg.policy.horizon_us, now,
-                                              self.cfg.policy.k, d)
+            h = int(hz[i]) if per_sample else self.cfg.policy.horizon_us
+            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, h, now, self.cfg.policy.k, d)
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
 
@@ -272,6 +282,8 @@ class DeviceAgent:
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:g} "
                 f"H={self.cfg.policy.horizon_us / 1000:g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
                 f"crc={st.crc_errors} dropped={self.uplink.stats.dropped_packets} link={link}{port}")
+        if hasattr(self.cfg.policy, "lam_scale"):
+            line += self._kctd3_status(p50)
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
             self.recorder.status(now - (self.fw2host_us or 0), {
@@ -279,7 +291,24 @@ class DeviceAgent:
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
                 "dropped_packets": self.uplink.stats.dropped_packets})
 
+    def _kctd3_status(self, rtt_ms: float) -> str:
+        """KC-TD3: hand the link estimates (RTT; loss = sends with no prediction back) to the policy and the
+        device-scored 100 ms windows to the online learner; its status fields (λ, mirrored avg MSE vs ε)."""
+        tr, policy = self.tracking, self.cfg.policy
+        assert tr is not None
+        sent, back = tr.sent, len(tr.uplink_latency_us)
+        d_sent, d_back = sent - self._kc_prev[0], back - self._kc_prev[1]
+        self._kc_prev = (sent, back)
+        policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)  # type: ignore[attr-defined]
+        if self.learner is not None:
+            self.learner.observe(tr.acc.window_mse[self._kc_win:])
+            self._kc_win = len(tr.acc.window_mse)
+        kc = policy.status()  # type: ignore[attr-defined]
+        return f" lam={kc['lambda']:.3g} mirror_avg_mse={kc['avg_mse']:.3g}/eps={kc['eps']:g}"
+
     def _shutdown(self, start_us: int, link_down_us: int) -> dict[str, Any]:
+        if self.learner is not None:
+            self.learner.stop()
         self.reader.stop()
         # Samples still in the reader's queue were measured: they must be scored and recorded too.
         leftover = self.reader.drain()
@@ -334,7 +363,8 @@ class DeviceAgent:
             p50, p99 = up.rtt_percentiles_ms(recent=False)
             out.update({"rtt_p50_ms": p50, "rtt_p99_ms": p99, "packets_sent": up.stats.packets_sent,
                         "bytes_sent": up.stats.bytes_sent, "bytes_per_s": up.stats.bytes_sent / max(elapsed, 1e-9),
-                        "dropped_packets": up.stats.dropped_packets, "bad_replies": up.stats.bad_replies,
+                        "dropped_packets": up.stats.dropped_packets, "control_dropped": up.stats.control_dropped,
+                        "bad_replies": up.stats.bad_replies,
                         "emulated_lost_up": up.stats.emulated_lost_up,
                         "emulated_lost_down": up.stats.emulated_lost_down, "link": self.cfg.link.label(),
                         "link_downs": up.stats.link_downs, "server_offset_us": up.server_offset_us})

@@ -30,7 +30,8 @@ class UplinkStats:
 
     packets_sent: int = 0
     bytes_sent: int = 0
-    dropped_packets: int = 0  # refused by the socket (no server / queue full)
+    dropped_packets: int = 0  # samples refused by the socket (no server / queue full)
+    control_dropped: int = 0  # hello / heartbeats refused (e.g. before the connection is up)
     replies: int = 0
     bad_replies: int = 0
     link_downs: int = 0
@@ -81,17 +82,20 @@ class Uplink:
         # simulator: one loss/jitter draw per sample uplink and per prediction reply downlink, in order).
         self.link = link or LinkSpec()
         self._model = None if self.link.is_perfect else LinkModel(self.link)
-        self._up_q: list[tuple[int, int, list[bytes]]] = []
+        self._up_q: list[tuple[int, int, bool, list[bytes]]] = []  # (release, order, is_control, frames)
         self._down_q: list[tuple[int, int, dict[str, Any]]] = []
         self._tie = itertools.count()
         self.release_lateness_us: deque[int] = deque(maxlen=10_000)
 
     # -- sending -------------------------------------------------------------------------------------------
-    def _send(self, frames: list[bytes]) -> bool:
+    def _send(self, frames: list[bytes], control: bool = False) -> bool:
         try:
             self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
-            self.stats.dropped_packets += 1
+            if control:
+                self.stats.control_dropped += 1
+            else:
+                self.stats.dropped_packets += 1
             return False
         self.stats.packets_sent += 1
         self.stats.bytes_sent += sum(len(f) for f in frames)
@@ -109,7 +113,7 @@ class Uplink:
             self.stats.packets_sent += 1  # it left the device; the emulated network lost it
             self.stats.bytes_sent += sum(len(f) for f in frames)
             return True
-        heapq.heappush(self._up_q, (now_us + int(delay[0]), next(self._tie), frames))
+        heapq.heappush(self._up_q, (now_us + int(delay[0]), next(self._tie), False, frames))
         return True
 
     def set_hello(self, hello: dict[str, Any], now_us: int) -> None:
@@ -121,15 +125,15 @@ class Uplink:
     def _send_control(self, frames: list[bytes], now_us: int) -> None:
         """Hello/heartbeat: delayed by the constant link delay but never lost (they do not draw from the model)."""
         if self._model is None:
-            self._send(frames)
+            self._send(frames, control=True)
         else:
-            heapq.heappush(self._up_q, (now_us + int(self.link.delay_ms * 1000), next(self._tie), frames))
+            heapq.heappush(self._up_q, (now_us + int(self.link.delay_ms * 1000), next(self._tie), True, frames))
 
     def flush_due(self, now_us: int) -> None:
         while self._up_q and self._up_q[0][0] <= now_us:
-            release, _, frames = heapq.heappop(self._up_q)
+            release, _, control, frames = heapq.heappop(self._up_q)
             self.release_lateness_us.append(now_us - release)
-            self._send(frames)
+            self._send(frames, control=control)
 
     def next_release_us(self) -> int | None:
         times = [q[0][0] for q in (self._up_q, self._down_q) if q]

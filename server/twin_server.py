@@ -69,7 +69,11 @@ class TwinServer:
         predictor: str = DEFAULT_PREDICTOR,
         key: bytes | None = None,
     ) -> None:
-        make_predictor(predictor)  # validate the name early, with the list of valid ones
+        # Validate the name early (the error lists valid ones) and warm the predictor up: compiled kernels load
+        # on first use (~0.3 s), which must not stall the first device's first samples.
+        warm = OnlinePredictor(make_predictor(predictor))
+        for i in range(3):
+            warm.update(i * 1000, np.zeros(2), 0, np.zeros((2, 2)) if i else None)
         self.predictor_name = predictor
         self.wire = Wire(key)
         self.ctx: zmq.Context[Any] = zmq.Context()
