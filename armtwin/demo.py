@@ -16,6 +16,7 @@ from twin.predictors import DEFAULT_PREDICTOR
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SESSION = REPO / "data" / "sessions" / "default.mcap"
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_POLICY = "dead-reckoning:delta=0.1,h=200"
 
 
@@ -33,6 +34,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default demo-out)")
     p.add_argument("--session", type=Path, default=DEFAULT_SESSION, help="session to replay (default: bundled)")
     p.add_argument("--policy", default=DEFAULT_POLICY, help=f"device policy (default {DEFAULT_POLICY})")
+    p.add_argument("--pub", default=DEFAULT_PUB,
+                   help=f"where the server publishes twin states (default {DEFAULT_PUB}, the viewer's default; "
+                   "a random port if it is taken)")
     p.add_argument("--predictor", default=DEFAULT_PREDICTOR,
                    help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.set_defaults(run=run)
@@ -81,15 +85,24 @@ def run(args: argparse.Namespace) -> int:
     rec, summary_path = args.out / "session.mcap", args.out / "summary.json"
     procs: list[subprocess.Popen[str]] = []
     try:
-        server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
-                         "--predictor", args.predictor])
+        server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", args.pub, "--predictor", args.predictor],
+                        stderr=subprocess.PIPE)
+        try:
+            endpoint = _read_key(server, "bind")
+        except RuntimeError:  # the PUB port is taken (another server or demo): publish on a random port
+            _stop(server)
+            server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
+                             "--predictor", args.predictor])
+            endpoint = _read_key(server, "bind")
         procs.append(server)
-        endpoint = _read_key(server, "bind")
+        pub = _read_key(server, "pub")
         loop = ["--loop"] if args.seconds > src.duration_s else []
         arm = _spawn(["mock-arm", str(args.session), *loop], stderr=subprocess.DEVNULL)
         procs.append(arm)
         port = _read_key(arm, "port")
         print(f"demo: mock arm on {port}, server on {endpoint}, policy {args.policy}, {args.seconds:g} s",
+              flush=True)
+        print(f"demo: watch the twin with: armtwin view --sub {pub}   (or --headless --snapshot-every 1 --out snaps)",
               flush=True)
         device = subprocess.run(
             [sys.executable, "-m", "armtwin", "device", "--port", port, "--server", endpoint, "--policy",
