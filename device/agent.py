@@ -229,11 +229,10 @@ class DeviceAgent:
         offset = len(tt) - len(t)
         wants_d = self.uplink.server_wants_derivatives
         hz = getattr(self.cfg.policy, "sample_horizons_us", None)  # per-sample H (KC-TD3 changes it on the fly)
-        per_sample = hz is not None and len(hz) == len(samples)
         for i in np.flatnonzero(mask):
             s = samples[i]
             d = quad_fit(tt, qq, np.array([offset + i]), DERIV_WINDOW)[0, 1:] if wants_d else None
-            h = int(hz[i]) if per_sample else self.cfg.policy.horizon_us
+            h = int(hz[i]) if hz is not None and len(hz) == len(samples) else self.cfg.policy.horizon_us
             sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, h, now, self.cfg.policy.k, d)
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
@@ -297,8 +296,7 @@ class DeviceAgent:
         tr, policy = self.tracking, self.cfg.policy
         assert tr is not None
         sent, back = tr.sent, len(tr.uplink_latency_us)
-        d_sent, d_back = sent - self._kc_prev[0], back - self._kc_prev[1]
-        self._kc_prev = (sent, back)
+        d_sent, d_back, self._kc_prev = sent - self._kc_prev[0], back - self._kc_prev[1], (sent, back)
         policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)  # type: ignore[attr-defined]
         if self.learner is not None:
             self.learner.observe(tr.acc.window_mse[self._kc_win:])

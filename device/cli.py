@@ -39,6 +39,8 @@ def add_parser(sub: Any, name: str) -> None:
                    "delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]; the simulator models the same")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
                    help="environment variable holding the shared HMAC key, if the server uses one")
+    p.add_argument("--online-learning", action="store_true",
+                   help="KC-TD3 policies: adapt λ on the device from the scored error (background thread, ~1 Hz)")
     p.set_defaults(run=run)
 
 
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             port=args.port, server=args.server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
-            lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link))
+            lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
+            online_learning=args.online_learning)
     except (PolicySpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

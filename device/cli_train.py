@@ -13,9 +13,11 @@ def add_parser(sub: Any, name: str) -> None:
         name,
         help="train the KC-TD3 sampling policy on recordings (offline, through the simulator)",
         description="Train KC-TD3 (TD3 + Lagrangian constraint on the average tracking error + expert knowledge) "
-        "on random 10 s windows of the given sessions under random links (delay 0-20 ms, loss 0-10 %%), "
+        "on random 10 s windows of the given sessions under random links (delay 0-20 ms, loss 0-10 %), "
         "through the same simulator and policy code the device runs. Writes POLICY.pt (torch, full state), "
-        "POLICY.npz (what the device loads, no torch) and POLICY_curves.csv/.png (error and load per episode).",
+        "POLICY.npz (what the device loads, no torch) and POLICY_curves.csv/.png (error and load per episode). "
+        "λ is solved per link condition on the training sessions so that the mean MSE <= margin x ε and at most "
+        "--tail-max of the 100 ms windows exceed ε.",
         epilog="examples:\n"
         "  armtwin train data/sessions/train_a.mcap data/sessions/train_b.mcap --constraint 0.002 -o p002.pt\n"
         "  armtwin train train_*.mcap --constraint 0.007 --no-knowledge -o td3_007.pt   (ablation)\n"
@@ -32,6 +34,8 @@ def add_parser(sub: Any, name: str) -> None:
                    help="TD3 ablation: no behaviour cloning, no expert-guided exploration, no expert in the state")
     p.add_argument("--margin", type=float, default=0.8,
                    help="dual ascent aims at mean MSE = margin x ε on the training data (default 0.8)")
+    p.add_argument("--tail-max", type=float, default=0.05,
+                   help="and at most this fraction of 100 ms windows with MSE > ε (chance constraint, default 0.05)")
     p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
@@ -42,6 +46,7 @@ def add_parser(sub: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from device.kctd3_train import TrainConfig, train
     from device.link import LinkSpec, LinkSpecError
+    from device.simulator import simulate_many
     from twin.predictors import DEFAULT_PREDICTOR
     from twin.session import SessionError, load_session
 
@@ -56,17 +61,58 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                       knowledge=not args.no_knowledge, seed=args.seed, link=link, cost_target=args.margin,
-                      predictor=args.predictor or DEFAULT_PREDICTOR,
+                      tail_max=args.tail_max, predictor=args.predictor or DEFAULT_PREDICTOR,
                       warmup_episodes=min(8, max(args.episodes // 4, 1)),
                       info={"sessions": [str(p) for p in args.sessions]})
-    meta = train(sessions, cfg, args.output, progress=not args.quiet)
+    meta, curves = train(sessions, cfg, args.output, progress=not args.quiet)
     tr = meta["training"]
+    stem = args.output.with_suffix("")
+    write_curves(curves, cfg.eps, cfg.knowledge, Path(f"{stem}_curves"))
     print(f"trained {'kc-td3' if cfg.knowledge else 'td3'} eps={cfg.eps:g} in {tr['seconds']:.0f}s "
-          f"({tr['episodes']} episodes, {tr['updates']} updates) lambda={meta['lambda']:.3g} "
+          f"({tr['episodes']} episodes, {tr['updates']} updates) lambda(perfect link)={meta['lambda']:.3g} "
           f"expert_safety={meta['expert_safety']:.3g}" + (" STOPPED BY --minutes" if tr["stopped_by_time_cap"] else ""))
-    for lk, m in tr["train_eval"].items():
+    from device.kctd3_policy import KCTD3Policy
+
+    policy = KCTD3Policy(args.output, cfg.predictor)
+    for lk in ("loss=0", "loss=0.1"):
+        m, _ = simulate_many(sessions, policy, cfg.predictor, LinkSpec.parse(lk), cfg.eps)
         print(f"  on the training sessions, {lk}: load={m['load']:.4f} mse={m['mse_deg2']:.3g} "
               f"tail={m['tail_fraction']:.3f} ({'meets' if m['mse_deg2'] <= cfg.eps else 'MISSES'} eps)")
-    stem = args.output.with_suffix("")
     print(f"wrote {args.output}, {stem}.npz, {stem}_curves.csv, {stem}_curves.png")
     return 0
+
+
+def write_curves(curves: list[dict[str, Any]], eps: float, knowledge: bool, stem: Path) -> None:
+    """Training curves (the paper's Fig. 4): episode MSE with the ε line, load and λ per episode (.csv + .png)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with open(f"{stem}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(curves[0]))
+        w.writeheader()
+        w.writerows(curves)
+    ep = np.array([c["episode"] for c in curves])
+    det = np.array([not c["explore"] for c in curves])  # noise-free episodes: the policy being learnt
+    fig, ax = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    for a, key, label in ((ax[0], "mse_deg2", "episode MSE (deg²)"), (ax[1], "load", "load"), (ax[2], "lambda", "λ")):
+        y = np.array([c[key] for c in curves], dtype=float)
+        a.plot(ep[~det], y[~det], ".", ms=2, alpha=0.3, color="0.6", label="exploring episodes")
+        a.plot(ep[det], y[det], ".", ms=3, alpha=0.6, label="deterministic episodes")
+        if det.sum() >= 10:
+            n = 10
+            a.plot(ep[det][n - 1:], np.convolve(y[det], np.ones(n) / n, mode="valid"), "-", label="mean of 10")
+        a.set_ylabel(label)
+    ax[0].axhline(eps, color="r", ls="--", label=f"ε = {eps:g}")
+    ax[0].set_yscale("log")
+    ax[2].set_yscale("log")
+    ax[0].legend(fontsize=7)
+    ax[2].set_xlabel("episode (10 s, 100 decisions, random link)")
+    fig.suptitle(f"{'KC-TD3' if knowledge else 'TD3 (no knowledge)'} training, ε = {eps:g} deg²")
+    fig.tight_layout()
+    fig.savefig(f"{stem}.png", dpi=100)
+    plt.close(fig)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +37,6 @@ INIT_K, INIT_H_MS = 10, 20.0  # action before the first window has been seen
 STATE_NAMES = ("win_mse/eps", "avg_mse/eps", "load", "lambda", "v_rms", "a_rms", "j_rms", "v_rms_50ms",
                "a_rms_50ms", "j_rms_50ms", "rtt", "loss", "prev_k", "prev_h", "expert_k", "expert_h")
 STATE_DIM = len(STATE_NAMES)
-# λ is kept per link condition (one-way delay x loss bin): the constraint must hold on each link, and one λ
-# for a mix of easy and hard links makes the policy needlessly conservative on the easy ones.
-LAM_DELAY_EDGES_MS = (7.0, 14.0)
-LAM_LOSS_EDGES = (0.05,)
 _RAD2DEG = 180.0 / np.pi
 _LOG_KR = math.log(K_MAX / K_MIN)
 _KGRID = np.arange(K_MIN, K_MAX + 1, dtype=np.float64)
@@ -55,15 +50,8 @@ def action_to_kh(a: np.ndarray) -> tuple[int, float]:
     return k, float((a1 + 1) / 2 * H_MAX_MS)
 
 
-def kh_to_action(k: float | np.ndarray, h_ms: float | np.ndarray) -> np.ndarray:
-    """Inverse of ``action_to_kh`` (vectorised); the last axis holds (a_k, a_h)."""
-    ak = 2 * np.log(np.clip(k, K_MIN, K_MAX) / K_MIN) / np.log(K_MAX / K_MIN) - 1
-    ah = 2 * np.clip(h_ms, 0, H_MAX_MS) / H_MAX_MS - 1
-    return np.stack(np.broadcast_arrays(ak, ah), axis=-1).astype(np.float64)
-
-
-def _action_of(k: float, h_ms: float) -> np.ndarray:
-    """Scalar ``kh_to_action`` without numpy call overhead (decision path)."""
+def kh_to_action(k: float, h_ms: float) -> np.ndarray:
+    """Inverse of ``action_to_kh`` (scalar math: it runs at every decision)."""
     ak = 2 * math.log(min(max(k, K_MIN), K_MAX) / K_MIN) / _LOG_KR - 1
     return np.array([ak, 2 * min(max(h_ms, 0.0), H_MAX_MS) / H_MAX_MS - 1])
 
@@ -126,11 +114,18 @@ def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predict
     return k, h
 
 
-def lambda_bin(rtt_ms: float, loss: float) -> tuple[int, int]:
-    """Bin of the λ table for a link estimate (one-way delay = RTT/2 minus the 0.5 ms pipeline)."""
-    d = max(rtt_ms / 2 - 0.5, 0.0)
-    return int(np.searchsorted(LAM_DELAY_EDGES_MS, d, side="right")), int(np.searchsorted(LAM_LOSS_EDGES, loss,
-                                                                                           side="right"))
+def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
+    """λ for a link estimate: bilinear in log λ over the checkpoint's (one-way delay, loss) grid, clamped.
+
+    One-way delay = RTT/2 minus the 0.5 ms pipeline. λ depends on the link because the constraint must hold on
+    each link: one λ for all links is needlessly conservative on the easy ones and too lax on the hard ones.
+    """
+    ds, ps, v = np.asarray(grid["delay_ms"]), np.asarray(grid["loss"]), np.log(np.asarray(grid["values"]))
+    fi = float(np.interp(max(rtt_ms / 2 - 0.5, 0.0), ds, np.arange(len(ds))))
+    fj = float(np.interp(loss, ps, np.arange(len(ps))))
+    i, j = min(int(fi), len(ds) - 2), min(int(fj), len(ps) - 2)
+    w = np.outer([1 - fi + i, fi - i], [1 - fj + j, fj - j])
+    return float(np.exp((w * v[i:i + 2, j:j + 2]).sum()))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -157,21 +152,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def save_npz(path: str | Path, actor: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write the device checkpoint: actor ``W0, b0, W1, b1, W2, b2``, ``obs_mean``, ``obs_std`` and metadata."""
     out = Path(path).with_suffix(".npz")
-    np.savez(out, meta_json=np.array(json.dumps(meta, default=float)),
-             **{k: np.asarray(v, dtype=np.float64) for k, v in actor.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in actor.items()}
+    np.savez(out, meta_json=np.array(json.dumps(meta, default=float)), **arrays)
     return out
-
-
-def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidden: int = 64) -> Path:
-    """A tiny randomly initialised checkpoint (tests, benchmarks)."""
-    rng = np.random.default_rng(seed)
-    dims = [STATE_DIM, hidden, hidden, 2]
-    actor = {f"W{i}": rng.normal(0, 1 / np.sqrt(a), (a, b)) for i, (a, b) in enumerate(zip(dims, dims[1:]))}
-    actor.update({f"b{i}": np.zeros(b) for i, b in enumerate(dims[1:])})
-    actor.update(obs_mean=np.zeros(STATE_DIM), obs_std=np.ones(STATE_DIM))
-    meta = {"schema": SCHEMA_VERSION, "eps": eps, "lambda": 1.0, "predictor": "kinematic", "expert_knowledge": True,
-            "expert_safety": 1.0, "k_range": [K_MIN, K_MAX], "h_range_ms": [0, H_MAX_MS], "training": {"random": True}}
-    return save_npz(path, actor, meta)
 
 
 class _Mirror:
@@ -181,42 +164,27 @@ class _Mirror:
         self.predictor = make_predictor(predictor)
         self.uses_d = bool(getattr(self.predictor, "uses_derivatives", False))
         self.hist = max(self.predictor.history, 1)
-        self._ht = np.zeros(0, dtype=np.int64)
-        self._hq: np.ndarray | None = None
-        self._hd: np.ndarray | None = None
-        self.arr = np.zeros(0, dtype=np.int64)
-        self.t0 = np.zeros(0, dtype=np.int64)
-        self.h = np.zeros(0, dtype=np.int64)
-        self.coeffs: np.ndarray | None = None
+        self._h: list[np.ndarray] | None = None  # the last ``hist`` sends: t, q, derivatives
+        self.p: list[np.ndarray] | None = None  # predictions in effect or pending: arrival, t0, H, coeffs
 
     def add(self, t: np.ndarray, q: np.ndarray, d: np.ndarray, h_us: np.ndarray, delay_us: int) -> None:
         """New sends (time order): the same rows ``OnlinePredictor.update`` gives, one fit for the whole batch."""
-        if len(t) == 0:
-            return
-        hq = q[:0] if self._hq is None else self._hq
-        hd = d[:0] if self._hd is None else self._hd
-        tt, qq, dd = np.concatenate([self._ht, t]), np.concatenate([hq, q]), np.concatenate([hd, d])
-        if self.uses_d and self.predictor.name == "kinematic":
-            # fit_with_derivatives when every row has its derivatives (always true here), without the fallback fit.
-            c = np.concatenate([q[:, None, :], d], axis=1)
-        elif self.uses_d:
+        tt, qq, dd = (np.concatenate([o, n]) for o, n in zip(self._h or (t[:0], q[:0], d[:0]), (t, q, d), strict=True))
+        if self.uses_d:
             c = self.predictor.fit_with_derivatives(tt, qq, dd)[-len(t):]  # type: ignore[attr-defined]
         else:
             c = self.predictor.fit_all(tt, qq)[-len(t):]
-        self._ht, self._hq, self._hd = tt[-self.hist:], qq[-self.hist:], dd[-self.hist:]
-        self.arr = np.concatenate([self.arr, t + delay_us])
-        self.t0 = np.concatenate([self.t0, t])
-        self.h = np.concatenate([self.h, h_us])
-        self.coeffs = c if self.coeffs is None else np.concatenate([self.coeffs, c])
+        self._h = [tt[-self.hist:], qq[-self.hist:], dd[-self.hist:]]
+        new = [t + delay_us, t, h_us, c]
+        self.p = new if self.p is None else [np.concatenate([o, n]) for o, n in zip(self.p, new, strict=True)]
 
     def display(self, t: np.ndarray) -> np.ndarray:
         """Mirrored twin at ``t`` (NaN before the first arrival); forgets predictions superseded before t[0]."""
-        if self.coeffs is None:
+        if self.p is None:
             return np.full((len(t), 1), np.nan)
-        keep = max(int(np.searchsorted(self.arr, t[0], side="right")) - 1, 0)
-        self.arr, self.t0, self.h, self.coeffs = (self.arr[keep:], self.t0[keep:], self.h[keep:],
-                                                  self.coeffs[keep:])
-        return displayed(t, self.arr, self.t0, self.h, self.coeffs)
+        keep = max(int(np.searchsorted(self.p[0], t[0], side="right")) - 1, 0)
+        self.p = [x[keep:] for x in self.p]
+        return displayed(t, *self.p)
 
 
 class KCTD3Policy(Policy):
@@ -234,16 +202,12 @@ class KCTD3Policy(Policy):
         self.family = "kc-td3" if self.meta["expert_knowledge"] else "td3"
         self.weights = [(ck[f"W{i}"], ck[f"b{i}"]) for i in range(3)]
         self.obs_mean, self.obs_std = ck["obs_mean"], ck["obs_std"]
-        self.eps = float(self.meta["eps"])
-        self.lam = float(self.meta["lambda"])
-        table = self.meta.get("lambda_table")
-        self.lam_table = np.asarray(table, dtype=np.float64) if table is not None else None
-        self._lam_bin: tuple[int, int] | None = None
+        self.eps, self.lam = float(self.meta["eps"]), float(self.meta["lambda"])
+        self.lam_grid: dict[str, Any] | None = self.meta.get("lambda_grid")
+        self.lam_scale = 1.0  # online dual ascent multiplies the trained λ(link) by this
         self.safety = float(self.meta.get("expert_safety", 1.0))
-        self._pred_arg = pred
-        self.predictor_name = pred or str(self.meta["predictor"])
-        self.behaviour = behaviour
-        self.record = record
+        self._pred_arg, self.predictor_name = pred, pred or str(self.meta["predictor"])
+        self.behaviour, self.record = behaviour, record
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
         self.reset()
@@ -252,10 +216,8 @@ class KCTD3Policy(Policy):
         """Link estimates (live: from the uplink's RTT and missing replies; simulator: the emulated link)."""
         self.rtt_ms = float(np.nan_to_num(rtt_ms, nan=0.0))
         self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
-        b = lambda_bin(self.rtt_ms, self.loss)
-        if self.lam_table is not None and b != self._lam_bin:  # a new link condition: its trained λ
-            self.lam = float(self.lam_table[b])
-        self._lam_bin = b
+        if self.lam_grid is not None:
+            self.lam = lambda_at(self.lam_grid, self.rtt_ms, self.loss) * self.lam_scale
 
     def reset(self) -> None:
         self._mirror = _Mirror(self.predictor_name)
@@ -265,11 +227,8 @@ class KCTD3Policy(Policy):
         self.horizon_us = round(INIT_H_MS * 1000)
         self._a = kh_to_action(INIT_K, INIT_H_MS)
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._ctx_t = np.zeros(0, dtype=np.int64)
-        self._ctx_q: np.ndarray | None = None
-        self._sum_sq, self._count = 0.0, 0
-        self.win_mse = float("nan")
-        self._seen = 0
+        self._ctx_t, self._ctx_q = np.zeros(0, dtype=np.int64), np.zeros((0, 0))
+        self._sum_sq, self._count, self._seen, self.win_mse = 0.0, 0, 0, float("nan")
         self.sample_horizons_us = np.zeros(0, dtype=np.int64)
         self.trace: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (sample idx, state, a, expert)
 
@@ -328,7 +287,7 @@ class KCTD3Policy(Policy):
         # The expert reads the rougher of the whole window and its last 50 ms (motion onsets show there first).
         k_e, h_e = expert_kh(np.maximum(stats[:3], stats[3:]), self.eps, self.rtt_ms, self.loss,
                              self.predictor_name, self.safety)
-        a_exp = _action_of(float(k_e), float(h_e))
+        a_exp = kh_to_action(float(k_e), float(h_e))
         know = bool(self.meta["expert_knowledge"])
         raw = np.concatenate([feats, [self.rtt_ms / 20, self.loss * 10], self._a, a_exp if know else np.zeros(2)])
         state = (raw - self.obs_mean) / self.obs_std
@@ -339,7 +298,7 @@ class KCTD3Policy(Policy):
         prev_k = self._k
         self._k, self.h_ms = action_to_kh(a)
         self.horizon_us = round(self.h_ms * 1000)
-        self._a = _action_of(self._k, self.h_ms)
+        self._a = kh_to_action(self._k, self.h_ms)
         # Continuous phase: the next send comes k_new samples after the last one.
         self._countdown = max(0, self._countdown - prev_k + self._k)
 
@@ -349,8 +308,7 @@ class KCTD3Policy(Policy):
         q = np.concatenate([b[1] for b in self._buf])
         sent = np.concatenate([b[2] for b in self._buf])
         self._buf = []
-        ctx_q = self._ctx_q if self._ctx_q is not None else q[:0]
-        tt, qq = np.concatenate([self._ctx_t, t]), np.concatenate([ctx_q, q])
+        tt, qq = np.concatenate([self._ctx_t, t]), np.concatenate([self._ctx_q.reshape(-1, q.shape[1]), q])
         self._ctx_t, self._ctx_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         idx = np.flatnonzero(sent)
         if len(idx):
@@ -381,15 +339,17 @@ class KCTD3Policy(Policy):
 
 
 class OnlineLearner:
-    """Online adaptation on the device: dual ascent on λ from observed window MSEs, in a low-duty thread.
+    """Online adaptation on the device: dual ascent on λ from observed 100 ms window MSEs, in a low-duty thread.
 
-    ``observe`` (any thread) queues a measured MSE (device-scored, or the policy's mirrored one); the thread
-    wakes every ``period_s`` and sets λ ← max(0, λ + lr·(mean MSE/ε − 1)). The decision path only reads the float
-    ``policy.lam``: no lock is shared with the 1 kHz loop, and nothing there ever waits for this thread.
+    ``observe`` (any thread) queues device-scored window MSEs (the tracking monitor's, network effects included);
+    without them the policy's mirrored windows are used. Every ``period_s`` the thread scales the trained
+    λ(link) in log space, s ← s·exp(lr·clip(g, ±1)) with g = max(mean/(margin·ε), tail/tail_max) − 1 (the
+    training criterion), λ = λ(link)·s. The decision path only reads the float ``policy.lam``: no lock is shared
+    with the 1 kHz loop and nothing there waits for this thread. λ only: the actor is not fine-tuned on device.
     """
 
-    def __init__(self, policy: KCTD3Policy, lr: float = 0.05, period_s: float = 1.0, lam_max: float = 100.0) -> None:
-        self.policy, self.lr, self.period_s, self.lam_max = policy, lr, period_s, lam_max
+    def __init__(self, policy: KCTD3Policy, lr: float = 0.05, period_s: float = 1.0) -> None:
+        self.policy, self.lr, self.period_s = policy, lr, period_s
         self._obs: deque[float] = deque(maxlen=1000)
         self._stop = threading.Event()
         self.updates = 0
@@ -399,26 +359,26 @@ class OnlineLearner:
         self._thread.start()
         return self
 
-    def observe(self, mse_deg2: float) -> None:
-        if np.isfinite(mse_deg2):
-            self._obs.append(float(mse_deg2))
+    def observe(self, window_mse: list[float]) -> None:
+        self._obs.extend(float(w) for w in window_mse if np.isfinite(w))
 
     def step(self) -> None:
-        """One dual-ascent update from the observations queued since the last one (or the mirrored log)."""
-        obs = [self._obs.popleft() for _ in range(len(self._obs))]
-        if not obs:
-            log = self.policy.window_log
-            obs = [log.popleft() for _ in range(len(log))]
-        if obs:
-            g = float(np.mean(obs)) / self.policy.eps - 1.0
-            self.policy.lam = float(np.clip(self.policy.lam + self.lr * g, 0.0, self.lam_max))
-            self.updates += 1
+        """One dual-ascent update from the windows queued since the last one."""
+        src = self._obs if self._obs else self.policy.window_log
+        obs = np.array([src.popleft() for _ in range(len(src))])
+        if not len(obs):
+            return
+        p, train = self.policy, self.policy.meta
+        g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
+                float(np.mean(obs > p.eps)) / float(train.get("tail_max", 1.0))) - 1.0
+        p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, 1.0)), 1e-2, 1e2))
+        base = lambda_at(p.lam_grid, p.rtt_ms, p.loss) if p.lam_grid is not None else float(train["lambda"])
+        p.lam = base * p.lam_scale  # one float store: atomic for the decision path
+        self.updates += 1
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            t0 = time.perf_counter()
             self.step()
-            self.busy_s = time.perf_counter() - t0
 
     def stop(self) -> None:
         self._stop.set()

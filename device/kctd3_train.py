@@ -9,7 +9,11 @@ Algorithm: TD3 (twin critics, target networks, target policy smoothing, delayed 
 exploration) with *two* critic pairs, one for the reward and one for the cost; the actor maximises
 (Q_r − λ·Q_c)/(1 + λ). Two critics instead of one on r − λ(c − ε): λ moves during training, and a single critic
 would have to re-learn a moving target; separate critics stay stationary and λ only enters the actor loss.
-λ is a state input too, and is updated by dual ascent after every episode: λ ← max(0, λ + η·(mean c − target)).
+λ is a state input (the actor is λ-conditioned; each transition's own λ is used in its actor loss). Dual ascent,
+after every deterministic (noise-free) episode, on one λ per link bin, in log space (costs are heavy-tailed):
+λ ← λ·exp(η·clip(g, ±1)), g = max(MSE_ema/(margin·ε), tail_ema/tail_max) − 1, i.e. the mean-MSE constraint and a
+chance constraint (≤ tail_max of the 100 ms windows above ε). After training, λ is solved per link on a (delay,
+loss) grid on the training recordings (bisection); the device interpolates it.
 Expert knowledge (``--no-knowledge`` turns all three off): (1) behaviour cloning of the expert action warm-starts
 the actor, (2) exploration follows the expert action (plus noise) with a probability decaying 0.5 → 0.05,
 (3) the expert action is part of the state. Without knowledge, warm-up episodes take uniform random actions.
@@ -18,10 +22,12 @@ the actor, (2) exploration follows the expert action (plus noise) with a probabi
 from __future__ import annotations
 
 import copy
-import os
+import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +42,7 @@ from device.kctd3_policy import (
     SCHEMA_VERSION,
     STATE_DIM,
     STATE_NAMES,
-    LAM_DELAY_EDGES_MS,
-    LAM_LOSS_EDGES,
     KCTD3Policy,
-    lambda_bin,
     save_npz,
 )
 from device.link import LinkSpec
@@ -49,6 +52,15 @@ from twin.session import Session
 
 _RAD2DEG = 180.0 / math.pi
 _LAM = STATE_NAMES.index("lambda")
+# Training keeps one λ per link bin (one-way delay edges 7, 14 ms x loss edge 5 %) for dual ascent; after
+# training λ is solved on a grid of links on the training recordings (``solve_lambda_grid``).
+_BIN_DELAY_MS, _BIN_LOSS = (7.0, 14.0), (0.05,)
+GRID_DELAY_MS, GRID_LOSS = (0.0, 10.0, 20.0), (0.0, 0.05, 0.1)
+
+
+def lambda_bin(link: LinkSpec) -> tuple[int, int]:
+    d = link.delay_ms + link.jitter_ms / 2
+    return int(np.searchsorted(_BIN_DELAY_MS, d, "right")), int(np.searchsorted(_BIN_LOSS, link.loss, "right"))
 
 
 @dataclass
@@ -71,7 +83,7 @@ class TrainConfig:
     lr_actor: float = 1e-4
     lr_critic: float = 1e-3
     policy_delay: int = 2
-    expl_noise: float = 0.15
+    expl_noise: float = 0.1
     target_noise: float = 0.2
     noise_clip: float = 0.5
     bc_steps: int = 1000
@@ -79,12 +91,14 @@ class TrainConfig:
     guide_start: float = 0.5
     guide_end: float = 0.05
     lam_init: float = 1.0
-    lam_lr: float = 0.1  # multiplicative dual step: λ ← λ·exp(lam_lr·tanh(mean c / target − 1))
+    lam_lr: float = 0.2  # multiplicative dual step (see the module docstring)
     lam_range: tuple[float, float] = (0.01, 100.0)
     cost_clip: float = 50.0  # per-step cost cap (window MSE ≤ 50 ε): keeps critic targets bounded
     bc_lr: float = 1e-3
     cost_target: float = 0.8  # dual ascent aims at mean MSE = cost_target·ε (margin for unseen recordings)
+    tail_max: float = 0.05  # ... and at most this fraction of 100 ms windows with MSE > ε (a chance constraint)
     hidden: int = 64
+    bisect_steps: int = 7  # expert safety calibration and final λ(link) solve
     threads: int = 1  # these nets are tiny: a second thread only adds contention on a shared 2-core box
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -93,8 +107,7 @@ class Env:
     """Random windows of the training recordings under random links, stepped through the real policy code."""
 
     def __init__(self, sessions: list[Session], cfg: TrainConfig, rng: np.random.Generator) -> None:
-        self.sessions, self.cfg, self.rng = sessions, cfg, rng
-        self.n = int(cfg.episode_s * 1000)
+        self.sessions, self.cfg, self.rng, self.n = sessions, cfg, rng, int(cfg.episode_s * 1000)
 
     def sample_link(self) -> LinkSpec:
         seed = int(self.rng.integers(2**31))
@@ -103,7 +116,7 @@ class Env:
         return LinkSpec(delay_ms=float(self.rng.uniform(0, 20)), jitter_ms=float(self.rng.uniform(0, 2)),
                         loss=float(self.rng.uniform(0, 0.1)), seed=seed)
 
-    def episode(self, policy: KCTD3Policy, link: LinkSpec) -> tuple[list[tuple[np.ndarray, ...]], dict[str, float]]:
+    def episode(self, policy: KCTD3Policy, link: LinkSpec) -> tuple[list[tuple[Any, ...]], dict[str, float]]:
         """One episode -> transitions (s, a, r, c, s') with raw states, and episode figures."""
         s = self.sessions[int(self.rng.integers(len(self.sessions)))]
         a = int(self.rng.integers(0, max(len(s.t_us) - self.n, 1)))
@@ -114,19 +127,15 @@ class Env:
         valid = ~np.isnan(res.qhat).any(axis=1)
         trace = policy.trace
         out = []
-        for (i0, s0, a0, _), (i1, s1, _, _) in zip(trace, trace[1:]):
+        for (i0, s0, a0, _), (i1, s1, _, _) in pairwise(trace):
             nv = max(int(valid[i0:i1].sum()), 1)
             load = float(res.sent[i0:i1].mean())
             mse = float(sq[i0:i1].sum() / nv)
             cost = min(mse / self.cfg.eps, self.cfg.cost_clip)
             out.append((s0, a0, np.float32(-100 * load), np.float32(cost), s1))
-        return out, {"load": res.metrics["load"], "mse": res.metrics["mse_deg2"], "delay_ms": link.delay_ms,
-                     "loss": link.loss}
-
-
-def mlp(inp: int, out: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, out))
+        tail = float(np.mean([t[3] > 1.0 for t in out])) if out else 0.0
+        return out, {"load": res.metrics["load"], "mse": res.metrics["mse_deg2"], "tail": tail,
+                     "delay_ms": link.delay_ms, "loss": link.loss}
 
 
 class Actor(nn.Module):
@@ -134,10 +143,15 @@ class Actor(nn.Module):
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.net = mlp(STATE_DIM, 2, hidden)
+        self.net = nn.Sequential(nn.Linear(STATE_DIM, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(s))
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        w = self.numpy_weights()
+        return [(w[f"W{i}"], w[f"b{i}"]) for i in range(3)]
 
     def numpy_weights(self) -> dict[str, np.ndarray]:
         lins = [m for m in self.net if isinstance(m, nn.Linear)]
@@ -154,7 +168,7 @@ class Critics(nn.Module):
         dims = [STATE_DIM + 2, hidden, hidden, 1]
         self.w = nn.ParameterList()
         self.b = nn.ParameterList()
-        for a, b in zip(dims, dims[1:]):
+        for a, b in pairwise(dims):
             bound = 1 / math.sqrt(a)
             self.w.append(nn.Parameter(torch.empty(n, a, b).uniform_(-bound, bound)))
             self.b.append(nn.Parameter(torch.empty(n, 1, b).uniform_(-bound, bound)))
@@ -162,7 +176,7 @@ class Critics(nn.Module):
 
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         h = torch.cat([s, a], 1).unsqueeze(0).expand(self.n, -1, -1)
-        for i, (w, b) in enumerate(zip(self.w, self.b)):
+        for i, (w, b) in enumerate(zip(self.w, self.b, strict=True)):
             h = torch.baddbmm(b, h, w)
             if i < len(self.w) - 1:
                 h = torch.relu(h)
@@ -170,234 +184,214 @@ class Critics(nn.Module):
 
 
 class Replay:
-    """Plain numpy ring buffer of raw (unnormalised) transitions."""
+    """Raw (unnormalised) transitions s, a, (r, c), s' in preallocated numpy arrays (no eviction: 200k rows)."""
 
     def __init__(self, size: int = 200_000) -> None:
-        self.s = np.zeros((size, STATE_DIM), np.float32)
-        self.a = np.zeros((size, 2), np.float32)
-        self.rc = np.zeros((size, 2), np.float32)
-        self.s2 = np.zeros((size, STATE_DIM), np.float32)
-        self.size, self.n, self.i = size, 0, 0
+        self.s, self.a, self.rc, self.s2 = (np.zeros((size, d), np.float32) for d in (STATE_DIM, 2, 2, STATE_DIM))
+        self.n = 0
 
-    def add(self, trans: list[tuple[np.ndarray, ...]]) -> None:
-        for s, a, r, c, s2 in trans:
-            self.s[self.i], self.a[self.i], self.rc[self.i], self.s2[self.i] = s, a, (r, c), s2
-            self.i = (self.i + 1) % self.size
-            self.n = min(self.n + 1, self.size)
+    def add(self, trans: list[tuple[Any, ...]]) -> None:
+        for s, a, r, c, s2 in trans[: len(self.s) - self.n]:
+            self.s[self.n], self.a[self.n], self.rc[self.n], self.s2[self.n] = s, a, (r, c), s2
+            self.n += 1
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, ...]:
         j = rng.integers(0, self.n, batch)
         return tuple(torch.from_numpy(x[j]) for x in (self.s, self.a, self.rc, self.s2))
 
 
+def _bisect(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig, link: LinkSpec,
+            set_value: Callable[[float], None], lo: float, hi: float) -> float:
+    """Smallest value in [lo, hi] (bisection in log scale) at which the policy meets ``_meets`` on the sessions
+    (pooled over 3 loss realisations of a lossy link): the expert's safety factor, or λ for a link (both make
+    the policy more careful as they grow)."""
+    links = [LinkSpec(**{**asdict(link), "seed": link.seed + i}) for i in range(3 if link.loss else 1)]
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(cfg.bisect_steps):
+        set_value(math.exp((a + b) / 2))
+        ms = [simulate_many(sessions, policy, cfg.predictor, lk, cfg.eps)[0] for lk in links]
+        m = {k: float(np.mean([x[k] for x in ms])) for k in ("mse_deg2", "tail_fraction")}
+        a, b = (a, (a + b) / 2) if _meets(m, cfg) else ((a + b) / 2, b)
+    set_value(math.exp(b))
+    return math.exp(b)
+
+
+def _meets(m: dict[str, Any], cfg: TrainConfig) -> bool:
+    """The training criterion: mean MSE <= margin·ε and tail fraction <= tail_max."""
+    return bool(m["mse_deg2"] <= cfg.cost_target * cfg.eps and m["tail_fraction"] <= cfg.tail_max)
+
+
 def calibrate_expert(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> float:
-    """Safety factor of the expert rule: bisection (log scale) so that the expert alone meets cost_target·ε on
-    the training recordings under a mid link (or the fixed --link). Only training data is used."""
+    """Safety factor of the expert rule so that the expert alone meets the training criterion on the training
+    recordings under a mid link (or the fixed --link)."""
+    keep, policy.behaviour = policy.behaviour, lambda s, a_exp: a_exp
     link = cfg.link or LinkSpec(delay_ms=5, loss=0.05)
-    keep = policy.behaviour
-    policy.behaviour = lambda s, a_exp: a_exp
-    lo, hi = math.log(0.1), math.log(1000.0)
-    for _ in range(8):
-        mid = (lo + hi) / 2
-        policy.safety = math.exp(mid)
-        m, _ = simulate_many(sessions, policy, cfg.predictor, link)
-        lo, hi = (lo, mid) if m["mse_deg2"] <= cfg.cost_target * cfg.eps else (mid, hi)
+    safety = _bisect(sessions, policy, cfg, link, lambda v: setattr(policy, "safety", v), 0.1, 1000.0)
     policy.behaviour = keep
-    policy.safety = math.exp(hi)
-    return policy.safety
+    return safety
 
 
-def train(sessions: list[Session], cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Train, write ``out`` (.pt, torch) + ``out.npz`` (device) + curves (.csv, .png); return the metadata."""
+def solve_lambda_grid(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> dict[str, Any]:
+    """Final dual step: for each link of a (delay, loss) grid, the smallest λ at which the trained (λ-conditioned)
+    actor meets the training criterion on the training recordings. Only training data is used."""
+    policy.lam_grid = None
+    values = [[_bisect(sessions, policy, cfg, LinkSpec(delay_ms=d, loss=p, seed=cfg.seed),
+                       lambda v: setattr(policy, "lam", v), *cfg.lam_range) for p in GRID_LOSS] for d in GRID_DELAY_MS]
+    grid = {"delay_ms": list(GRID_DELAY_MS), "loss": list(GRID_LOSS), "values": values}
+    policy.lam_grid = grid
+    return grid
+
+
+class TD3:
+    """Actor, reward/cost critic pairs, their targets and optimisers; ``update`` is one TD3 round."""
+
+    def __init__(self, cfg: TrainConfig, rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        self.actor, self.critics = Actor(cfg.hidden), Critics(cfg.hidden)
+        self.actor_t, self.critics_t = copy.deepcopy(self.actor), copy.deepcopy(self.critics)
+        self.opt_a = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
+        self.opt_c = torch.optim.Adam(self.critics.parameters(), lr=cfg.lr_critic)
+        self.steps = 0
+
+    def behaviour_clone(self, buf: Replay, norm: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """Knowledge use (1): regress the actor on the expert actions stored in the states (last two inputs)."""
+        s_all = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
+        a_exp = torch.from_numpy(buf.s[:buf.n, -2:].copy())
+        opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.bc_lr)
+        loss = torch.zeros(())
+        for _ in range(self.cfg.bc_steps):
+            j = torch.from_numpy(self.rng.integers(0, buf.n, self.cfg.batch))
+            loss = ((self.actor(s_all[j]) - a_exp[j]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        self.actor_t.load_state_dict(self.actor.state_dict())
+        return float(loss.detach())
+
+    def update(self, buf: Replay, norm: tuple[torch.Tensor, torch.Tensor], critic_only: int, n: int) -> int:
+        """``critic_only`` critic updates, then ``n`` TD3 updates (actor + targets every ``policy_delay``)."""
+        cfg = self.cfg
+        for u in range(critic_only + n):
+            self.steps += 1
+            s_raw, a, rc, s2 = buf.sample(self.rng, cfg.batch)
+            s, s2 = (s_raw - norm[0]) / norm[1], (s2 - norm[0]) / norm[1]
+            with torch.no_grad():  # target policy smoothing; clipped double Q (pessimistic side for the cost)
+                noise = (torch.randn_like(a) * cfg.target_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+                q2 = self.critics_t(s2, (self.actor_t(s2) + noise).clamp(-1, 1))
+                y_r = rc[:, 0] + cfg.gamma * torch.minimum(q2[0], q2[1])
+                y_c = rc[:, 1] + cfg.gamma * torch.maximum(q2[2], q2[3])
+            q = self.critics(s, a)
+            loss_c = ((q[0] - y_r) ** 2 + (q[1] - y_r) ** 2 + (q[2] - y_c) ** 2 + (q[3] - y_c) ** 2).mean()
+            self.opt_c.zero_grad()
+            loss_c.backward()
+            self.opt_c.step()
+            if u < critic_only or self.steps % cfg.policy_delay:
+                continue
+            qa = self.critics(s, self.actor(s))
+            lam = torch.expm1(s_raw[:, _LAM])  # each transition's own λ: the actor is λ-conditioned
+            loss_a = -((qa[0] - lam * qa[2]) / (1 + lam)).mean()
+            self.opt_a.zero_grad()
+            loss_a.backward()
+            self.opt_a.step()
+            with torch.no_grad():
+                for net, tgt in ((self.actor, self.actor_t), (self.critics, self.critics_t)):
+                    for p, pt in zip(net.parameters(), tgt.parameters(), strict=True):
+                        pt.mul_(1 - cfg.tau).add_(p, alpha=cfg.tau)
+        return critic_only + n
+
+
+def train(sessions: list[Session], cfg: TrainConfig, out: Path,
+          progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train; write ``out`` (.pt: torch, full state) and ``out.npz`` (device); return (metadata, curves)."""
     from tqdm import tqdm
-
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_start = time.monotonic()
-    env = Env(sessions, cfg, rng)
-    actor, critics = Actor(cfg.hidden), Critics(cfg.hidden)
-    actor_t, critics_t = copy.deepcopy(actor), copy.deepcopy(critics)
-    opt_a = torch.optim.Adam(actor.parameters(), lr=cfg.lr_actor)
-    opt_c = torch.optim.Adam(critics.parameters(), lr=cfg.lr_critic)
-    lam_table = np.full((len(LAM_DELAY_EDGES_MS) + 1, len(LAM_LOSS_EDGES) + 1), cfg.lam_init)
-    cost_ema = np.full_like(lam_table, cfg.cost_target)
-    lam = cfg.lam_init
+    env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), Replay()
+    lam_table = np.full((len(_BIN_DELAY_MS) + 1, len(_BIN_LOSS) + 1), cfg.lam_init)
+    cost_ema, tail_ema = np.full_like(lam_table, cfg.cost_target), np.full_like(lam_table, cfg.tail_max)
     meta: dict[str, Any] = {
-        "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": lam, "predictor": cfg.predictor,
+        "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": cfg.lam_init, "predictor": cfg.predictor,
         "expert_knowledge": cfg.knowledge, "expert_safety": 1.0, "k_range": [K_MIN, K_MAX],
-        "h_range_ms": [0.0, H_MAX_MS], "decision_ms": 100, "training": {}}
-    ck = {**actor.numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM), "meta": meta}
+        "h_range_ms": [0.0, H_MAX_MS], "decision_ms": 100, "cost_target": cfg.cost_target,
+        "tail_max": cfg.tail_max}
+    ck = {**td3.actor.numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM), "meta": meta}
     policy = KCTD3Policy(out, record=True, checkpoint=ck)
     if cfg.knowledge:
         meta["expert_safety"] = calibrate_expert(sessions, policy, cfg)
     norm = (torch.zeros(STATE_DIM), torch.ones(STATE_DIM))
-    state = {"guide": cfg.guide_start, "noise": cfg.expl_noise, "warm": True}
+    mode = {"guide": cfg.guide_start, "warm": True, "explore": True}
 
     def behaviour(s: np.ndarray, a_exp: np.ndarray) -> np.ndarray:
-        if state["warm"]:
+        if not mode["explore"]:
+            return policy.act(s)
+        if mode["warm"]:
             base = a_exp if cfg.knowledge else rng.uniform(-1, 1, 2)
-        elif cfg.knowledge and rng.random() < state["guide"]:
+        elif cfg.knowledge and rng.random() < mode["guide"]:  # (2) expert-guided exploration
             base = a_exp
         else:
             base = policy.act(s)
-        return np.clip(base + rng.normal(0, float(state["noise"]), 2), -1, 1)
+        return np.clip(base + rng.normal(0, cfg.expl_noise, 2), -1, 1)
 
     policy.behaviour = behaviour
-    buf = Replay()
-    curves: list[dict[str, float]] = []
-    updates, stopped_by_time = 0, False
-    bar = tqdm(range(cfg.episodes), desc=f"{'kc-td3' if cfg.knowledge else 'td3'} ε={cfg.eps:g}", unit="ep",
-               disable=not progress)
-    for ep in bar:
-        state["warm"] = ep < cfg.warmup_episodes
-        frac = ep / max(cfg.episodes - 1, 1)
-        state["guide"] = cfg.guide_start + (cfg.guide_end - cfg.guide_start) * frac
+    curves: list[dict[str, Any]] = []
+    updates, stopped_by_time, warm_end = 0, False, max(cfg.warmup_episodes, 1) - 1
+    name = "kc-td3" if cfg.knowledge else "td3"  # (tqdm starts a monitor thread even when disabled)
+    for ep in tqdm(range(cfg.episodes), desc=f"{name} eps={cfg.eps:g}", unit="ep") if progress else range(cfg.episodes):
+        # After warm-up, odd episodes run the deterministic actor: λ follows the cost of the policy being
+        # learnt, not of its noisy exploration (noise on k costs a lot of MSE: MSE grows ~k⁶).
+        mode["warm"] = ep <= warm_end
+        mode["explore"] = mode["warm"] or ep % 2 == 0
+        mode["guide"] = cfg.guide_start + (cfg.guide_end - cfg.guide_start) * ep / max(cfg.episodes - 1, 1)
         link = env.sample_link()
-        b = lambda_bin(2 * (link.delay_ms + link.jitter_ms / 2) + 1.0, link.loss)
+        b = lambda_bin(link)
         lam = policy.lam = float(lam_table[b])
-        policy.lam_table = None  # training sets λ itself
         trans, info = env.episode(policy, link)
         buf.add(trans)
-        mean_c = float(np.mean([t[3] for t in trans])) if trans else 0.0
-        if ep == cfg.warmup_episodes - 1 or (cfg.warmup_episodes == 0 and ep == 0):
-            # Freeze the state normalisation from the warm-up data (stored in the checkpoint).
+        if ep == warm_end:  # freeze the state normalisation (stored in the checkpoint), then BC
             mean, std = buf.s[:buf.n].mean(0), np.maximum(buf.s[:buf.n].std(0), 0.05)
-            # λ is constant during warm-up but moves later: fixed scale for log1p(λ).
-            mean[_LAM], std[_LAM] = 0.0, 1.0
+            mean[_LAM], std[_LAM] = 0.0, 1.0  # λ is constant during warm-up: a fixed scale for log1p(λ)
             norm = (torch.from_numpy(mean), torch.from_numpy(std))
             policy.obs_mean, policy.obs_std = mean.astype(np.float64), std.astype(np.float64)
-            if cfg.knowledge:  # (1) behaviour cloning of the expert on everything seen so far
-                s_all = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
-                a_exp = torch.from_numpy(buf.s[:buf.n, -2:].copy())
-                opt_bc = torch.optim.Adam(actor.parameters(), lr=cfg.bc_lr)
-                for _ in range(cfg.bc_steps):
-                    j = torch.from_numpy(rng.integers(0, buf.n, cfg.batch))
-                    loss = ((actor(s_all[j]) - a_exp[j]) ** 2).mean()
-                    opt_bc.zero_grad()
-                    loss.backward()
-                    opt_bc.step()
-                meta["bc_loss"] = float(loss.detach())
-                actor_t.load_state_dict(actor.state_dict())
-        if ep >= cfg.warmup_episodes - 1:
-            n_up = cfg.updates_per_episode + (cfg.critic_warmup if ep == cfg.warmup_episodes - 1 else 0)
-            for u in range(n_up):
-                updates += 1
-                s_raw, a, rc, s2 = buf.sample(rng, cfg.batch)
-                s, s2 = (s_raw - norm[0]) / norm[1], (s2 - norm[0]) / norm[1]
-                with torch.no_grad():
-                    noise = (torch.randn_like(a) * cfg.target_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-                    q2 = critics_t(s2, (actor_t(s2) + noise).clamp(-1, 1))
-                    y_r = rc[:, 0] + cfg.gamma * torch.minimum(q2[0], q2[1])
-                    y_c = rc[:, 1] + cfg.gamma * torch.maximum(q2[2], q2[3])  # pessimistic for the cost
-                q = critics(s, a)
-                loss_c = ((q[0] - y_r) ** 2 + (q[1] - y_r) ** 2 + (q[2] - y_c) ** 2 + (q[3] - y_c) ** 2).mean()
-                opt_c.zero_grad()
-                loss_c.backward()
-                opt_c.step()
-                if updates % cfg.policy_delay == 0 and u >= n_up - cfg.updates_per_episode:
-                    qa = critics(s, actor(s))
-                    lam_i = torch.expm1(s_raw[:, _LAM])  # each transition's own λ (the actor is λ-conditioned)
-                    loss_a = -((qa[0] - lam_i * qa[2]) / (1 + lam_i)).mean()
-                    opt_a.zero_grad()
-                    loss_a.backward()
-                    opt_a.step()
-                    with torch.no_grad():
-                        for net, tgt in ((actor, actor_t), (critics, critics_t)):
-                            for p, pt in zip(net.parameters(), tgt.parameters()):
-                                pt.mul_(1 - cfg.tau).add_(p, alpha=cfg.tau)
-            # Dual ascent on λ, in log space: costs are heavy-tailed and λ spans decades.
-            # Dual ascent on this link bin's λ, in log space (λ spans decades), on an EMA of the episode MSE/ε
-            # (the mean, not the median, of a heavy-tailed cost).
-            ep_c = info["mse"] / cfg.eps if np.isfinite(info["mse"]) else mean_c
-            cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * ep_c
-            lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(cost_ema[b] / cfg.cost_target - 1, -1, 1)),
-                                   *cfg.lam_range)
-            lam = float(lam_table[b])
-        policy.weights = _layers(actor.numpy_weights())
-        if os.environ.get("KCTD3_DEBUG"):
-            with torch.no_grad():
-                sa = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
-                print(ep, "actor mean", actor(sa).mean(0).numpy(), "taken", buf.a[max(buf.n - 99, 0):buf.n].mean(0), lam)
-        curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "lambda": lam, "lam_bin": str(b),
-                       "mean_cost": mean_c, "guide": state["guide"] if cfg.knowledge else 0.0,
+            if cfg.knowledge:  # (1) behaviour cloning of the expert (warm start)
+                meta["bc_loss"] = td3.behaviour_clone(buf, norm)
+        if ep >= warm_end:
+            updates += td3.update(buf, norm, cfg.critic_warmup if ep == warm_end else 0, cfg.updates_per_episode)
+        if ep > warm_end and not mode["explore"]:
+            # Dual ascent on this link bin's λ, in log space, on EMAs of the episode MSE/ε and tail fraction.
+            cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * min(info["mse"] / cfg.eps, 5.0)  # one disaster must not
+            # hold λ up for the rest of training (the step is clipped to ±1 anyway)
+            tail_ema[b] = 0.8 * tail_ema[b] + 0.2 * info["tail"]
+            g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / cfg.tail_max) - 1  # the more violated one
+            lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
+        policy.weights = td3.actor.layers()
+        curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "tail": info["tail"],
+                       "lambda": lam, "lam_bin": f"{b[0]}{b[1]}", "explore": int(mode["explore"]),
                        "delay_ms": info["delay_ms"], "loss": info["loss"], "time_s": time.monotonic() - t_start})
-        bar.set_postfix(load=f"{info['load']:.4f}", mse=f"{info['mse']:.2g}", lam=f"{lam:.2f}")
         if time.monotonic() - t_start > cfg.minutes * 60:
             stopped_by_time = True
             break
-    elapsed = time.monotonic() - t_start
     policy.behaviour, policy.record = None, False
-    meta["lambda_table"] = lam_table.tolist()
-    meta["lambda"] = float(lam_table[0, 0])  # a perfect link; the table gives λ for the estimated link
-    policy.lam_table, policy._lam_bin = lam_table, None
-    final = {}
-    for lk in ("loss=0", "loss=0.1"):
-        m, _ = simulate_many(sessions, policy, cfg.predictor, LinkSpec.parse(lk), cfg.eps)
-        final[lk] = {"load": m["load"], "mse_deg2": m["mse_deg2"], "tail_fraction": m["tail_fraction"]}
-    meta["training"] = {"episodes": len(curves), "updates": updates, "seconds": elapsed,
-                        "stopped_by_time_cap": stopped_by_time, "config": _plain(asdict(cfg)),
-                        "sessions": cfg.info.get("sessions", []), "train_eval": final,
-                        "torch": torch.__version__}
-    actor_np = {**actor.numpy_weights(), "obs_mean": policy.obs_mean, "obs_std": policy.obs_std}
+    meta["lambda_table_training"] = lam_table.tolist()
+    meta["lambda_grid"] = solve_lambda_grid(sessions, policy, cfg)
+    meta["lambda"] = float(meta["lambda_grid"]["values"][0][0])  # perfect link; the grid gives λ(link)
+    meta["training"] = json.loads(json.dumps({
+        "episodes": len(curves), "updates": updates, "seconds": time.monotonic() - t_start,
+        "stopped_by_time_cap": stopped_by_time, "config": asdict(cfg), "torch": torch.__version__}, default=str))
+    actor_np = {**td3.actor.numpy_weights(), "obs_mean": policy.obs_mean, "obs_std": policy.obs_std}
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"actor": actor.state_dict(), "critics": critics.state_dict(),
+    torch.save({"actor": td3.actor.state_dict(), "critics": td3.critics.state_dict(),
                 "actor_numpy": {k: torch.from_numpy(np.asarray(v)) for k, v in actor_np.items()},
-                "meta": _plain(meta)}, out)
+                "meta": meta}, out)
     save_npz(out, actor_np, meta)
-    write_curves(curves, cfg, out)
-    return meta
+    return meta, curves
 
 
-def _layers(w: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(w[f"W{i}"], w[f"b{i}"]) for i in range(3)]
-
-
-def _plain(obj: Any) -> Any:
-    """JSON/torch-weights_only-safe copy (LinkSpec and numpy scalars -> plain types)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, LinkSpec):
-        return obj.label()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def write_curves(curves: list[dict[str, float]], cfg: TrainConfig, out: Path) -> None:
-    """Training curves (the paper's Fig. 4): tracking error per episode with the ε line, load per episode."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stem = out.with_suffix("")
-    with open(f"{stem}_curves.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(curves[0]))
-        w.writeheader()
-        w.writerows(curves)
-    ep = np.array([c["episode"] for c in curves])
-
-    def smooth(x: np.ndarray, n: int = 20) -> np.ndarray:
-        return np.convolve(x, np.ones(n) / n, mode="valid") if len(x) >= n else x
-
-    fig, ax = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
-    for a, key, label in ((ax[0], "mse_deg2", "episode MSE (deg²)"), (ax[1], "load", "load"),
-                          (ax[2], "lambda", "λ")):
-        y = np.array([c[key] for c in curves])
-        a.plot(ep, y, ".", ms=2, alpha=0.4)
-        ys = smooth(y)
-        a.plot(ep[len(ep) - len(ys):], ys, "-")
-        a.set_ylabel(label)
-    ax[0].axhline(cfg.eps, color="r", ls="--", label=f"ε = {cfg.eps:g}")
-    ax[0].set_yscale("log")
-    ax[0].legend()
-    ax[2].set_xlabel("episode (10 s, 100 decisions)")
-    fig.suptitle(f"{'KC-TD3' if cfg.knowledge else 'TD3 (no knowledge)'} training, ε = {cfg.eps:g} deg²")
-    fig.tight_layout()
-    fig.savefig(f"{stem}_curves.png", dpi=100)
-    plt.close(fig)
+def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidden: int = 64) -> Path:
+    """A tiny randomly initialised device checkpoint (.npz; tests and benchmarks)."""
+    torch.manual_seed(seed)
+    meta = {"schema": SCHEMA_VERSION, "eps": eps, "lambda": 1.0, "predictor": DEFAULT_PREDICTOR,
+            "expert_knowledge": True, "expert_safety": 10.0, "training": {"random": True}}
+    actor = {**Actor(hidden).numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM)}
+    return save_npz(path, actor, meta)

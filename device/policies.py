@@ -98,7 +98,7 @@ def register_policy(family: str, factory: PolicyFactory) -> None:
 
 def parse_policy(spec: str) -> Policy:
     """``static:k=10,h=20`` / ``none`` / other registered families -> Policy."""
-    import device.event_policies  # noqa: F401 - registers the event-triggered families
+    import device.event_policies  # registers the event-triggered families
     import device.kctd3_policy  # noqa: F401 - registers kc-td3 / td3
     family, _, rest = spec.partition(":")
     family = family.strip()
