@@ -17,12 +17,15 @@ def add_parser(sub: Any, name: str) -> None:
         "session's samples as protocol-v1 frames at their recorded times (absolute-deadline pacing). Open the "
         "port with 'armtwin device --port <path>'. By default streaming starts when a reader opens the port.",
         epilog="examples:\n  armtwin mock-arm data/sessions/default.mcap\n"
-        "  armtwin mock-arm s.mcap --loop --rate 2 --corrupt-rate 0.001",
+        "  armtwin mock-arm s.mcap --loop --rate 2 --corrupt-rate 0.001\n"
+        "  armtwin mock-arm s.mcap --bounce            # long runs from a short recording, no jumps",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", help="session file (.mcap) to replay")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0 = real time)")
     p.add_argument("--loop", action="store_true", help="repeat forever (sequence and time keep increasing)")
+    p.add_argument("--bounce", action="store_true",
+                   help="loop forwards then backwards, so angles stay continuous at the seams")
     p.add_argument("--corrupt-rate", type=float, default=0.0, metavar="P",
                    help="probability of replacing each byte with a random one (exercises the decoder)")
     p.add_argument("--seed", type=int, default=None, help="seed for --corrupt-rate")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         session = load_session(args.session)
-        arm = MockArm(session.t_us, to_urad(session.q), rate=args.rate, loop=args.loop,
+        arm = MockArm(session.t_us, to_urad(session.q), rate=args.rate, loop=args.loop, bounce=args.bounce,
                       corrupt_rate=args.corrupt_rate, seed=args.seed)
     except (SessionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     with arm:
         print(f"port={arm.port}", flush=True)
         print(f"mock arm: {len(session.t_us)} samples, {session.joints} joints, {session.duration_s:.1f} s"
-              f"{' (looping)' if args.loop else ''}", file=sys.stderr, flush=True)
+              f"{' (bouncing)' if args.bounce else ' (looping)' if args.loop else ''}", file=sys.stderr, flush=True)
         if not args.no_wait:
             print("waiting for a reader to open the port...", file=sys.stderr, flush=True)
             if not arm.wait_for_reader(stop):

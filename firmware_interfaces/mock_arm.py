@@ -38,6 +38,8 @@ class MockArm:
     """Replays ``t_us`` (N,) int64 and ``q_urad`` (N, J) int samples on a fresh pty.
 
     ``rate`` scales playback speed (2.0 = twice as fast); ``loop`` repeats with continuous seq and time;
+    ``bounce`` makes every other repetition play backwards, so angles stay continuous at the seams (a plain loop
+    of a recording that does not end where it starts makes the arm jump);
     ``corrupt_rate`` is the probability that any byte is replaced with a random one.
     """
 
@@ -47,6 +49,7 @@ class MockArm:
         q_urad: np.ndarray,
         rate: float = 1.0,
         loop: bool = False,
+        bounce: bool = False,
         corrupt_rate: float = 0.0,
         seed: int | None = None,
     ) -> None:
@@ -59,7 +62,8 @@ class MockArm:
         self.t_us = np.asarray(t_us, dtype=np.int64)
         self.q_urad = np.asarray(q_urad, dtype=np.int64)
         self.rate = rate
-        self.loop = loop
+        self.loop = loop or bounce
+        self.bounce = bounce
         self.corrupt_rate = corrupt_rate
         self._rng = random.Random(seed)
         self.stats = MockArmStats()
@@ -93,6 +97,7 @@ class MockArm:
         seq = 0
         i = 0
         loop_offset = 0
+        backwards = False
         while not stop.is_set():
             if i == n:
                 if not self.loop:
@@ -100,7 +105,11 @@ class MockArm:
                 i = 0
                 loop_offset += span
                 self.stats.loops += 1
-            t_rel = int(self.t_us[i] - self.t_us[0]) + loop_offset
+                backwards = self.bounce and not backwards
+            # Backwards passes replay the same time steps mirrored, so pacing and spacing stay those recorded.
+            t_rel = (int(self.t_us[-1] - self.t_us[n - 1 - i]) if backwards else int(self.t_us[i] - self.t_us[0]))
+            t_rel += loop_offset
+            row = n - 1 - i if backwards else i
             deadline = start + int(t_rel * 1000 / self.rate)
             now = time.monotonic_ns()
             if deadline > now:
@@ -108,7 +117,7 @@ class MockArm:
                 stop.wait((deadline - now) * 1e-9)
                 now = time.monotonic_ns()
             self.stats.late_max_us = max(self.stats.late_max_us, (now - deadline) // 1000)
-            frame = encode_frame(seq, int(self.t_us[0]) + t_rel, self.q_urad[i].tolist(), FLAG_SIM)
+            frame = encode_frame(seq, int(self.t_us[0]) + t_rel, self.q_urad[row].tolist(), FLAG_SIM)
             self._write(frame)
             seq += 1
             i += 1
