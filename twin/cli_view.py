@@ -135,7 +135,7 @@ class DeviceView:
         age = (now - self.last_local_us) / 1e6
         link = {True: "up", False: "DOWN"}.get(bool(st["link_up"])) if "link_up" in st else "-"
         lines = [f"{self.dev}   load {num('load', '.3f')}   MSE {num('mse_deg2', '.3g')} deg^2",
-                 f"k {num('k', 'g')}   H {num('h_ms', 'g')} ms   RTT {num('rtt_ms', '.2f')} ms   link {link}"]
+                 f"k {num('k', '.3g')}   H {num('h_ms', '.4g')} ms   RTT {num('rtt_ms', '.2f')} ms   link {link}"]
         if age > stale_after_s:
             lines.append(f"STALE: no update for {age:.0f} s")
         return lines
