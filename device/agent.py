@@ -279,7 +279,7 @@ class DeviceAgent:
         port += " ESTOP" if self.reader.estop else ""
         line = (f"rate={n / dt:7.1f}Hz load={self.tracking.load:.3f} mse={win.mse_deg2:.3g}deg2 "
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:.3g} "
-                f"H={self.cfg.policy.horizon_us / 1000:g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
+                f"H={self.cfg.policy.horizon_us / 1000:.4g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
                 f"crc={st.crc_errors} dropped={self.uplink.stats.dropped_packets} link={link}{port}")
         if hasattr(self.cfg.policy, "lam_scale"):
             line += self._kctd3_status(p50)
