@@ -1,8 +1,10 @@
 """Simulator speed: one hour of 1 kHz data (the bundled sessions tiled) per policy; target >= 1000x real time.
 
-    python bench/bench_simulator.py [--hours 1] [--repeat 3] [--json out.json]
+    python bench/bench_simulator.py [--hours 1] [--repeat 3] [--json out.json] [--reference]
 
 Reports the median wall time of --repeat runs per policy and the speed-up over real time, on one core.
+``--reference`` runs the event policies through their numpy reference path (``select_reference``) instead of
+the compiled kernel, to show what the kernel buys (use a short --hours: it is slow).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--reference", action="store_true", help="event policies through the numpy reference path")
     args = ap.parse_args()
     session = tiled_session(args.hours)
     real_s = session.duration_s
@@ -67,9 +70,16 @@ def main() -> int:
     for spec in POLICIES:
         times = []
         for _ in range(args.repeat):
+            policy = parse_policy(spec)
+            if args.reference and hasattr(policy, "select_reference"):
+                policy.select = policy.select_reference  # type: ignore[method-assign]
+            elif args.reference:
+                continue
             t0 = time.perf_counter()
-            r = simulate(session, parse_policy(spec), DEFAULT_PREDICTOR, eps=0.002)
+            r = simulate(session, policy, DEFAULT_PREDICTOR, eps=0.002)
             times.append(time.perf_counter() - t0)
+        if not times:
+            continue
         med = statistics.median(times)
         rows.append({"policy": spec, "median_s": med, "speedup": real_s / med, "load": r.metrics["load"],
                      "mse_deg2": r.metrics["mse_deg2"]})

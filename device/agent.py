@@ -84,7 +84,6 @@ class DeviceAgent:
         self.recorder: Recorder | None = None
         self.fw2host_us: int | None = None  # host_us - device time, lower envelope (serial latency floor)
         self.summary: dict[str, Any] = {}
-        self._seq_sent = 0
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
         self._ring_q = np.zeros((0, 1))

@@ -117,7 +117,7 @@ def evaluate(
                     "train_load": best["train"]["load"],
                     "train_mse_deg2": best["train"]["mse_deg2"],
                     "tuned_meets_on_train": bool(best["train"]["mse_deg2"] <= eps),
-                    "window_mse": [w for r in results for w in r.window_mse],
+                    "window_mse": [w for r in results for w in r.acc.window_mse],
                 }
                 if ee is not None:
                     rec.update(ee(test, [r.qhat for r in results]))

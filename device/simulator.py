@@ -22,8 +22,9 @@ from twin.predictors import DEFAULT_PREDICTOR, make_predictor
 from twin.schema import Wire
 from twin.session import Session
 
-# Serial + device loop + loopback latency of the live pipeline (device time -> server receipt), measured by
-# `python bench/bench_pipeline_latency.py`; the simulator adds it so live and simulated arrivals line up.
+# Serial + device loop + loopback latency of the live pipeline (device time -> server receipt): the device reports
+# it as `uplink_latency_p50_ms` (0.4-0.5 ms here; printed by `pytest tests/test_agreement.py -s`). The simulator
+# adds it so live and simulated arrivals line up.
 PIPELINE_LATENCY_US = 500
 
 
@@ -34,7 +35,6 @@ class SimResult:
     metrics: dict[str, Any]
     qhat: np.ndarray | None = None
     sent: np.ndarray | None = None
-    window_mse: list[float] = field(default_factory=list)
     acc: ErrorAccumulator = field(default_factory=ErrorAccumulator)
     duration_s: float = 0.0
 
@@ -107,7 +107,7 @@ def simulate(
         "bytes_per_s": len(idx) * sample_message_bytes(session.joints, deriv_used) / duration_s,
         **acc.summary(eps),
     }
-    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc.window_mse, acc, duration_s)
+    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc, duration_s)
 
 
 def simulate_many(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +128,9 @@ class TrackingMonitor:
         self._sent: list[bool] = []
         self.measured = 0
         self.sent = 0
-        self.uplink_latency_us: list[int] = []
-        self._latency_seen: set[int] = set()
+        # Diagnostics kept for the whole run: a packed int64 array (8 B per prediction), not a list of ints.
+        self.uplink_latency_us = array("q")
+        self._newest_pred_seq = -1
 
     def add_samples(self, t_us: list[int], seq: list[int], q: list[np.ndarray], sent: np.ndarray) -> None:
         self._t.extend(t_us)
@@ -140,9 +142,10 @@ class TrackingMonitor:
 
     def add_prediction(self, pred_seq: int, server_rx_us: int, pred: Prediction) -> None:
         """A prediction whose sample reached the server at ``server_rx_us`` (server clock)."""
-        if pred_seq not in self._latency_seen:
+        if pred_seq > self._newest_pred_seq:
             # Age of the sample when it reached the server: the pipeline + network latency the twin lives with.
-            self._latency_seen.add(pred_seq)
+            # Redundant copies in later replies carry older sequence numbers and are not counted twice.
+            self._newest_pred_seq = pred_seq
             self.uplink_latency_us.append(server_rx_us - pred.t0_us)
         self.preds.add(pred_seq, server_rx_us, pred)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class Uplink:
         self.sock.connect(endpoint)
         self.stats = UplinkStats()
         self.rtts_us: deque[int] = deque(maxlen=4096)
-        self.all_rtts_us: list[int] = []
+        self.all_rtts_us = array("q")  # whole-run RTTs for the summary; packed, 8 B each
         self.link_up = False
         self._last_reply_us: int | None = None
         self._last_hb_us = 0
@@ -77,7 +78,6 @@ class Uplink:
         self.server_offset_us = 0  # server clock - host clock
         self._best_rtt_us: int | None = None
         self._offset_age = 0
-        self.down_us = 0
         # Link emulation: impaired messages wait in heaps until their release time (same LinkModel as the
         # simulator: one loss/jitter draw per sample uplink and per prediction reply downlink, in order).
         self.link = link or LinkSpec()

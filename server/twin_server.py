@@ -72,6 +72,7 @@ class TwinServer:
         # Validate the name early (the error lists valid ones) and warm the predictor up: compiled kernels load
         # on first use (~0.3 s), which must not stall the first device's first samples.
         warm = OnlinePredictor(make_predictor(predictor))
+        self._wants_derivatives = warm.uses_derivatives
         for i in range(3):
             warm.update(i * 1000, np.zeros(2), 0, np.zeros((2, 2)) if i else None)
         self.predictor_name = predictor
@@ -202,8 +203,8 @@ class TwinServer:
 
     def _welcome(self, ident: bytes, dev: str) -> None:
         # Tell the device whether to attach its velocity/acceleration estimate to each sample.
-        wants = bool(getattr(make_predictor(self.predictor_name), "uses_derivatives", False))
-        self._reply(ident, "welcome", dev=dev, srv_us=server_us(), predictor=self.predictor_name, derivatives=wants)
+        self._reply(ident, "welcome", dev=dev, srv_us=server_us(), predictor=self.predictor_name,
+                    derivatives=self._wants_derivatives)
 
     def _publish(self, sess: DeviceSession, pred: Prediction, rx: int) -> None:
         if self.pub_sock is None:
