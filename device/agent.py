@@ -7,7 +7,6 @@ One loop in the main thread waits on a ZeroMQ poller that wakes on either a serv
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import sys
 import threading
@@ -103,6 +102,8 @@ class DeviceAgent:
         cfg = self.cfg
         self.uplink = Uplink(self.ctx, cfg.server, None, Wire(cfg.key), link=cfg.link)
         self._await_link(timeout_s=2.0)
+        if cfg.policy.acks is not None:  # the resend timeout starts from the RTT of the hello exchange
+            cfg.policy.acks.set_rtt(self.uplink.rtt_percentiles_ms()[0])
         self.reader.start()
         start_us = host_us()
         first_sample_us: int | None = None
@@ -257,6 +258,8 @@ class DeviceAgent:
             # Server receive time in the server's clock; redundant older predictions carry their own (item 5).
             rx = int(msg["rx"]) if len(item) < 6 else int(item[5])
             self.tracking.add_prediction(pred_seq, rx, pred)
+            if self.cfg.policy.acks is not None:  # a resending policy learns which sends made it
+                self.cfg.policy.acks.ack(pred.t0_us)
 
     # -- reporting -----------------------------------------------------------------------------------------
     def _brief_status(self) -> dict[str, Any]:
@@ -280,6 +283,9 @@ class DeviceAgent:
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:.3g} "
                 f"H={self.cfg.policy.horizon_us / 1000:.4g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
                 f"crc={st.crc_errors} dropped={self.uplink.stats.dropped_packets} link={link}{port}")
+        if self.cfg.policy.acks is not None:
+            self.cfg.policy.acks.set_rtt(p50)
+            line += f" resent={self.cfg.policy.acks.resends}"
         if hasattr(self.cfg.policy, "lam_scale"):
             line += self._kctd3_status(p50)
         print(line, file=self.out, flush=True)
@@ -352,6 +358,8 @@ class DeviceAgent:
             "elapsed_s": elapsed,
             "link_down_s": link_down_us / 1e6,
         }
+        if self.cfg.policy.acks is not None:
+            out.update({"resends": self.cfg.policy.acks.resends, "declared_lost": self.cfg.policy.acks.declared_lost})
         if tr is not None:
             out.update(tr.acc.summary())
             lat50, lat99 = tr.latency_percentiles_ms()
@@ -381,17 +389,3 @@ def install_signal_handlers(agent: DeviceAgent) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    keys = ["samples", "sent", "load", "mse_deg2", "rmse_deg", "p99_abs_err_deg", "frames_lost", "crc_errors",
-            "dropped_packets", "rtt_p50_ms", "rtt_p99_ms", "bytes_per_s", "link_down_s"]
-    parts = []
-    for k in keys:
-        v = summary.get(k)
-        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
-    return "summary: " + " ".join(parts)
-
-
-def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -45,9 +45,10 @@ def add_parser(sub: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.agent import DeviceAgent, DeviceConfig, format_summary, install_signal_handlers, write_summary
+    from device.agent import DeviceAgent, DeviceConfig, install_signal_handlers
     from device.link import LinkSpec
     from device.policies import PolicySpecError, parse_policy
+    from device.summary import format_summary, write_summary
 
     try:
         policy = parse_policy(args.policy)

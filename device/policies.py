@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from device.acks import AckTracker, periodic_sends
+
 
 class PolicySpecError(ValueError):
     """A ``--policy`` string that cannot be parsed; the message lists the valid forms."""
@@ -21,6 +23,9 @@ class Policy(ABC):
     """Decides per sample whether it is sent; ``horizon_us`` is the horizon the server must honour."""
 
     family: str = ""
+    # Ack-based resend (device.acks), for policies that support it: the live agent feeds it the predictions
+    # that come back, the simulator replaces it with acknowledgements drawn from the emulated link.
+    acks: AckTracker | None = None
 
     def __init__(self, horizon_ms: float = 0.0) -> None:
         self.horizon_us = round(horizon_ms * 1000)
@@ -57,38 +62,60 @@ class SendAll(Policy):
 
 
 class StaticPolicy(Policy):
-    """Send every k-th measured sample (rate 1000/k Hz at 1 kHz); server horizon H ms."""
+    """Send every k-th measured sample (rate 1000/k Hz at 1 kHz); server horizon H ms.
+
+    ``resend=True``: a send whose prediction does not come back in time is followed at once by a send of the
+    current sample, and the period restarts from it (``device.acks``).
+    """
 
     family = "static"
 
-    def __init__(self, k: int, horizon_ms: float = 0.0) -> None:
+    def __init__(self, k: int, horizon_ms: float = 0.0, resend: bool = False) -> None:
         super().__init__(horizon_ms)
         if k < 1:
             raise PolicySpecError("static policy needs k >= 1")
         self._k = int(k)
-        self._count = 0
+        self.resend = resend
+        self._count, self._countdown = 0, 0
+        self.reset()
 
     @property
     def k(self) -> float:
         return float(self._k)
 
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        if self.acks is not None:
+            out = np.zeros(len(t_us), dtype=bool)
+            self._countdown = periodic_sends(np.asarray(t_us, dtype=np.int64), out, 0, len(t_us), self._countdown,
+                                             self._k, self.acks)
+            return out
         idx = self._count + np.arange(len(t_us))
         self._count += len(t_us)
         return (idx % self._k) == 0
 
     def reset(self) -> None:
-        self._count = 0
+        self._count, self._countdown = 0, 0
+        self.acks = AckTracker() if self.resend else None
 
     def spec(self) -> str:
-        return f"static:k={self._k},h={self.horizon_us / 1000:g}"
+        return f"static:k={self._k},h={self.horizon_us / 1000:g}" + (",resend=1" if self.resend else "")
 
 
 PolicyFactory = Callable[[dict[str, str]], Policy]
 POLICIES: dict[str, PolicyFactory] = {
     "none": lambda a: SendAll(float(a.get("h", 0))),
-    "static": lambda a: StaticPolicy(int(a.get("k", 1)), float(a.get("h", 0))),
+    "static": lambda a: StaticPolicy(int(a.get("k", 1)), float(a.get("h", 0)), parse_flag(a.get("resend", "0"))),
 }
+
+
+def parse_flag(text: str) -> bool:
+    """``resend=1`` / ``resend=0`` (also true/false, yes/no, on/off) in a policy spec."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise PolicySpecError(f"expected 0 or 1, got {text!r}")
 
 
 def register_policy(family: str, factory: PolicyFactory) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from device.acks import SimulatedAcks
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy
 from twin.display import displayed, in_effect
@@ -65,10 +66,13 @@ def simulate(
                       "its sends are based on a twin the server does not show", stacklevel=2)
     t, q = session.t_us, session.q
     n = len(t)
+    rtt_ms = 2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000  # what the live uplink measures
     set_link = getattr(policy, "set_link", None)
     if set_link is not None:  # policies that use link estimates get what the live uplink would measure
-        set_link(2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000, link.loss)
+        set_link(rtt_ms, link.loss)
     policy.reset()
+    if policy.acks is not None:  # resending policies hear back from the emulated link (same draws as below)
+        policy.acks = SimulatedAcks(LinkModel(link), rtt_ms, latency_us)
     sent = policy.select(t, q)
     # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
     per_sample = getattr(policy, "sample_horizons_us", None)
@@ -104,6 +108,7 @@ def simulate(
         "sent": len(idx),
         "load": len(idx) / n if n else float("nan"),
         "delivered": len(recv),
+        "resends": policy.acks.resends if policy.acks is not None else 0,
         "bytes_per_s": len(idx) * sample_message_bytes(session.joints, deriv_used) / duration_s,
         **acc.summary(eps),
     }
@@ -128,6 +133,7 @@ def simulate_many(
     duration = sum(r.duration_s for r in results)
     pooled = {**results[0].metrics, "samples": samples, "sent": sent, "load": sent / samples,
               "delivered": sum(r.metrics["delivered"] for r in results),
+              "resends": sum(r.metrics["resends"] for r in results),
               "bytes_per_s": sum(r.metrics["bytes_per_s"] * r.duration_s for r in results) / max(duration, 1e-9),
               "sessions": len(results), **acc.summary(eps)}
     return pooled, results

@@ -2,7 +2,9 @@
 
 The bundled session is replayed live (pty -> device -> ZeroMQ -> server -> predictions back, with the device's
 link emulation), then ``simulate`` runs on the samples the device recorded, with the same policy, predictor and
-link. Load must agree within 1 % and MSE within 10 %.
+link. Load must agree within 1 % and MSE within 10 %. With ack-based resend the device's decisions depend on when
+replies really came back (live RTT varies, the simulator's is constant), so there load may differ by 3 % and the
+number of resends by 10 %.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ CASES = [
     ("dead-reckoning:delta=0.15,h=200", ""),
     ("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
     ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+    ("static:k=40,h=100,resend=1", "loss=0.1,seed=7"),
+    ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
 ]
 
 
@@ -46,6 +50,11 @@ def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str,
     sim = simulate(session, parse_policy(policy), "kinematic", LinkSpec.parse(link)).metrics
     print(f"{policy} [{link or 'perfect'}]: live load {live['load']:.4f} mse {live['mse_deg2']:.4g} "
           f"(uplink latency p50 {live['uplink_latency_p50_ms']:.2f} ms) | sim load {sim['load']:.4f} "
-          f"mse {sim['mse_deg2']:.4g}")
-    assert abs(live["load"] - sim["load"]) <= 0.01 * sim["load"]
+          f"mse {sim['mse_deg2']:.4g}" + (f" | resends live {live['resends']} sim {sim['resends']}"
+                                           if "resend" in policy else ""))
+    if "resend" in policy:
+        assert abs(live["resends"] - sim["resends"]) <= 0.1 * sim["resends"] + 2
+        assert abs(live["load"] - sim["load"]) <= 0.03 * sim["load"]
+    else:
+        assert abs(live["load"] - sim["load"]) <= 0.01 * sim["load"]
     assert abs(live["mse_deg2"] - sim["mse_deg2"]) <= 0.10 * sim["mse_deg2"]
