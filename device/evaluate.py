@@ -49,6 +49,9 @@ def candidates(family: str, predictor: str = DEFAULT_PREDICTOR) -> list[Candidat
         ks = (1,) if family == "static-prediction-only" else STATIC_K
         hs = (0,) if family == "static-sampling-only" else STATIC_H_MS
         return [Candidate(family, f"static:k={k},h={h}", {"k": k, "h_ms": h}) for k in ks for h in hs]
+    if family == "static-resend":  # static with ack-based resend (device.acks): the fair baseline for KC-TD3
+        return [Candidate(family, f"static:k={k},h={h},resend=1", {"k": k, "h_ms": h})
+                for k in STATIC_K for h in STATIC_H_MS]
     if family == "send-on-delta":
         return [Candidate(family, f"send-on-delta:delta={d},h=0", {"delta_deg": d}) for d in DELTAS_DEG]
     if family == "dead-reckoning":
