@@ -34,13 +34,28 @@ def add_parser(sub: Any, name: str) -> None:
                    help="TD3 ablation: no behaviour cloning, no expert-guided exploration, no expert in the state")
     p.add_argument("--margin", type=float, default=0.8,
                    help="dual ascent aims at mean MSE = margin x ε on the training data (default 0.8)")
-    p.add_argument("--tail-max", type=float, default=0.05,
-                   help="and at most this fraction of 100 ms windows with MSE > ε (chance constraint, default 0.05)")
+    p.add_argument("--tail-max", default="auto", type=_tail_max,
+                   help="and at most this fraction of 100 ms windows with MSE > ε (chance constraint). 'auto' "
+                   "(default): per loss level, --tail-margin x the fraction of the best static (k, H) on the "
+                   "training sessions, i.e. more reliable than the exhaustive-search static policy (~1 min extra)")
+    p.add_argument("--tail-margin", type=float, default=0.5,
+                   help="with --tail-max auto: the fraction of the static policy's tail to aim at (default 0.5)")
+    p.add_argument("--no-resend", action="store_true",
+                   help="train (and run) without ack-based resend of samples whose prediction never came back")
     p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
+
+
+def _tail_max(text: str) -> float | None:
+    if text == "auto":
+        return None
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("--tail-max must be 'auto' or a fraction in (0, 1]")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from twin.predictors import DEFAULT_PREDICTOR
     from twin.session import SessionError, load_session
 
-    if args.constraint <= 0 or args.episodes < 2 or args.minutes <= 0 or not 0 < args.margin <= 1.5:
-        print("error: need --constraint > 0, --episodes >= 2, --minutes > 0, 0 < --margin <= 1.5", file=sys.stderr)
+    if (args.constraint <= 0 or args.episodes < 2 or args.minutes <= 0 or not 0 < args.margin <= 1.5
+            or not 0 < args.tail_margin <= 1.5):
+        print("error: need --constraint > 0, --episodes >= 2, --minutes > 0, 0 < --margin <= 1.5, "
+              "0 < --tail-margin <= 1.5", file=sys.stderr)
         return 2
     try:
         sessions = [load_session(p) for p in args.sessions]
@@ -61,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                       knowledge=not args.no_knowledge, seed=args.seed, link=link, cost_target=args.margin,
-                      tail_max=args.tail_max, predictor=args.predictor or DEFAULT_PREDICTOR,
+                      tail_max=args.tail_max, tail_margin=args.tail_margin,
+                      resend=not args.no_resend, predictor=args.predictor or DEFAULT_PREDICTOR,
                       warmup_episodes=min(8, max(args.episodes // 4, 1)),
                       info={"sessions": [str(p) for p in args.sessions]})
     meta, curves = train(sessions, cfg, args.output, progress=not args.quiet)
@@ -71,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {'kc-td3' if cfg.knowledge else 'td3'} eps={cfg.eps:g} in {tr['seconds']:.0f}s "
           f"({tr['episodes']} episodes, {tr['updates']} updates) lambda(perfect link)={meta['lambda']:.3g} "
           f"expert_safety={meta['expert_safety']:.3g}" + (" STOPPED BY --minutes" if tr["stopped_by_time_cap"] else ""))
+    if cfg.tail_max is None:
+        print("  chance constraint (auto, from the best static policy on the training sessions): tail_max "
+              + ", ".join(f"{v:.3f} at loss {p:g}" for p, v in zip(meta["tail_max"]["loss"], meta["tail_max"]["values"],
+                                                                     strict=True)))
     from device.kctd3_policy import KCTD3Policy
 
     policy = KCTD3Policy(args.output, cfg.predictor)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from device.policies import Policy, PolicySpecError, register_policy
+from device.acks import AckTracker, periodic_sends
+from device.policies import Policy, PolicySpecError, parse_flag, register_policy
 from twin.display import displayed
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.predictors import make_predictor
@@ -86,14 +87,16 @@ def _cubic_pinv(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predictor: str = "kinematic",
-              safety: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+              safety: float = 1.0, resend_ms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The analytic rule ("K"): largest k whose predicted window MSE x ``safety`` <= eps, and H* = gap + margin.
 
     The extrapolation error t after a sample grows as jerk·t³/6 (kinematic / quadratic predictors), ½·acc·t²
     (linear) or vel·t (hold). Sending every k ms with one-way delay d, the twin runs t in [d, d + k], so the
-    window MSE is the mean of err(t)² over that range (closed form); a lost packet doubles the gap (weight
-    ``loss``). ``stats`` (..., 3) -> k (...,), H ms (...,), vectorised over a grid of all k. Under loss the
-    horizon grows (H* = gap·(1 + 40·loss) + 5 ms): extrapolating across a lost sample beats holding.
+    window MSE is the mean of err(t)² over that range (closed form). A lost packet (weight ``loss``) stretches the
+    gap to 2k, or, when the device resends after ``resend_ms`` without a reply, to k + resend_ms. ``stats``
+    (..., 3) -> k (...,), H ms (...,), vectorised over a grid of all k. The horizon must outlast the longest
+    gap: H* = gap·(1 + 40·loss) + 5 ms without resend (extrapolating across a lost sample beats holding),
+    gap + resend_ms + 5 ms with it.
     """
     stats = np.asarray(stats, dtype=np.float64)
     power, coef = ((1, stats[..., 0]) if predictor == "hold" else
@@ -105,13 +108,15 @@ def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predict
         return ((d + g) ** (m + 1) - d ** (m + 1)) / ((m + 1) * g)
 
     g = _KGRID * 1e-3
-    shape = mean_sq(g) * (1 - loss) + mean_sq(2 * g) * loss * 2  # time-weighted: a lost interval lasts 2k
-    shape /= 1 + loss
+    lost_g = 2 * g if resend_ms is None else g + resend_ms * 1e-3
+    shape = mean_sq(g) * (1 - loss) + mean_sq(lost_g) * loss * lost_g / g  # time-weighted: a lost interval lasts
+    shape /= 1 + loss * (lost_g / g - 1)  # longer
     mse = safety * (coef[..., None] ** 2) * shape  # (..., 200)
     ok = mse <= eps
     k = np.where(ok.any(-1), K_MIN + (K_MAX - K_MIN) - np.argmax(ok[..., ::-1], axis=-1), K_MIN).astype(np.float64)
-    h = np.clip((k + d * 1e3) * (1 + 40 * loss) + 5.0, 0.0, H_MAX_MS)
-    return k, h
+    gap_ms = k + d * 1e3
+    h = gap_ms * (1 + 40 * loss) + 5.0 if resend_ms is None else gap_ms + resend_ms + 5.0
+    return k, np.clip(h, 0.0, H_MAX_MS)
 
 
 def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
@@ -126,6 +131,13 @@ def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
     i, j = min(int(fi), len(ds) - 2), min(int(fj), len(ps) - 2)
     w = np.outer([1 - fi + i, fi - i], [1 - fj + j, fj - j])
     return float(np.exp((w * v[i:i + 2, j:j + 2]).sum()))
+
+
+def tail_max_at(tail_max: float | dict[str, Any], loss: float) -> float:
+    """The checkpoint's chance-constraint bound at a loss estimate (a number, or a table over loss)."""
+    if isinstance(tail_max, dict):
+        return float(np.interp(loss, tail_max["loss"], tail_max["values"]))
+    return float(tail_max)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -188,13 +200,14 @@ class _Mirror:
 
 
 class KCTD3Policy(Policy):
-    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P]``: (k, H) chosen every 100 ms by a trained actor."""
+    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1]``: (k, H) chosen every 100 ms by a
+    trained actor; with ``resend`` (default: as trained) a lost send is repaired at once (``device.acks``)."""
 
     family = "kc-td3"
 
     def __init__(self, path: str | Path, pred: str | None = None, rtt_ms: float = 0.0, loss: float = 0.0,
                  behaviour: Behaviour | None = None, record: bool = False,
-                 checkpoint: dict[str, Any] | None = None) -> None:
+                 checkpoint: dict[str, Any] | None = None, resend: bool | None = None) -> None:
         super().__init__(INIT_H_MS)
         self.path = str(path)
         ck = checkpoint if checkpoint is not None else load_checkpoint(path)
@@ -208,6 +221,8 @@ class KCTD3Policy(Policy):
         self.safety = float(self.meta.get("expert_safety", 1.0))
         self._pred_arg, self.predictor_name = pred, pred or str(self.meta["predictor"])
         self.behaviour, self.record = behaviour, record
+        self._resend_arg = resend
+        self.resend = bool(self.meta.get("resend", False)) if resend is None else resend
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
         self.reset()
@@ -218,8 +233,11 @@ class KCTD3Policy(Policy):
         self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
         if self.lam_grid is not None:
             self.lam = lambda_at(self.lam_grid, self.rtt_ms, self.loss) * self.lam_scale
+        if self.acks is not None:
+            self.acks.set_rtt(self.rtt_ms)
 
     def reset(self) -> None:
+        self.acks = AckTracker(self.rtt_ms) if self.resend else None
         self._mirror = _Mirror(self.predictor_name)
         self._next_us: int | None = None
         self._countdown = 0
@@ -262,7 +280,9 @@ class KCTD3Policy(Policy):
             j = i + int(np.searchsorted(t_us[i:], self._next_us, side="left"))
             m = j - i
             c, k = self._countdown, self._k
-            if c < m:
+            if self.acks is not None:
+                self._countdown = periodic_sends(t_us, out, i, j, c, k, self.acks)
+            elif c < m:
                 out[i + c:j:k] = True
                 last = c + k * ((m - 1 - c) // k)
                 self._countdown = last + k - m
@@ -285,8 +305,9 @@ class KCTD3Policy(Policy):
             return  # first decision: keep the initial action
         feats, stats = self._window_features()
         # The expert reads the rougher of the whole window and its last 50 ms (motion onsets show there first).
+        resend_ms = None if self.acks is None else self.acks.timeout_us / 1000
         k_e, h_e = expert_kh(np.maximum(stats[:3], stats[3:]), self.eps, self.rtt_ms, self.loss,
-                             self.predictor_name, self.safety)
+                             self.predictor_name, self.safety, resend_ms)
         a_exp = kh_to_action(float(k_e), float(h_e))
         know = bool(self.meta["expert_knowledge"])
         raw = np.concatenate([feats, [self.rtt_ms / 20, self.loss * 10], self._a, a_exp if know else np.zeros(2)])
@@ -331,6 +352,7 @@ class KCTD3Policy(Policy):
 
     def spec(self) -> str:
         extra = f",pred={self._pred_arg}" if self._pred_arg else ""
+        extra += "" if self._resend_arg is None else f",resend={int(self._resend_arg)}"
         return f"{self.family}:{self.path}{extra}"
 
     def status(self) -> dict[str, float]:
@@ -370,7 +392,7 @@ class OnlineLearner:
             return
         p, train = self.policy, self.policy.meta
         g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
-                float(np.mean(obs > p.eps)) / float(train.get("tail_max", 1.0))) - 1.0
+                float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss)) - 1.0
         p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, 1.0)), 1e-2, 1e2))
         base = lambda_at(p.lam_grid, p.rtt_ms, p.loss) if p.lam_grid is not None else float(train["lambda"])
         p.lam = base * p.lam_scale  # one float store: atomic for the decision path
@@ -389,7 +411,9 @@ class OnlineLearner:
 def _factory(args: dict[str, str]) -> Policy:
     if "path" not in args:
         raise PolicySpecError("kc-td3 needs a checkpoint: kc-td3:POLICY.pt[,pred=kinematic]")
-    return KCTD3Policy(args["path"], args.get("pred"), float(args.get("rtt", 0)), float(args.get("loss", 0)))
+    resend = parse_flag(args["resend"]) if "resend" in args else None
+    return KCTD3Policy(args["path"], args.get("pred"), float(args.get("rtt", 0)), float(args.get("loss", 0)),
+                       resend=resend)
 
 
 register_policy("kc-td3", _factory)

@@ -194,7 +194,7 @@ def test_decision_latency_measured(ckpt: Path) -> None:
 def test_short_training_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     sessions = [synthetic_session(seconds=3.0, seed=s) for s in (0, 1)]
     cfg = TrainConfig(eps=0.002, episodes=4, warmup_episodes=2, episode_s=1.0, updates_per_episode=10,
-                      critic_warmup=10, bc_steps=10, bisect_steps=2, batch=32)
+                      critic_warmup=10, bc_steps=10, bisect_steps=2, batch=32, tail_max=0.05)
     meta, curves = train(sessions, cfg, tmp_path / "p.pt", progress=False)
     assert len(curves) == 4 and meta["training"]["episodes"] == 4
     assert np.array(meta["lambda_grid"]["values"]).shape == (3, 3)
@@ -213,7 +213,8 @@ def test_train_cli_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     path = tmp_path / "s.mcap"
     write_session(path, synthetic_session(seconds=3.0))
     out = tmp_path / "pol.pt"
-    p = Proc("train", str(path), "--constraint", "0.002", "--episodes", "2", "--seed", "3", "-o", str(out), "--quiet")
+    p = Proc("train", str(path), "--constraint", "0.002", "--episodes", "2", "--seed", "3", "-o", str(out), "--quiet",
+             "--tail-max", "0.05")
     code, text, err = p.finish(timeout=120)
     assert code == 0, err
     assert "trained kc-td3" in text
@@ -234,11 +235,31 @@ def test_live_device_with_online_learning(procs: list[Proc], ckpt: Path, tmp_pat
     port = arm.value("port")
     summ = tmp_path / "dev.json"
     dev = Proc("device", "--port", port, "--server", endpoint, "--policy", f"kc-td3:{ckpt}", "--duration", "2.5",
-               "--online-learning", "--summary-json", str(summ))
+               "--online-learning", "--link", "loss=0.1,seed=2", "--summary-json", str(summ))
     procs.append(dev)
     line = dev.wait_line("rate=", contains="lam=", timeout=30)
-    assert "mirror_avg_mse=" in line and "k=" in line and "H=" in line
+    assert "mirror_avg_mse=" in line and "k=" in line and "H=" in line and "resent=" in line
     code, _, err = dev.finish()
     assert code == 0, err
     summary = json.loads(summ.read_text())
     assert summary["sent"] > 0 and np.isfinite(summary["mse_deg2"])
+    # The checkpoint resends: emulated losses were noticed from the missing predictions and repaired.
+    assert summary["emulated_lost_up"] > 0 and summary["declared_lost"] >= summary["emulated_lost_up"]
+    assert 0 < summary["resends"] <= summary["declared_lost"]
+
+
+def test_auto_tail_max_is_the_best_static_policys_tail() -> None:
+    """``--tail-max auto``: per loss level, margin x the tail fraction of the static (k, H) that the evaluation
+    harness picks on the training sessions."""
+    from device.evaluate import evaluate
+    from device.kctd3_train import GRID_LOSS, static_tail_table, tail_max_at
+
+    sessions = [synthetic_session(seconds=2.0, seed=4)]
+    cfg = TrainConfig(eps=0.002, seed=5)
+    table = static_tail_table(sessions, cfg)
+    records, _ = evaluate(sessions, sessions, [cfg.eps], [LinkSpec(loss=p, seed=5) for p in GRID_LOSS], ["static"])
+    assert table == pytest.approx([cfg.tail_margin * r["tail_fraction"] for r in records])
+    cfg.tail_table = table
+    assert tail_max_at(cfg, 0.025) == pytest.approx((table[0] + table[1]) / 2)
+    cfg.tail_max = 0.01
+    assert tail_max_at(cfg, 0.025) == 0.01
