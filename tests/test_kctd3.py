@@ -214,12 +214,15 @@ def test_train_cli_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     write_session(path, synthetic_session(seconds=3.0))
     out = tmp_path / "pol.pt"
     p = Proc("train", str(path), "--constraint", "0.002", "--episodes", "2", "--seed", "3", "-o", str(out), "--quiet",
-             "--tail-max", "0.05")
+             "--tail-max", "0.05", "--seeds", "2")
     code, text, err = p.finish(timeout=120)
     assert code == 0, err
-    assert "trained kc-td3" in text
+    assert "trained kc-td3" in text and "<- kept" in text
     for f in (out, out.with_suffix(".npz"), tmp_path / "pol_curves.csv", tmp_path / "pol_curves.png"):
         assert f.exists() and f.stat().st_size > 0, f
+    seeds = json.loads((tmp_path / "pol_seeds.json").read_text())
+    assert [r["seed"] for r in seeds] == [3, 4]
+    assert sorted(f.name for f in tmp_path.iterdir() if ".seed" in f.name) == []  # the other seed is removed
     meta = json.loads(str(np.load(out.with_suffix(".npz"))["meta_json"]))
     assert meta["schema"] == 1 and meta["expert_knowledge"] and meta["predictor"] == "kinematic"
 
