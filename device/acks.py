@@ -26,46 +26,57 @@ _NEVER = np.iinfo(np.int64).max
 
 
 def ack_timeout_us(rtt_ms: float) -> int:
-    """How long to wait for a send's prediction: 1.25 RTT + 2 ms (live loopback RTT p99 is ~2.6 ms at p50 0.8)."""
+    """How long to wait for a send's prediction: 1.25 x the RTT's 99th percentile + 2 ms (live: measured; the
+    simulator: twice the delay plus jitter plus the pipeline). The p99, not the median: a late reply costs a
+    spare send, and on a busy 2-core host loopback RTTs have a long tail (p50 0.8 ms, p99 2.6-7 ms)."""
     return int(1250 * max(rtt_ms, 0.0) + 2000)
 
 
 class AckTracker:
-    """Outstanding sends (device time) and the replies that acknowledged them; decides when a send is lost."""
+    """Outstanding sends (device time) and the replies that acknowledged them; decides when a send is lost.
+
+    ``lag_us`` (live only) is how late the device is processing the current chunk beyond the serial latency
+    floor: a send goes out, and a deadline is checked, that much after its sample's device time, so both are
+    shifted by it (a burst of late samples must not shorten the time a reply has to come back).
+    """
 
     def __init__(self, rtt_ms: float = 1.0) -> None:
         self.timeout_us = ack_timeout_us(rtt_ms)
-        self._pending: deque[int] = deque()  # send times, in order
-        self._ack_at: dict[int, int] = {}  # send time -> device time the ack is (or was) there
+        self.lag_us = 0
+        self._pending: deque[tuple[int, int]] = deque()  # (sample time, sample time + lag when sent), in order
+        self._ack_at: dict[int, int] = {}  # sample time -> device time the ack is (or was) there
         self.sends = 0
         self.declared_lost = 0  # sends with no prediction back in time
         self.misses = 0  # consecutive ones (a dead server or link: stop resending, no flood)
         self.resends = 0  # sends made because of them (several lost at once need one resend)
 
     def set_rtt(self, rtt_ms: float) -> None:
+        """The RTT's 99th percentile (ms), as measured live; NaN (nothing measured yet) keeps the last value."""
         if np.isfinite(rtt_ms):
             self.timeout_us = ack_timeout_us(rtt_ms)
 
     def sent(self, t_us: int) -> None:
-        self._pending.append(t_us)
+        self._pending.append((t_us, t_us + self.lag_us))
+        self._ack_at.setdefault(t_us, _NEVER)
         self.sends += 1
 
     def ack(self, t0_us: int) -> None:
         """A prediction for the sample sent at ``t0_us`` came back (live: it is here now)."""
-        if self._pending and t0_us >= self._pending[0] and t0_us in self._pending:
+        if t0_us in self._ack_at:
             self._ack_at[t0_us] = -1
 
     def next_deadline_us(self) -> int | None:
-        """Device time at which the oldest outstanding send is declared lost if still unacknowledged."""
-        return self._pending[0] + self.timeout_us if self._pending else None
+        """Sample time at which the oldest outstanding send is declared lost if still unacknowledged."""
+        return self._pending[0][1] + self.timeout_us - self.lag_us if self._pending else None
 
     def expire(self, t_now: int) -> bool:
         """Retire every send whose deadline is <= ``t_now``; True if one of them was never acknowledged and
         fewer than ``MAX_MISSES`` sends in a row went unacknowledged (resend now)."""
         lost = False
-        while self._pending and self._pending[0] + self.timeout_us <= t_now:
-            t = self._pending.popleft()
-            if self._ack_at.pop(t, _NEVER) > t_now:
+        now = t_now + self.lag_us
+        while self._pending and self._pending[0][1] + self.timeout_us <= now:
+            t = self._pending.popleft()[0]
+            if self._ack_at.pop(t, _NEVER) > now:
                 lost = True
                 self.declared_lost += 1
                 self.misses += 1
@@ -93,8 +104,8 @@ class SimulatedAcks(AckTracker):
             return
         arrival = t_us + int(delay[0]) + int(down_delay[0]) + 2 * self.latency_us
         for t in self._received:  # the reply repeats the previous predictions: it acknowledges them too
-            if t in self._pending:
-                self._ack_at[t] = min(self._ack_at.get(t, _NEVER), arrival)
+            if t in self._ack_at:
+                self._ack_at[t] = min(self._ack_at[t], arrival)
 
     def ack(self, t0_us: int) -> None:  # acknowledgements are simulated; nothing comes from outside
         return

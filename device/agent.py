@@ -103,7 +103,7 @@ class DeviceAgent:
         self.uplink = Uplink(self.ctx, cfg.server, None, Wire(cfg.key), link=cfg.link)
         self._await_link(timeout_s=2.0)
         if cfg.policy.acks is not None:  # the resend timeout starts from the RTT of the hello exchange
-            cfg.policy.acks.set_rtt(self.uplink.rtt_percentiles_ms()[0])
+            cfg.policy.acks.set_rtt(self.uplink.rtt_percentiles_ms()[1])
         self.reader.start()
         start_us = host_us()
         first_sample_us: int | None = None
@@ -134,6 +134,9 @@ class DeviceAgent:
                             break
                 samples = self.reader.drain()
                 now = host_us()
+                if self.tracking is not None:  # replies first: the policy must see the acks that are here
+                    for msg in self.uplink.poll_replies(now):
+                        self._handle_prediction(msg)
                 if samples:
                     if self.tracking is None:
                         first_sample_us = now
@@ -143,8 +146,6 @@ class DeviceAgent:
                     self.uplink.poll_replies(now)
                     self.uplink.tick(now)
                     continue
-                for msg in self.uplink.poll_replies(now):
-                    self._handle_prediction(msg)
                 if self.uplink.welcomed and not self._checked_predictor:
                     self._check_predictor()
                 self.uplink.tick(now, self._brief_status)
@@ -222,6 +223,8 @@ class DeviceAgent:
         # Lower envelope of (host receive - device time): the serial latency floor maps device to host time.
         self.fw2host_us = lo if self.fw2host_us is None else min(self.fw2host_us, lo)
         q = np.stack([s.q for s in samples])
+        if self.cfg.policy.acks is not None:  # how late this chunk is processed (device.acks.AckTracker)
+            self.cfg.policy.acks.lag_us = max(0, now - self.fw2host_us - int(t[-1]))
         mask = self.cfg.policy.select(t, q)
         sent = np.zeros(len(samples), dtype=bool)
         # The last measured samples before this chunk: the window of the device-side velocity estimate.
@@ -284,7 +287,7 @@ class DeviceAgent:
                 f"H={self.cfg.policy.horizon_us / 1000:.4g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
                 f"crc={st.crc_errors} dropped={self.uplink.stats.dropped_packets} link={link}{port}")
         if self.cfg.policy.acks is not None:
-            self.cfg.policy.acks.set_rtt(p50)
+            self.cfg.policy.acks.set_rtt(p99)
             line += f" resent={self.cfg.policy.acks.resends}"
         if hasattr(self.cfg.policy, "lam_scale"):
             line += self._kctd3_status(p50)

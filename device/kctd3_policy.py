@@ -233,11 +233,9 @@ class KCTD3Policy(Policy):
         self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
         if self.lam_grid is not None:
             self.lam = lambda_at(self.lam_grid, self.rtt_ms, self.loss) * self.lam_scale
-        if self.acks is not None:
-            self.acks.set_rtt(self.rtt_ms)
 
     def reset(self) -> None:
-        self.acks = AckTracker(self.rtt_ms) if self.resend else None
+        self.acks = AckTracker() if self.resend else None
         self._mirror = _Mirror(self.predictor_name)
         self._next_us: int | None = None
         self._countdown = 0

@@ -72,7 +72,8 @@ def simulate(
         set_link(rtt_ms, link.loss)
     policy.reset()
     if policy.acks is not None:  # resending policies hear back from the emulated link (same draws as below)
-        policy.acks = SimulatedAcks(LinkModel(link), rtt_ms, latency_us)
+        rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
+        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us)
     sent = policy.select(t, q)
     # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
     per_sample = getattr(policy, "sample_horizons_us", None)
