@@ -39,8 +39,8 @@ def add_parser(sub: Any, name: str) -> None:
                    help="link conditions in --link syntax (default: loss=0 loss=0.1)")
     p.add_argument("--policies", default=None,
                    help="comma-separated families or full specs (default: none,static,static-sampling-only,"
-                   "static-prediction-only,send-on-delta,dead-reckoning; also static-resend: static with ack-based "
-                   "resend of lost samples)")
+                   "static-prediction-only,send-on-delta,dead-reckoning; also static-resend and dead-reckoning-resend: "
+                   "the same with ack-based resend of lost samples)")
     p.add_argument("--predictor", default=DEFAULT_PREDICTOR, help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-ee", action="store_true", help="skip end-effector error (FK through the URDF)")

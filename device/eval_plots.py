@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 MARKERS = {"none": "x", "static": "o", "static-sampling-only": "s", "static-prediction-only": "^",
-           "static-resend": "h", "send-on-delta": "v", "dead-reckoning": "D", "kc-td3": "*", "td3": "P"}
+           "static-resend": "h", "send-on-delta": "v", "dead-reckoning": "D", "dead-reckoning-resend": "d",
+           "kc-td3": "*", "td3": "P"}
 
 
 def _plt() -> Any:

@@ -54,6 +54,9 @@ def candidates(family: str, predictor: str = DEFAULT_PREDICTOR) -> list[Candidat
                 for k in STATIC_K for h in STATIC_H_MS]
     if family == "send-on-delta":
         return [Candidate(family, f"send-on-delta:delta={d},h=0", {"delta_deg": d}) for d in DELTAS_DEG]
+    if family == "dead-reckoning-resend":
+        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor},resend=1",
+                          {"delta_deg": d, "h_ms": h}) for d in DELTAS_DEG for h in DR_H_MS]
     if family == "dead-reckoning":
         return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor}", {"delta_deg": d, "h_ms": h})
                 for d in DELTAS_DEG for h in DR_H_MS]

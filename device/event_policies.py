@@ -14,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from device import trigger_kernel
-from device.policies import Policy, PolicySpecError, register_policy
+from device.acks import AckTracker
+from device.policies import Policy, PolicySpecError, parse_flag, register_policy
 from twin.display import Prediction
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 
 _W0 = 32  # first search window (samples); doubles while no trigger is found
+_ACK_WINDOW = 256  # with resend: samples scanned ahead before looking at acknowledgements again
 
 
 class MirrorTriggerPolicy(Policy):
@@ -28,7 +30,7 @@ class MirrorTriggerPolicy(Policy):
     family = "dead-reckoning"
 
     def __init__(self, delta_deg: float, predictor: str = DEFAULT_PREDICTOR, horizon_ms: float = 200.0,
-                 heartbeat_ms: float = 500.0, norm: str = "max") -> None:
+                 heartbeat_ms: float = 500.0, norm: str = "max", resend: bool = False) -> None:
         super().__init__(horizon_ms)
         if delta_deg <= 0:
             raise PolicySpecError("delta must be > 0 degrees")
@@ -38,6 +40,7 @@ class MirrorTriggerPolicy(Policy):
             raise PolicySpecError("norm must be 'max' (largest joint error), 'rms' (over joints) or 'energy' "
                                   "(squared error accumulated since the last send)")
         self.norm = norm
+        self.resend = resend
         self.delta_deg = float(delta_deg)
         self.predictor_name = predictor
         self.heartbeat_us = int(heartbeat_ms * 1000)
@@ -58,6 +61,8 @@ class MirrorTriggerPolicy(Policy):
         # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
         self._tail_t = np.zeros(0, dtype=np.int64)
         self._tail_q: np.ndarray | None = None
+        # Resend (device.acks) runs on the compiled path only; the numpy reference path ignores it.
+        self.acks = AckTracker() if self.resend and self._kind >= 0 else None
 
     @property
     def k(self) -> float:
@@ -70,9 +75,64 @@ class MirrorTriggerPolicy(Policy):
 
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         if self._kind >= 0:
-            return self._select_kernel(np.ascontiguousarray(t_us, dtype=np.int64),
-                                       np.ascontiguousarray(q, dtype=np.float64))
+            t, qq = np.ascontiguousarray(t_us, dtype=np.int64), np.ascontiguousarray(q, dtype=np.float64)
+            return self._select_kernel(t, qq) if self.acks is None else self._select_resending(t, qq)
         return self.select_reference(t_us, q)
+
+    def _select_resending(self, t: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The kernel's triggers plus ack-based resends: scan up to the next ack deadline, check it, force a send
+        there if the oldest outstanding send was lost. A scan that finds a send whose own deadline falls inside
+        the scanned stretch is undone and redone up to that send, so every deadline is checked on time."""
+        acks = self.acks
+        assert acks is not None
+        n = len(t)
+        out = np.zeros(n, dtype=bool)
+        i = 0
+        while i < n:
+            deadline = acks.next_deadline_us()
+            if deadline is not None:
+                r = i + int(np.searchsorted(t[i:], deadline, side="left"))
+                out[i:r] = self._scan_registering(t, q, i, r)
+                if r < n and acks.expire(int(t[r])):
+                    heartbeat, self.heartbeat_us = self.heartbeat_us, 0  # heartbeat 0: the kernel sends row r
+                    out[r] = self._select_kernel(t[r:r + 1], q[r:r + 1])[0]
+                    self.heartbeat_us = heartbeat
+                    acks.sent(int(t[r]))
+                    acks.resends += 1
+                    r += 1
+                i = r
+                continue
+            j = min(n, i + _ACK_WINDOW)
+            snap = self._snapshot()
+            part = self._select_kernel(t[i:j], q[i:j])
+            hits = np.flatnonzero(part)
+            if len(hits) and t[i + hits[0]] + acks.timeout_us <= t[j - 1]:
+                self._restore(snap)  # the first send's deadline is inside: stop right after that send
+                j = i + int(hits[0]) + 1
+                part = self._select_kernel(t[i:j], q[i:j])
+            out[i:j] = part
+            for h in np.flatnonzero(part):
+                acks.sent(int(t[i + h]))
+            i = j
+        return out
+
+    def _scan_registering(self, t: np.ndarray, q: np.ndarray, i: int, j: int) -> np.ndarray:
+        """Kernel scan of rows i..j-1 with every send registered for acknowledgement (their deadlines come after
+        the one being waited for, so none is missed)."""
+        part = self._select_kernel(t[i:j], q[i:j])
+        assert self.acks is not None
+        for h in np.flatnonzero(part):
+            self.acks.sent(int(t[i + h]))
+        return part
+
+    def _snapshot(self) -> tuple[object, ...]:
+        k = tuple(a.copy() for a in self._kstate) if self._kstate is not None else None
+        tail_q = None if self._tail_q is None else self._tail_q.copy()
+        return k, self._tail_t.copy(), tail_q, self._sent, self._measured
+
+    def _restore(self, snap: tuple[object, ...]) -> None:
+        k, self._tail_t, self._tail_q, self._sent, self._measured = snap  # type: ignore[assignment]
+        self._kstate = k  # type: ignore[assignment]
 
     def _with_tail(self, t_us: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """Prepend the last measured samples of earlier chunks; keep this chunk's tail for the next one."""
@@ -147,7 +207,8 @@ class MirrorTriggerPolicy(Policy):
 
     def spec(self) -> str:
         return (f"{self.family}:delta={self.delta_deg:g},pred={self.predictor_name},h={self.horizon_us / 1000:g},"
-                f"hb={self.heartbeat_us / 1000:g}" + (f",norm={self.norm}" if self.norm != "max" else ""))
+                f"hb={self.heartbeat_us / 1000:g}" + (f",norm={self.norm}" if self.norm != "max" else "")
+                + (",resend=1" if self.resend else ""))
 
 
 class SendOnDeltaPolicy(MirrorTriggerPolicy):
@@ -155,15 +216,17 @@ class SendOnDeltaPolicy(MirrorTriggerPolicy):
 
     family = "send-on-delta"
 
-    def __init__(self, delta_deg: float, horizon_ms: float = 0.0, heartbeat_ms: float = 500.0) -> None:
-        super().__init__(delta_deg, "hold", horizon_ms, heartbeat_ms)
+    def __init__(self, delta_deg: float, horizon_ms: float = 0.0, heartbeat_ms: float = 500.0,
+                 resend: bool = False) -> None:
+        super().__init__(delta_deg, "hold", horizon_ms, heartbeat_ms, resend=resend)
 
     def spec(self) -> str:
-        return f"{self.family}:delta={self.delta_deg:g},h={self.horizon_us / 1000:g},hb={self.heartbeat_us / 1000:g}"
+        return (f"{self.family}:delta={self.delta_deg:g},h={self.horizon_us / 1000:g},hb={self.heartbeat_us / 1000:g}"
+                + (",resend=1" if self.resend else ""))
 
 
 register_policy("dead-reckoning", lambda a: MirrorTriggerPolicy(
     float(a["delta"]), a.get("pred", DEFAULT_PREDICTOR), float(a.get("h", 200)), float(a.get("hb", 500)),
-    a.get("norm", "max")))
+    a.get("norm", "max"), parse_flag(a.get("resend", "0"))))
 register_policy("send-on-delta", lambda a: SendOnDeltaPolicy(
-    float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500))))
+    float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500)), parse_flag(a.get("resend", "0"))))

@@ -88,3 +88,27 @@ def test_resend_in_policy_specs() -> None:
     assert parse_policy("static:k=10,h=20,resend=0").spec() == "static:k=10,h=20"
     with pytest.raises(PolicySpecError, match="expected 0 or 1"):
         parse_policy("static:k=10,resend=maybe")
+
+
+def test_dead_reckoning_resend_is_chunk_invariant_and_repairs_loss() -> None:
+    s = synthetic_session(seconds=6.0)
+    link = LinkSpec(loss=0.15, seed=3)
+    spec = "dead-reckoning:delta=0.05,h=200,resend=1"
+    pol = parse_policy(spec)
+    pol.reset()
+    pol.acks = SimulatedAcks(LinkModel(link), 1.0, PIPELINE_LATENCY_US)
+    whole = pol.select(s.t_us, s.q)
+    pol.reset()
+    pol.acks = SimulatedAcks(LinkModel(link), 1.0, PIPELINE_LATENCY_US)
+    rng = np.random.default_rng(2)
+    parts, i = [], 0
+    while i < len(s.t_us):
+        j = i + int(rng.integers(1, 9))
+        parts.append(pol.select(s.t_us[i:j], s.q[i:j]))
+        i = j
+    assert np.array_equal(np.concatenate(parts), whole) and pol.acks.resends > 0
+    plain = "dead-reckoning:delta=0.05,h=200"
+    assert np.array_equal(simulate(s, parse_policy(spec), keep=True).sent,  # perfect link: nothing to resend
+                          simulate(s, parse_policy(plain), keep=True).sent)
+    lossy = simulate(s, parse_policy(spec), link=link).metrics
+    assert lossy["mse_deg2"] < 0.5 * simulate(s, parse_policy(plain), link=link).metrics["mse_deg2"]

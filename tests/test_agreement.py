@@ -27,6 +27,7 @@ CASES = [
     ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
     ("static:k=40,h=100,resend=1", "loss=0.1,seed=7"),
     ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+    ("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
 ]
 
 
