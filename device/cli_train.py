@@ -79,16 +79,18 @@ def run(args: argparse.Namespace) -> int:
     except (SessionError, LinkSpecError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    runs = []
+    runs: list[dict[str, Any]] = []
+    table: list[float] = []  # --tail-max auto: computed by the first run, the same for every seed
     for seed in range(args.seed, args.seed + args.seeds):
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
                           resend=not args.no_resend, predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)),
-                          info={"sessions": [str(p) for p in args.sessions]})
+                          info={"sessions": [str(p) for p in args.sessions]}, tail_table=list(table))
         out = args.output if args.seeds == 1 else args.output.with_name(f"{args.output.stem}.seed{seed}.pt")
         runs.append(_train_one(sessions, cfg, out, progress=not args.quiet))
+        table = cfg.tail_table
     best = min(runs, key=lambda r: (not r["meets"], r["score"]))
     if args.seeds > 1:
         # Model selection on the training sessions only: the seed that meets the training criterion with the
