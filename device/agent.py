@@ -86,7 +86,7 @@ class DeviceAgent:
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
         self._ring_q = np.zeros((0, 1))
-        self.learner: Any = None  # KC-TD3 online learner (device.kctd3_policy.OnlineLearner)
+        self.learner: Any = None  # KC-TD3 online learner (device.kctd3_online.OnlineLearner)
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
 
     def _wake(self) -> None:
@@ -211,7 +211,7 @@ class DeviceAgent:
         lag_ms = cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)
         self.tracking = TrackingMonitor(joints, int(lag_ms * 1000), self.recorder)
         if cfg.online_learning and hasattr(cfg.policy, "lam_scale"):
-            from device.kctd3_policy import OnlineLearner
+            from device.kctd3_online import OnlineLearner
 
             self.learner = OnlineLearner(cfg.policy).start()  # type: ignore[arg-type]
 

@@ -115,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict[str, Any]:
     """Train one seed, write its files, print its summary; score it on the training sessions (loss 0 and 10 %)."""
+    from device.kctd3_calibrate import tail_bound
     from device.kctd3_policy import KCTD3Policy
-    from device.kctd3_train import tail_max_at, train
+    from device.kctd3_train import train
     from device.link import LinkSpec
     from device.simulator import simulate_many
 
@@ -134,7 +135,7 @@ def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict
     loads, meets = [], True
     for loss in (0.0, 0.1):
         m, _ = simulate_many(sessions, policy, cfg.predictor, LinkSpec(loss=loss), cfg.eps)
-        ok = m["mse_deg2"] <= cfg.eps and m["tail_fraction"] <= tail_max_at(cfg, loss)
+        ok = m["mse_deg2"] <= cfg.eps and m["tail_fraction"] <= tail_bound(cfg, loss)
         loads.append(m["load"])
         meets = meets and ok
         print(f"  on the training sessions, loss={loss:g}: load={m['load']:.4f} mse={m['mse_deg2']:.3g} "

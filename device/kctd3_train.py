@@ -25,7 +25,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -35,10 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from device.kctd3_calibrate import GRID_LOSS, calibrate_expert, solve_lambda_grid, static_tail_table, tail_bound
+from device.kctd3_knowledge import H_MAX_MS, K_MAX, K_MIN
 from device.kctd3_policy import (
-    H_MAX_MS,
-    K_MAX,
-    K_MIN,
     SCHEMA_VERSION,
     STATE_DIM,
     STATE_NAMES,
@@ -46,16 +44,15 @@ from device.kctd3_policy import (
     save_npz,
 )
 from device.link import LinkSpec
-from device.simulator import simulate, simulate_many
+from device.simulator import simulate
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
 
 _RAD2DEG = 180.0 / math.pi
 _LAM = STATE_NAMES.index("lambda")
 # Training keeps one λ per link bin (one-way delay edges 7, 14 ms x loss edge 5 %) for dual ascent; after
-# training λ is solved on a grid of links on the training recordings (``solve_lambda_grid``).
+# training λ is solved on a grid of links on the training recordings (``kctd3_calibrate.solve_lambda_grid``).
 _BIN_DELAY_MS, _BIN_LOSS = (7.0, 14.0), (0.05,)
-GRID_DELAY_MS, GRID_LOSS = (0.0, 10.0, 20.0), (0.0, 0.05, 0.1)
 
 
 def lambda_bin(link: LinkSpec) -> tuple[int, int]:
@@ -207,75 +204,6 @@ class Replay:
         return tuple(torch.from_numpy(x[j]) for x in (self.s, self.a, self.rc, self.s2))
 
 
-def _bisect(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig, link: LinkSpec,
-            set_value: Callable[[float], None], lo: float, hi: float) -> float:
-    """Smallest value in [lo, hi] (bisection in log scale) at which the policy meets ``_meets`` on the sessions
-    (pooled over 3 loss realisations of a lossy link): the expert's safety factor, or λ for a link (both make
-    the policy more careful as they grow)."""
-    links = [LinkSpec(**{**asdict(link), "seed": link.seed + i}) for i in range(3 if link.loss else 1)]
-    a, b = math.log(lo), math.log(hi)
-    for _ in range(cfg.bisect_steps):
-        set_value(math.exp((a + b) / 2))
-        ms = [simulate_many(sessions, policy, cfg.predictor, lk, cfg.eps)[0] for lk in links]
-        m = {k: float(np.mean([x[k] for x in ms])) for k in ("mse_deg2", "tail_fraction")}
-        a, b = (a, (a + b) / 2) if _meets(m, cfg, link.loss) else ((a + b) / 2, b)
-    set_value(math.exp(b))
-    return math.exp(b)
-
-
-def _meets(m: dict[str, Any], cfg: TrainConfig, loss: float) -> bool:
-    """The training criterion: mean MSE <= margin·ε and tail fraction <= tail_max at this loss."""
-    return bool(m["mse_deg2"] <= cfg.cost_target * cfg.eps and m["tail_fraction"] <= tail_max_at(cfg, loss))
-
-
-def tail_max_at(cfg: TrainConfig, loss: float) -> float:
-    """The chance-constraint bound for a link loss: the fixed --tail-max, or the auto table interpolated."""
-    if cfg.tail_max is not None:
-        return cfg.tail_max
-    return float(np.interp(loss, GRID_LOSS, cfg.tail_table))
-
-
-def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> list[float]:
-    """``--tail-max auto``: for each loss of the λ grid (no delay), the best static (k, H) on the training sessions
-    (lowest load with mean MSE <= ε, the rule ``armtwin evaluate`` tunes the baseline with) and its tail fraction,
-    times ``tail_margin``. Lossy levels pool ``realisations`` loss patterns (seeds 0..n-1, whatever the training
-    seed): on a minute of data one pattern alone moved the figure by a factor 1.7. Training data only."""
-    from device.evaluate import candidates, choose
-    from device.policies import parse_policy
-
-    out = []
-    for loss in GRID_LOSS:
-        rows = []
-        for c in candidates("static", cfg.predictor):
-            runs = [simulate_many(sessions, parse_policy(c.spec), cfg.predictor, LinkSpec(loss=loss, seed=seed),
-                                  cfg.eps)[0] for seed in range(realisations if loss else 1)]
-            rows.append({"spec": c.spec, "train": {k: float(np.mean([r[k] for r in runs]))
-                                                   for k in ("load", "mse_deg2", "tail_fraction")}})
-        out.append(cfg.tail_margin * choose(rows, cfg.eps)["train"]["tail_fraction"])
-    return out
-
-
-def calibrate_expert(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> float:
-    """Safety factor of the expert rule so that the expert alone meets the training criterion on the training
-    recordings under a mid link (or the fixed --link)."""
-    keep, policy.behaviour = policy.behaviour, lambda s, a_exp: a_exp
-    link = cfg.link or LinkSpec(delay_ms=5, loss=0.05)
-    safety = _bisect(sessions, policy, cfg, link, lambda v: setattr(policy, "safety", v), 0.1, 1000.0)
-    policy.behaviour = keep
-    return safety
-
-
-def solve_lambda_grid(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> dict[str, Any]:
-    """Final dual step: for each link of a (delay, loss) grid, the smallest λ at which the trained (λ-conditioned)
-    actor meets the training criterion on the training recordings. Only training data is used."""
-    policy.lam_grid = None
-    values = [[_bisect(sessions, policy, cfg, LinkSpec(delay_ms=d, loss=p, seed=cfg.seed),
-                       lambda v: setattr(policy, "lam", v), *cfg.lam_range) for p in GRID_LOSS] for d in GRID_DELAY_MS]
-    grid = {"delay_ms": list(GRID_DELAY_MS), "loss": list(GRID_LOSS), "values": values}
-    policy.lam_grid = grid
-    return grid
-
-
 class TD3:
     """Actor, reward/cost critic pairs, their targets and optimisers; ``update`` is one TD3 round."""
 
@@ -347,7 +275,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
         cfg.tail_table = static_tail_table(sessions, cfg)
     lam_table = np.full((len(_BIN_DELAY_MS) + 1, len(_BIN_LOSS) + 1), cfg.lam_init)
     cost_ema = np.full_like(lam_table, cfg.cost_target)
-    tail_ema = np.full_like(lam_table, tail_max_at(cfg, 0.05))
+    tail_ema = np.full_like(lam_table, tail_bound(cfg, 0.05))
     meta: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": cfg.lam_init, "predictor": cfg.predictor,
         "expert_knowledge": cfg.knowledge, "expert_safety": 1.0, "k_range": [K_MIN, K_MAX],
@@ -401,7 +329,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
             cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * min(info["mse"] / cfg.eps, 5.0)  # one disaster must not
             # hold λ up for the rest of training (the step is clipped to ±1 anyway)
             tail_ema[b] = 0.8 * tail_ema[b] + 0.2 * info["tail"]
-            g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / tail_max_at(cfg, link.loss)) - 1  # the more violated
+            g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / tail_bound(cfg, link.loss)) - 1  # the more violated
             lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
         policy.weights = td3.actor.layers()
         curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "tail": info["tail"],

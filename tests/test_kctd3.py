@@ -12,21 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from device.kctd3_knowledge import H_MAX_MS, K_MAX, K_MIN, action_to_kh, expert_kh, kh_to_action, motion_stats
+from device.kctd3_online import OnlineLearner
 from device.kctd3_policy import (
     DECISION_US,
-    H_MAX_MS,
-    K_MAX,
-    K_MIN,
     STATE_DIM,
     KCTD3Policy,
-    OnlineLearner,
     _Mirror,
-    action_to_kh,
-    expert_kh,
-    kh_to_action,
     lambda_at,
     load_checkpoint,
-    motion_stats,
 )
 from device.kctd3_train import TrainConfig, random_checkpoint, train
 from device.link import LinkSpec
@@ -255,7 +249,7 @@ def test_auto_tail_max_is_the_best_static_policys_tail() -> None:
     """``--tail-max auto``: per loss level, margin x the tail fraction of the static (k, H) that the evaluation
     harness picks on the training sessions."""
     from device.evaluate import evaluate
-    from device.kctd3_train import GRID_LOSS, static_tail_table, tail_max_at
+    from device.kctd3_calibrate import GRID_LOSS, static_tail_table, tail_bound
 
     sessions = [synthetic_session(seconds=2.0, seed=4)]
     cfg = TrainConfig(eps=0.002, seed=5)  # the loss patterns do not depend on the training seed
@@ -265,6 +259,6 @@ def test_auto_tail_max_is_the_best_static_policys_tail() -> None:
     pooled = static_tail_table(sessions, cfg)  # three loss patterns per lossy level
     assert pooled[0] == table[0] and len(pooled) == len(GRID_LOSS)
     cfg.tail_table = table
-    assert tail_max_at(cfg, 0.025) == pytest.approx((table[0] + table[1]) / 2)
+    assert tail_bound(cfg, 0.025) == pytest.approx((table[0] + table[1]) / 2)
     cfg.tail_max = 0.01
-    assert tail_max_at(cfg, 0.025) == 0.01
+    assert tail_bound(cfg, 0.025) == 0.01

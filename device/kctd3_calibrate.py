@@ -1,0 +1,93 @@
+"""KC-TD3 calibration on the training recordings: the expert's safety factor, the chance-constraint bound
+relative to the best static policy (``--tail-max auto``) and the final λ per link (a grid the device interpolates).
+
+All of it bisects or searches with the simulator on training data only; ``device.kctd3_train`` calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from device.kctd3_policy import KCTD3Policy
+from device.link import LinkSpec
+from device.simulator import simulate_many
+from twin.session import Session
+
+if TYPE_CHECKING:
+    from device.kctd3_train import TrainConfig
+
+GRID_DELAY_MS, GRID_LOSS = (0.0, 10.0, 20.0), (0.0, 0.05, 0.1)  # the λ grid: one-way delay x loss
+
+
+def _bisect(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig, link: LinkSpec,
+            set_value: Callable[[float], None], lo: float, hi: float) -> float:
+    """Smallest value in [lo, hi] (bisection in log scale) at which the policy meets ``_meets`` on the sessions
+    (pooled over 3 loss realisations of a lossy link): the expert's safety factor, or λ for a link (both make
+    the policy more careful as they grow)."""
+    links = [LinkSpec(**{**asdict(link), "seed": link.seed + i}) for i in range(3 if link.loss else 1)]
+    a, b = math.log(lo), math.log(hi)
+    for _ in range(cfg.bisect_steps):
+        set_value(math.exp((a + b) / 2))
+        ms = [simulate_many(sessions, policy, cfg.predictor, lk, cfg.eps)[0] for lk in links]
+        m = {k: float(np.mean([x[k] for x in ms])) for k in ("mse_deg2", "tail_fraction")}
+        a, b = (a, (a + b) / 2) if _meets(m, cfg, link.loss) else ((a + b) / 2, b)
+    set_value(math.exp(b))
+    return math.exp(b)
+
+
+def _meets(m: dict[str, Any], cfg: TrainConfig, loss: float) -> bool:
+    """The training criterion: mean MSE <= margin·ε and tail fraction <= tail_max at this loss."""
+    return bool(m["mse_deg2"] <= cfg.cost_target * cfg.eps and m["tail_fraction"] <= tail_bound(cfg, loss))
+
+
+def tail_bound(cfg: TrainConfig, loss: float) -> float:
+    """The chance-constraint bound for a link loss: the fixed --tail-max, or the auto table interpolated."""
+    if cfg.tail_max is not None:
+        return cfg.tail_max
+    return float(np.interp(loss, GRID_LOSS, cfg.tail_table))
+
+
+def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> list[float]:
+    """``--tail-max auto``: for each loss of the λ grid (no delay), the best static (k, H) on the training sessions
+    (lowest load with mean MSE <= ε, the rule ``armtwin evaluate`` tunes the baseline with) and its tail fraction,
+    times ``tail_margin``. Lossy levels pool ``realisations`` loss patterns (seeds 0..n-1, whatever the training
+    seed): on a minute of data one pattern alone moved the figure by a factor 1.7. Training data only."""
+    from device.evaluate import candidates, choose
+    from device.policies import parse_policy
+
+    out = []
+    for loss in GRID_LOSS:
+        rows = []
+        for c in candidates("static", cfg.predictor):
+            runs = [simulate_many(sessions, parse_policy(c.spec), cfg.predictor, LinkSpec(loss=loss, seed=seed),
+                                  cfg.eps)[0] for seed in range(realisations if loss else 1)]
+            rows.append({"spec": c.spec, "train": {k: float(np.mean([r[k] for r in runs]))
+                                                   for k in ("load", "mse_deg2", "tail_fraction")}})
+        out.append(cfg.tail_margin * choose(rows, cfg.eps)["train"]["tail_fraction"])
+    return out
+
+
+def calibrate_expert(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> float:
+    """Safety factor of the expert rule so that the expert alone meets the training criterion on the training
+    recordings under a mid link (or the fixed --link)."""
+    keep, policy.behaviour = policy.behaviour, lambda s, a_exp: a_exp
+    link = cfg.link or LinkSpec(delay_ms=5, loss=0.05)
+    safety = _bisect(sessions, policy, cfg, link, lambda v: setattr(policy, "safety", v), 0.1, 1000.0)
+    policy.behaviour = keep
+    return safety
+
+
+def solve_lambda_grid(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> dict[str, Any]:
+    """Final dual step: for each link of a (delay, loss) grid, the smallest λ at which the trained (λ-conditioned)
+    actor meets the training criterion on the training recordings. Only training data is used."""
+    policy.lam_grid = None
+    values = [[_bisect(sessions, policy, cfg, LinkSpec(delay_ms=d, loss=p, seed=cfg.seed),
+                       lambda v: setattr(policy, "lam", v), *cfg.lam_range) for p in GRID_LOSS] for d in GRID_DELAY_MS]
+    grid = {"delay_ms": list(GRID_DELAY_MS), "loss": list(GRID_LOSS), "values": values}
+    policy.lam_grid = grid
+    return grid

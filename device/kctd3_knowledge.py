@@ -1,0 +1,91 @@
+"""KC-TD3's action space and its expert knowledge (the "K"): the analytic safe action from motion statistics.
+
+Shared by the device policy (``device.kctd3_policy``), the training (``device.kctd3_train``) and its calibration.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+K_MIN, K_MAX = 1, 200  # sampling interval (samples), log-scale action
+H_MAX_MS = 500.0
+_RAD2DEG = 180.0 / np.pi
+_LOG_KR = math.log(K_MAX / K_MIN)
+_KGRID = np.arange(K_MIN, K_MAX + 1, dtype=np.float64)
+
+
+def action_to_kh(a: np.ndarray) -> tuple[int, float]:
+    """Actor output in [-1, 1]^2 -> (k in [1, 200] log-scale rounded, H in [0, 500] ms)."""
+    a0, a1 = np.clip(np.asarray(a, dtype=np.float64)[:2], -1.0, 1.0)
+    k = int(np.clip(round(K_MIN * (K_MAX / K_MIN) ** ((a0 + 1) / 2)), K_MIN, K_MAX))
+    return k, float((a1 + 1) / 2 * H_MAX_MS)
+
+
+def kh_to_action(k: float, h_ms: float) -> np.ndarray:
+    """Inverse of ``action_to_kh`` (scalar math: it runs at every decision)."""
+    ak = 2 * math.log(min(max(k, K_MIN), K_MAX) / K_MIN) / _LOG_KR - 1
+    return np.array([ak, 2 * min(max(h_ms, 0.0), H_MAX_MS) / H_MAX_MS - 1])
+
+
+def motion_stats(t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """RMS velocity (deg/s), acceleration (deg/s²) and jerk (deg/s³) over joints of one window.
+
+    A least-squares cubic per joint over the window: the 1 kHz encoder noise makes finite-difference jerk
+    meaningless, the fit averages it out. The fit assumes the nominal uniform sample spacing (timestamp jitter
+    of a few µs is irrelevant here), so its pseudo-inverse is cached per window length. Under 8 samples: zeros.
+    """
+    n = len(t_us)
+    if n < 8:
+        return np.zeros(3)
+    span = max((int(t_us[-1]) - int(t_us[0])) * 1e-6, 1e-3)
+    pinv, s = _cubic_pinv(n)
+    c = pinv @ (np.asarray(q, dtype=np.float64) * _RAD2DEG)  # (4, J) in units of the window span
+    v = (c[1] + 2 * c[2] * s[:, None] + 3 * c[3] * (s * s)[:, None]) / span
+    a = (2 * c[2] + 6 * c[3] * s[:, None]) / span**2
+    j = 6 * c[3] / span**3
+    return np.array([np.sqrt(np.mean(v * v)), np.sqrt(np.mean(a * a)), np.sqrt(np.mean(j * j))])
+
+
+_PINV: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cubic_pinv(n: int) -> tuple[np.ndarray, np.ndarray]:
+    if n not in _PINV:
+        s = np.linspace(-1.0, 0.0, n)
+        _PINV[n] = (np.linalg.pinv(np.stack([np.ones(n), s, s * s, s * s * s], axis=1)), s)
+    return _PINV[n]
+
+
+def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predictor: str = "kinematic",
+              safety: float = 1.0, resend_ms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The analytic rule ("K"): largest k whose predicted window MSE x ``safety`` <= eps, and H* = gap + margin.
+
+    The extrapolation error t after a sample grows as jerk·t³/6 (kinematic / quadratic predictors), ½·acc·t²
+    (linear) or vel·t (hold). Sending every k ms with one-way delay d, the twin runs t in [d, d + k], so the
+    window MSE is the mean of err(t)² over that range (closed form). A lost packet (weight ``loss``) stretches the
+    gap to 2k, or, when the device resends after ``resend_ms`` without a reply, to k + resend_ms. ``stats``
+    (..., 3) -> k (...,), H ms (...,), vectorised over a grid of all k. The horizon must outlast the longest
+    gap: H* = gap·(1 + 40·loss) + 5 ms without resend (extrapolating across a lost sample beats holding),
+    gap + resend_ms + 5 ms with it.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    power, coef = ((1, stats[..., 0]) if predictor == "hold" else
+                   (2, stats[..., 1] / 2) if predictor == "linear" else (3, stats[..., 2] / 6))
+    d = max(rtt_ms, 0.0) / 2 * 1e-3
+    m = 2 * power  # err² ∝ t^m; mean over [d, d+g] = ((d+g)^(m+1) - d^(m+1)) / ((m+1) g)
+
+    def mean_sq(g: np.ndarray) -> np.ndarray:
+        return ((d + g) ** (m + 1) - d ** (m + 1)) / ((m + 1) * g)
+
+    g = _KGRID * 1e-3
+    lost_g = 2 * g if resend_ms is None else g + resend_ms * 1e-3
+    shape = mean_sq(g) * (1 - loss) + mean_sq(lost_g) * loss * lost_g / g  # time-weighted: a lost interval lasts
+    shape /= 1 + loss * (lost_g / g - 1)  # longer
+    mse = safety * (coef[..., None] ** 2) * shape  # (..., 200)
+    ok = mse <= eps
+    k = np.where(ok.any(-1), K_MIN + (K_MAX - K_MIN) - np.argmax(ok[..., ::-1], axis=-1), K_MIN).astype(np.float64)
+    gap_ms = k + d * 1e3
+    h = gap_ms * (1 + 40 * loss) + 5.0 if resend_ms is None else gap_ms + resend_ms + 5.0
+    return k, np.clip(h, 0.0, H_MAX_MS)
