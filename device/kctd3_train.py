@@ -90,6 +90,7 @@ class TrainConfig:
     lam_init: float = 1.0
     lam_lr: float = 0.2  # multiplicative dual step (see the module docstring)
     lam_range: tuple[float, float] = (0.01, 100.0)
+    lam_spread: float = 1.0  # exploring episodes: λ x 10^U(-spread, spread) (decades); 0 = the bin's λ only
     cost_clip: float = 50.0  # per-step cost cap (window MSE ≤ 50 ε): keeps critic targets bounded
     bc_lr: float = 1e-3
     cost_target: float = 0.8  # dual ascent aims at mean MSE = cost_target·ε (margin for unseen recordings)
@@ -312,7 +313,12 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
         mode["guide"] = cfg.guide_start + (cfg.guide_end - cfg.guide_start) * ep / max(cfg.episodes - 1, 1)
         link = env.sample_link()
         b = lambda_bin(link)
-        lam = policy.lam = float(lam_table[b])
+        lam = float(lam_table[b])
+        # Exploring episodes run at a λ spread around the dual-ascent value: the actor is λ-conditioned, and
+        # the λ finally solved per link must land where it has learnt something (without the spread, actors
+        # stayed as careful at λ → 0.01 as at the λ training had settled on).
+        spread = cfg.lam_spread * math.log(10) if mode["explore"] and not mode["warm"] else 0.0
+        policy.lam = float(np.clip(lam * math.exp(rng.uniform(-spread, spread)), *cfg.lam_range))
         trans, info = env.episode(policy, link)
         buf.add(trans)
         if ep == warm_end:  # freeze the state normalisation (stored in the checkpoint), then BC
@@ -333,7 +339,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
             lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
         policy.weights = td3.actor.layers()
         curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "tail": info["tail"],
-                       "lambda": lam, "lam_bin": f"{b[0]}{b[1]}", "explore": int(mode["explore"]),
+                       "lambda": policy.lam, "lam_bin": f"{b[0]}{b[1]}", "explore": int(mode["explore"]),
                        "delay_ms": info["delay_ms"], "loss": info["loss"], "time_s": time.monotonic() - t_start})
         if time.monotonic() - t_start > cfg.minutes * 60:
             stopped_by_time = True
