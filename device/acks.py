@@ -55,7 +55,9 @@ class AckTracker:
         if np.isfinite(rtt_ms):
             self.timeout_us = ack_timeout_us(rtt_ms)
 
-    def sent(self, t_us: int) -> None:
+    def sent(self, t_us: int, resend: bool = False) -> None:
+        """A sample sent at ``t_us`` (``resend``: because an earlier one was declared lost)."""
+        self.resends += resend
         self._pending.append((t_us, t_us + self.lag_us))
         self._ack_at.setdefault(t_us, _NEVER)
         self.sends += 1
@@ -93,8 +95,8 @@ class SimulatedAcks(AckTracker):
         self.link, self.latency_us = link, latency_us
         self._received: deque[int] = deque(maxlen=REDUNDANCY)  # the last sends that reached the server
 
-    def sent(self, t_us: int) -> None:
-        super().sent(t_us)
+    def sent(self, t_us: int, resend: bool = False) -> None:
+        super().sent(t_us, resend)
         lost, delay = self.link.up.fates(1)
         if lost[0]:
             return
@@ -123,8 +125,7 @@ def periodic_sends(t_us: np.ndarray, out: np.ndarray, i: int, j: int, countdown:
         if r < j and r <= due:
             if acks.expire(int(t_us[r])):
                 out[r] = True
-                acks.sent(int(t_us[r]))
-                acks.resends += 1
+                acks.sent(int(t_us[r]), resend=True)
                 i, countdown = r + 1, k - 1
             else:
                 i, countdown = r, due - r

@@ -97,8 +97,7 @@ class MirrorTriggerPolicy(Policy):
                     heartbeat, self.heartbeat_us = self.heartbeat_us, 0  # heartbeat 0: the kernel sends row r
                     out[r] = self._select_kernel(t[r:r + 1], q[r:r + 1])[0]
                     self.heartbeat_us = heartbeat
-                    acks.sent(int(t[r]))
-                    acks.resends += 1
+                    acks.sent(int(t[r]), resend=True)
                     r += 1
                 i = r
                 continue
@@ -110,16 +109,17 @@ class MirrorTriggerPolicy(Policy):
                 self._restore(snap)  # the first send's deadline is inside: stop right after that send
                 j = i + int(hits[0]) + 1
                 part = self._select_kernel(t[i:j], q[i:j])
-            out[i:j] = part
-            for h in np.flatnonzero(part):
-                acks.sent(int(t[i + h]))
+            out[i:j] = self._register(t, i, part)
             i = j
         return out
 
     def _scan_registering(self, t: np.ndarray, q: np.ndarray, i: int, j: int) -> np.ndarray:
         """Kernel scan of rows i..j-1 with every send registered for acknowledgement (their deadlines come after
         the one being waited for, so none is missed)."""
-        part = self._select_kernel(t[i:j], q[i:j])
+        return self._register(t, i, self._select_kernel(t[i:j], q[i:j]))
+
+    def _register(self, t: np.ndarray, i: int, part: np.ndarray) -> np.ndarray:
+        """Hand the sends of ``part`` (rows i.. of ``t``) to the ack tracker, in order; returns ``part``."""
         assert self.acks is not None
         for h in np.flatnonzero(part):
             self.acks.sent(int(t[i + h]))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device.kctd3_policy import KCTD3Policy
+from device.kctd3_policy import KCTD3Policy, tail_max_at
 from device.link import LinkSpec
 from device.simulator import simulate_many
 from twin.session import Session
@@ -47,9 +47,12 @@ def _meets(m: dict[str, Any], cfg: TrainConfig, loss: float) -> bool:
 
 def tail_bound(cfg: TrainConfig, loss: float) -> float:
     """The chance-constraint bound for a link loss: the fixed --tail-max, or the auto table interpolated."""
-    if cfg.tail_max is not None:
-        return cfg.tail_max
-    return float(np.interp(loss, GRID_LOSS, cfg.tail_table))
+    return tail_max_at(cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg), loss)
+
+
+def tail_table_meta(cfg: TrainConfig) -> dict[str, list[float]]:
+    """The auto bound as the checkpoint stores it (``meta["tail_max"]``, read by ``kctd3_policy.tail_max_at``)."""
+    return {"loss": list(GRID_LOSS), "values": list(cfg.tail_table)}
 
 
 def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> list[float]:

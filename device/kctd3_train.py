@@ -34,7 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.kctd3_calibrate import GRID_LOSS, calibrate_expert, solve_lambda_grid, static_tail_table, tail_bound
+from device.kctd3_calibrate import (
+    calibrate_expert,
+    solve_lambda_grid,
+    static_tail_table,
+    tail_bound,
+    tail_table_meta,
+)
 from device.kctd3_knowledge import H_MAX_MS, K_MAX, K_MIN
 from device.kctd3_policy import (
     SCHEMA_VERSION,
@@ -281,7 +287,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
         "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": cfg.lam_init, "predictor": cfg.predictor,
         "expert_knowledge": cfg.knowledge, "expert_safety": 1.0, "k_range": [K_MIN, K_MAX],
         "h_range_ms": [0.0, H_MAX_MS], "decision_ms": 100, "cost_target": cfg.cost_target,
-        "tail_max": cfg.tail_max if cfg.tail_max is not None else {"loss": list(GRID_LOSS), "values": cfg.tail_table},
+        "tail_max": cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg),
         "resend": cfg.resend}
     ck = {**td3.actor.numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM), "meta": meta}
     policy = KCTD3Policy(out, record=True, checkpoint=ck)

@@ -7,9 +7,10 @@ import pytest
 
 from device.acks import MAX_MISSES, AckTracker, SimulatedAcks, ack_timeout_us, periodic_sends
 from device.link import LinkModel, LinkSpec
-from device.policies import PolicySpecError, StaticPolicy, parse_policy
+from device.policies import Policy, PolicySpecError, StaticPolicy, parse_policy
 from device.simulator import PIPELINE_LATENCY_US, simulate
 from tests.conftest import synthetic_session
+from twin.session import Session
 
 
 def test_tracker_declares_only_unacknowledged_sends_lost() -> None:
@@ -64,23 +65,33 @@ def test_every_lost_sample_is_followed_by_a_resend_within_the_timeout() -> None:
     assert res.metrics["mse_deg2"] < 0.5 * plain.metrics["mse_deg2"]
 
 
+def _whole_and_chunked(pol: Policy, s: Session, link: LinkSpec, rtt_ms: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Sends of ``pol`` on ``s`` in one call and in random chunks of 1-8 samples (as the live device calls it),
+    each from a fresh state with acknowledgements drawn from ``link``."""
+    out = []
+    for chunked in (False, True):
+        pol.reset()
+        pol.acks = SimulatedAcks(LinkModel(link), rtt_ms, PIPELINE_LATENCY_US)
+        if not chunked:
+            out.append(pol.select(s.t_us, s.q))
+            continue
+        rng = np.random.default_rng(seed)
+        parts, i = [], 0
+        while i < len(s.t_us):
+            j = i + int(rng.integers(1, 9))
+            parts.append(pol.select(s.t_us[i:j], s.q[i:j]))
+            i = j
+        out.append(np.concatenate(parts))
+    return tuple(out)
+
+
 def test_chunked_select_with_acks_equals_whole_session() -> None:
     """The live device calls select on chunks of a few samples; the decisions must not depend on chunking."""
     s = synthetic_session(seconds=5.0)
-    link = LinkSpec(delay_ms=3, jitter_ms=1, loss=0.15, seed=5)
     pol = StaticPolicy(30, 50, resend=True)
-    pol.acks = SimulatedAcks(LinkModel(link), 7.0, PIPELINE_LATENCY_US)
-    whole = pol.select(s.t_us, s.q)
-    pol.reset()
-    pol.acks = SimulatedAcks(LinkModel(link), 7.0, PIPELINE_LATENCY_US)
-    rng = np.random.default_rng(1)
-    parts, i = [], 0
-    while i < len(s.t_us):
-        j = i + int(rng.integers(1, 9))
-        parts.append(pol.select(s.t_us[i:j], s.q[i:j]))
-        i = j
-    assert np.array_equal(np.concatenate(parts), whole)
-    assert pol.acks.resends > 0
+    whole, chunked = _whole_and_chunked(pol, s, LinkSpec(delay_ms=3, jitter_ms=1, loss=0.15, seed=5), 7.0, 1)
+    assert np.array_equal(chunked, whole)
+    assert pol.acks is not None and pol.acks.resends > 0
 
 
 def test_resend_in_policy_specs() -> None:
@@ -95,18 +106,8 @@ def test_dead_reckoning_resend_is_chunk_invariant_and_repairs_loss() -> None:
     link = LinkSpec(loss=0.15, seed=3)
     spec = "dead-reckoning:delta=0.05,h=200,resend=1"
     pol = parse_policy(spec)
-    pol.reset()
-    pol.acks = SimulatedAcks(LinkModel(link), 1.0, PIPELINE_LATENCY_US)
-    whole = pol.select(s.t_us, s.q)
-    pol.reset()
-    pol.acks = SimulatedAcks(LinkModel(link), 1.0, PIPELINE_LATENCY_US)
-    rng = np.random.default_rng(2)
-    parts, i = [], 0
-    while i < len(s.t_us):
-        j = i + int(rng.integers(1, 9))
-        parts.append(pol.select(s.t_us[i:j], s.q[i:j]))
-        i = j
-    assert np.array_equal(np.concatenate(parts), whole) and pol.acks.resends > 0
+    whole, chunked = _whole_and_chunked(pol, s, link, 1.0, 2)
+    assert np.array_equal(chunked, whole) and pol.acks is not None and pol.acks.resends > 0
     plain = "dead-reckoning:delta=0.05,h=200"
     assert np.array_equal(simulate(s, parse_policy(spec), keep=True).sent,  # perfect link: nothing to resend
                           simulate(s, parse_policy(plain), keep=True).sent)
