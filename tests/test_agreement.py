@@ -2,13 +2,17 @@
 
 The bundled session is replayed live (pty -> device -> ZeroMQ -> server -> predictions back, with the device's
 link emulation), then ``simulate`` runs on the samples the device recorded, with the same policy, predictor and
-link. Load must agree within 1 % and MSE within 10 %. With ack-based resend the device's decisions depend on when
-replies really came back (live RTT varies, the simulator's is constant), so there load may differ by 3 % and the
-number of resends by 10 %. With 20 ms delay the MSE may differ by 50 % (measured 19-40 %, loads and resend counts
-within 2 %): live, the first second's ack timeout comes from the hello round trip (no jitter), so the first resend
-goes out ~5 ms earlier than simulated and the periodic schedule is shifted for the rest of the run; the same loss
-bursts (the fates follow the send count) then hit other stretches of motion, and over 12 s a handful of ~60 ms
-hold-overs make most of the MSE. Same statistics, a different realisation.
+link. Load must agree within 1 % and MSE within 10 %.
+
+With ack-based resend the device's decisions depend on when replies really came back (live RTT varies, the
+simulator's is constant), so load may differ by 3 % and the number of resends by 10 %, and MSE more:
+- without delay, 15 % (measured 3-10 %, live always above): the live ack timeout uses the measured RTT p99, which
+  includes the loopback scheduling tail (~2 ms) the simulator's 1 ms round trip lacks, so live resends leave
+  ~1 ms later;
+- with 20 ms delay, 50 % (measured 19-40 %, loads and resend counts within 2 %): the first second's live timeout
+  comes from the hello round trip (no jitter), the first resend goes out ~5 ms early and the periodic schedule
+  stays shifted; the same loss bursts (fates follow the send count) then hit other stretches of motion, and over
+  12 s a handful of ~60 ms hold-overs make most of the MSE. Same statistics, a different realisation.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ CASES = [  # policy, link, MSE tolerance
     ("dead-reckoning:delta=0.15,h=200", "", 0.10),
     ("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.10),
     ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.10),
-    ("static:k=40,h=100,resend=1", "loss=0.1,seed=7", 0.10),
+    ("static:k=40,h=100,resend=1", "loss=0.1,seed=7", 0.15),
     ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.50),
     ("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", 0.50),
 ]
