@@ -90,12 +90,23 @@ class AckTracker:
 class SimulatedAcks(AckTracker):
     """``AckTracker`` whose acknowledgements come from the emulated link (simulator and training)."""
 
-    def __init__(self, link: LinkModel, rtt_ms: float, latency_us: int) -> None:
+    def __init__(self, link: LinkModel, rtt_ms: float, latency_us: int,
+                 timeouts: list[tuple[int, int]] | None = None) -> None:
         super().__init__(rtt_ms)
         self.link, self.latency_us = link, latency_us
         self._received: deque[int] = deque(maxlen=REDUNDANCY)  # the last sends that reached the server
+        # (device time, timeout) pairs a live device used (from its recording): follow them instead of the
+        # link's nominal RTT, so a replay takes the same resend decisions the device took.
+        self._timeouts = deque(sorted(timeouts or []))
+        if self._timeouts:  # the first value holds from the start (the device's hello round trip)
+            self.timeout_us = self._timeouts.popleft()[1]
+
+    def _follow(self, t_us: int) -> None:
+        while self._timeouts and self._timeouts[0][0] <= t_us:
+            self.timeout_us = self._timeouts.popleft()[1]
 
     def sent(self, t_us: int, resend: bool = False) -> None:
+        self._follow(t_us)
         super().sent(t_us, resend)
         lost, delay = self.link.up.fates(1)
         if lost[0]:
@@ -108,6 +119,10 @@ class SimulatedAcks(AckTracker):
         for t in self._received:  # the reply repeats the previous predictions: it acknowledges them too
             if t in self._ack_at:
                 self._ack_at[t] = min(self._ack_at[t], arrival)
+
+    def expire(self, t_now: int) -> bool:
+        self._follow(t_now)
+        return super().expire(t_now)
 
     def ack(self, t0_us: int) -> None:  # acknowledgements are simulated; nothing comes from outside
         return

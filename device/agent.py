@@ -206,6 +206,8 @@ class DeviceAgent:
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
+            if cfg.policy.acks is not None:  # the simulator can replay the timeouts used (recorded_ack_timeouts)
+                meta["ack_timeout_us"] = cfg.policy.acks.timeout_us
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
         # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
         lag_ms = cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)
@@ -293,8 +295,10 @@ class DeviceAgent:
             line += self._kctd3_status(p50)
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
-            self.recorder.status(now - (self.fw2host_us or 0), {
-                "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
+            t_dev = now - (self.fw2host_us or 0)
+            acks = {} if self.cfg.policy.acks is None else {"ack_timeout_us": self.cfg.policy.acks.timeout_us}
+            self.recorder.status(t_dev, {
+                "t_us": t_dev, **acks, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
                 "dropped_packets": self.uplink.stats.dropped_packets})
 

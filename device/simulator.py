@@ -48,6 +48,18 @@ def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
     return len(body[0]) + 2
 
 
+def recorded_ack_timeouts(session: Session) -> list[tuple[int, int]] | None:
+    """The resend timeouts a live device used, as (device time µs, timeout µs), from its recording: the one from
+    the hello round trip (metadata) and each status update. None if the recording has none (no resend policy)."""
+    first = session.meta.get("ack_timeout_us")
+    if first is None:
+        return None
+    out = [(int(session.t_us[0]), int(first))] if len(session.t_us) else []
+    out += [(int(st["t_us"]), int(st["ack_timeout_us"])) for st in session.status
+            if "t_us" in st and "ack_timeout_us" in st]
+    return out
+
+
 def simulate(
     session: Session,
     policy: Policy,
@@ -56,8 +68,12 @@ def simulate(
     eps: float | None = None,
     keep: bool = False,
     latency_us: int = PIPELINE_LATENCY_US,
+    ack_timeouts: list[tuple[int, int]] | None = None,
 ) -> SimResult:
-    """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin."""
+    """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin.
+
+    ``ack_timeouts``: (device time, µs) resend timeouts to use instead of the link's nominal RTT, e.g. the ones a
+    live device used (``recorded_ack_timeouts``)."""
     link = link or LinkSpec()
     mirrored = getattr(policy, "predictor_name", None)
     # With H = 0 every predictor shows the sample itself, so a hold mirror (send-on-delta) is exact.
@@ -73,7 +89,7 @@ def simulate(
     policy.reset()
     if policy.acks is not None:  # resending policies hear back from the emulated link (same draws as below)
         rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
-        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us)
+        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us, ack_timeouts)
     sent = policy.select(t, q)
     # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
     per_sample = getattr(policy, "sample_horizons_us", None)
@@ -123,9 +139,12 @@ def simulate_many(
     link: LinkSpec | None = None,
     eps: float | None = None,
     keep: bool = False,
+    recorded_timeouts: bool = False,
 ) -> tuple[dict[str, Any], list[SimResult]]:
-    """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples."""
-    results = [simulate(s, policy, predictor, link, eps, keep) for s in sessions]
+    """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples
+    (``recorded_timeouts``: resend with the timeouts each recording's device used, ``recorded_ack_timeouts``)."""
+    results = [simulate(s, policy, predictor, link, eps, keep,
+                        ack_timeouts=recorded_ack_timeouts(s) if recorded_timeouts else None) for s in sessions]
     acc = ErrorAccumulator()
     for r in results:
         acc.merge(r.acc)

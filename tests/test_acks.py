@@ -8,7 +8,7 @@ import pytest
 from device.acks import MAX_MISSES, AckTracker, SimulatedAcks, ack_timeout_us, periodic_sends
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy, PolicySpecError, StaticPolicy, parse_policy
-from device.simulator import PIPELINE_LATENCY_US, simulate
+from device.simulator import PIPELINE_LATENCY_US, recorded_ack_timeouts, simulate
 from tests.conftest import synthetic_session
 from twin.session import Session
 
@@ -63,6 +63,25 @@ def test_every_lost_sample_is_followed_by_a_resend_within_the_timeout() -> None:
     # And it pays: the same static policy without resend shows a far larger error under this loss.
     plain = simulate(s, StaticPolicy(40, 50), link=link)
     assert res.metrics["mse_deg2"] < 0.5 * plain.metrics["mse_deg2"]
+
+
+def test_simulator_follows_the_timeouts_a_device_recorded() -> None:
+    """A recording carries the device's resend timeouts (hello: metadata; then each status): replayed with them,
+    every resend leaves exactly that long after the lost send, the value switching at the recorded time."""
+    s = synthetic_session(seconds=10.0)
+    s.meta["ack_timeout_us"] = 9_000
+    s.status = [{"t_us": 5_000_000, "ack_timeout_us": 4_000}, {"t_us": 6_000_000, "rate_hz": 1000.0}]
+    timeouts = recorded_ack_timeouts(s)
+    assert timeouts == [(0, 9_000), (5_000_000, 4_000)]
+    link = LinkSpec(loss=0.2, seed=3)
+    res = simulate(s, StaticPolicy(40, 50, resend=True), link=link, keep=True, ack_timeouts=timeouts)
+    assert res.sent is not None
+    idx = np.flatnonzero(res.sent)
+    lost, _ = LinkModel(link).up.fates(len(idx))
+    resent = np.flatnonzero(lost[:-1] & (np.diff(idx) < 40))  # lost sends followed by a resend
+    t_lost, gap = s.t_us[idx[resent]], s.t_us[idx[resent + 1]] - s.t_us[idx[resent]]
+    assert set(gap[t_lost < 5_000_000]) == {9_000} and set(gap[t_lost >= 5_000_000]) == {4_000}
+    assert recorded_ack_timeouts(synthetic_session(seconds=1.0)) is None  # no resend policy recorded
 
 
 def _whole_and_chunked(pol: Policy, s: Session, link: LinkSpec, rtt_ms: float, seed: int) -> tuple[np.ndarray, ...]:
