@@ -20,7 +20,7 @@ import zmq
 from device.link import LinkSpec
 from device.policies import Policy
 from device.reader import SerialReader, host_us
-from device.tracking import Recorder, TrackingMonitor
+from device.tracking import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
 from twin.kinematics import DERIV_WINDOW, quad_fit
@@ -44,7 +44,7 @@ class DeviceConfig:
     summary_json: Path | None = None
     joint_names: list[str] | None = None
     urdf: str = "kuka_iiwa/model.urdf"
-    lag_ms: float = 250.0
+    lag_ms: float = DEFAULT_SCORE_LAG_MS
     status_every_s: float = 1.0
     key: bytes | None = None
     link: LinkSpec = field(default_factory=LinkSpec)
@@ -73,6 +73,8 @@ class DeviceAgent:
         self._wake_tx.setsockopt(zmq.SNDHWM, 2)  # a wake-up is a hint; one pending is enough
         self._wake_tx.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
+        if cfg.online_learning and hasattr(cfg.policy, "online"):  # = online=1: recordings and simulator see it
+            cfg.policy.online = True
         # Warm the policy up (numba loads its compiled kernel on first use, ~0.1-1 s) before the arm streams.
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
         cfg.policy.reset()
@@ -88,6 +90,7 @@ class DeviceAgent:
         self._ring_q = np.zeros((0, 1))
         self.learner: Any = None  # KC-TD3 online learner (device.kctd3_online.OnlineLearner)
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
+        self._status_lam: float | None = None
 
     def _wake(self) -> None:
         with self._wake_lock, contextlib.suppress(zmq.Again):
@@ -203,19 +206,20 @@ class DeviceAgent:
                  "policy": cfg.policy.spec()}
         assert self.uplink is not None
         self.uplink.set_hello(hello, now)  # before the first sample, or the server would drop it
+        # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
+        lag_us = round(1000 * (cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)))
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
             if cfg.policy.acks is not None:  # the simulator can replay the timeouts used (recorded_ack_timeouts)
                 meta["ack_timeout_us"] = cfg.policy.acks.timeout_us
+            if cfg.policy.link_estimate() is not None:  # its link estimates and when scores came (online learning)
+                meta["link_estimate"] = cfg.policy.link_estimate()
+                meta["score_lag_us"] = lag_us
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
-        # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
-        lag_ms = cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)
-        self.tracking = TrackingMonitor(joints, int(lag_ms * 1000), self.recorder)
-        if cfg.online_learning and hasattr(cfg.policy, "lam_scale"):
-            from device.kctd3_online import OnlineLearner
-
-            self.learner = OnlineLearner(cfg.policy).start()  # type: ignore[arg-type]
+        self.tracking = TrackingMonitor(joints, lag_us, self.recorder)
+        if getattr(cfg.policy, "online", False):
+            self.learner = cfg.policy.make_learner().start()  # type: ignore[attr-defined]
 
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
@@ -296,9 +300,17 @@ class DeviceAgent:
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
             t_dev = now - (self.fw2host_us or 0)
-            acks = {} if self.cfg.policy.acks is None else {"ack_timeout_us": self.cfg.policy.acks.timeout_us}
+            extra: dict[str, Any] = {}
+            if self.cfg.policy.acks is not None:
+                extra["ack_timeout_us"] = self.cfg.policy.acks.timeout_us
+            if self.cfg.policy.link_estimate() is not None:  # what the policy was told (the simulator replays it)
+                extra["link_estimate"] = self.cfg.policy.link_estimate()
+            if self._status_lam is not None:  # KC-TD3's λ (online learning: the simulated path is checked on it)
+                extra["lambda"] = self._status_lam
+            if self.learner is not None:  # how far scoring had got when the learner was handed the windows
+                extra["windows_scored"] = self._kc_win
             self.recorder.status(t_dev, {
-                "t_us": t_dev, **acks, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
+                "t_us": t_dev, **extra, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
                 "dropped_packets": self.uplink.stats.dropped_packets})
 
@@ -310,9 +322,11 @@ class DeviceAgent:
         sent, back = tr.sent, len(tr.uplink_latency_us)
         d_sent, d_back, self._kc_prev = sent - self._kc_prev[0], back - self._kc_prev[1], (sent, back)
         policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)  # type: ignore[attr-defined]
+        self._status_lam = float(policy.lam)  # type: ignore[attr-defined]  # before this status's learner step
         if self.learner is not None:
             self.learner.observe(tr.acc.window_mse[self._kc_win:])
             self._kc_win = len(tr.acc.window_mse)
+            self.learner.nudge()  # one step per status, on the learner's thread (the simulator does the same)
         kc = policy.status()  # type: ignore[attr-defined]
         return f" lam={kc['lambda']:.3g} mirror_avg_mse={kc['avg_mse']:.3g}/eps={kc['eps']:g}"
 

@@ -10,6 +10,8 @@ from typing import Any
 
 
 def add_parser(sub: Any, name: str) -> None:
+    from device.tracking import DEFAULT_SCORE_LAG_MS
+
     p = sub.add_parser(
         name,
         help="read the arm at 1 kHz, send what the policy chooses, score the twin online",
@@ -37,14 +39,16 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--duration", type=float, help="stop after S seconds of samples")
     p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here")
     p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
-    p.add_argument("--lag-ms", type=float, default=250.0,
-                   help="how long samples wait for predictions before being scored (default 250)")
+    p.add_argument("--lag-ms", type=float, default=DEFAULT_SCORE_LAG_MS,
+                   help=f"how long samples wait for predictions before being scored "
+                        f"(default {DEFAULT_SCORE_LAG_MS:g})")
     p.add_argument("--link", default="", help="emulate an impaired link (uplink and downlink): "
                    "delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]; the simulator models the same")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
                    help="environment variable holding the shared HMAC key, if the server uses one")
     p.add_argument("--online-learning", action="store_true",
-                   help="KC-TD3 policies: adapt λ on the device from the scored error (background thread, ~1 Hz)")
+                   help="KC-TD3 policies: adapt λ on the device from the scored error (background thread, ~1 Hz; "
+                        "same as online=1 in the policy spec)")
     p.set_defaults(run=run)
 
 
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         policy = parse_policy(args.policy)
+        if args.online_learning and not hasattr(policy, "online"):
+            raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
         cfg = DeviceConfig(
             port=args.port, server=args.server, policy=policy, device_id=args.device_id, baudrate=args.baud,

@@ -34,9 +34,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--no-ee", action="store_true", help="skip the end-effector error (needs the URDF)")
     p.add_argument("--ee-stride", type=int, default=1, metavar="N",
                    help="end-effector error on every N-th sample (evaluate uses 10; default 1)")
-    p.add_argument("--recorded-timeouts", action="store_true",
-                   help="resend policies: use the ack timeouts the live device used (a device recording, made with "
-                        "a resend policy) instead of ones from --link; shows live/offline agreement")
+    p.add_argument("--as-recorded", action="store_true",
+                   help="replay a device recording's run as it happened: the resend timeouts and link estimates the "
+                        "live device used instead of ones from --link's nominal figures (live/offline agreement)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.set_defaults(run=run)
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         policy = parse_policy(args.policy)
         link = LinkSpec.parse(args.link)
         m, results = simulate_many(sessions, policy, args.predictor, link, args.constraint, keep=not args.no_ee,
-                                    recorded_timeouts=args.recorded_timeouts)
+                                    as_recorded=args.as_recorded)
     except (SessionError, PolicySpecError, LinkSpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -104,7 +104,8 @@ def evaluate(
                 policy = parse_policy(best["spec"])
                 te, results = simulate_many(test, policy, predictor, link, eps, keep=ee is not None)
                 rec = {
-                    "policy": best["family"] if best["family"] == fam else fam.split(":", 1)[0],
+                    "policy": best["family"] if best["family"] == fam else
+                    getattr(policy, "display_name", fam.split(":", 1)[0]),
                     "spec": best["spec"],
                     "constraint": eps,
                     "link": link.label(),

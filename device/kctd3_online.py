@@ -8,23 +8,32 @@ from collections import deque
 
 import numpy as np
 
-from device.kctd3_policy import KCTD3Policy, lambda_at, tail_max_at
+from device.kctd3_policy import KCTD3Policy, tail_max_at
+
+# g is clipped to [-1, G_MAX]. A rare window over ε makes the tail term of a one-second step large (one window in
+# ten is a 10 % tail against a 2-5 % bound); clipping it at +1, as first written, biased the ascent towards
+# violating the bound (tools/kctd3_online_lr.py: training-session tail 0.040 against a bound of 0.021).
+G_MAX = 5.0
+# Log-λ step per status at |g| = 1: the highest rate meeting the training criterion on the training sessions
+# (tools/kctd3_online_lr.py; the held-out sessions play no part).
+DEFAULT_LR = 0.1
 
 
 class OnlineLearner:
     """Online adaptation on the device: dual ascent on λ from observed 100 ms window MSEs, in a low-duty thread.
 
     ``observe`` (any thread) queues device-scored window MSEs (the tracking monitor's, network effects included);
-    without them the policy's mirrored windows are used. Every ``period_s`` the thread scales the trained
-    λ(link) in log space, s ← s·exp(lr·clip(g, ±1)) with g = max(mean/(margin·ε), tail/tail_max) − 1 (the
+    without them the policy's mirrored windows are used. After each ``nudge`` (the device's status, once a second;
+    at the latest every ``period_s``) the thread scales the trained
+    λ(link) in log space, s ← s·exp(lr·clip(g, −1, G_MAX)) with g = max(mean/(margin·ε), tail/tail_max) − 1 (the
     training criterion), λ = λ(link)·s. The decision path only reads the float ``policy.lam``: no lock is shared
     with the 1 kHz loop and nothing there waits for this thread. λ only: the actor is not fine-tuned on device.
     """
 
-    def __init__(self, policy: KCTD3Policy, lr: float = 0.05, period_s: float = 1.0) -> None:
+    def __init__(self, policy: KCTD3Policy, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
         self.policy, self.lr, self.period_s = policy, lr, period_s
         self._obs: deque[float] = deque(maxlen=1000)
-        self._stop = threading.Event()
+        self._stop, self._kick = threading.Event(), threading.Event()
         self.updates = 0
         self._thread = threading.Thread(target=self._run, name="kctd3-online", daemon=True)
 
@@ -44,16 +53,24 @@ class OnlineLearner:
         p, train = self.policy, self.policy.meta
         g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
                 float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss)) - 1.0
-        p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, 1.0)), 1e-2, 1e2))
-        base = lambda_at(p.lam_grid, p.rtt_ms, p.loss) if p.lam_grid is not None else float(train["lambda"])
-        p.lam = base * p.lam_scale  # one float store: atomic for the decision path
+        p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
+        p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
         self.updates += 1
 
+    def nudge(self) -> None:
+        """Step now (the device calls it after each status's ``observe``: one step per status, as simulated)."""
+        self._kick.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
+        while True:
+            self._kick.wait(self.period_s)  # no status for a period (no scored windows): mirrored ones, on time
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             self.step()
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -120,14 +120,16 @@ class _Mirror:
 
 
 class KCTD3Policy(Policy):
-    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1]``: (k, H) chosen every 100 ms by a
-    trained actor; with ``resend`` (default: as trained) a lost send is repaired at once (``device.acks``)."""
+    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1][,online=0|1]``: (k, H) chosen every
+    100 ms by a trained actor; with ``resend`` (default: as trained) a lost send is repaired at once
+    (``device.acks``); with ``online`` λ adapts on the device (``device.kctd3_online``; the simulator runs it
+    closed-loop, ``device.sim_online``)."""
 
     family = "kc-td3"
 
     def __init__(self, path: str | Path, pred: str | None = None, rtt_ms: float = 0.0, loss: float = 0.0,
                  behaviour: Behaviour | None = None, record: bool = False,
-                 checkpoint: dict[str, Any] | None = None, resend: bool | None = None) -> None:
+                 checkpoint: dict[str, Any] | None = None, resend: bool | None = None, online: bool = False) -> None:
         super().__init__(INIT_H_MS)
         self.path = str(path)
         ck = checkpoint if checkpoint is not None else load_checkpoint(path)
@@ -141,7 +143,8 @@ class KCTD3Policy(Policy):
         self.safety = float(self.meta.get("expert_safety", 1.0))
         self._pred_arg, self.predictor_name = pred, pred or str(self.meta["predictor"])
         self.behaviour, self.record = behaviour, record
-        self._resend_arg = resend
+        self._resend_arg, self.online = resend, online
+        self.online_lr: float | None = None  # online learning rate (None: kctd3_online.DEFAULT_LR)
         self.resend = bool(self.meta.get("resend", False)) if resend is None else resend
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
@@ -151,10 +154,21 @@ class KCTD3Policy(Policy):
         """Link estimates (live: from the uplink's RTT and missing replies; simulator: the emulated link)."""
         self.rtt_ms = float(np.nan_to_num(rtt_ms, nan=0.0))
         self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
-        if self.lam_grid is not None:
-            self.lam = lambda_at(self.lam_grid, self.rtt_ms, self.loss) * self.lam_scale
+        if self.lam_grid is not None:  # (no grid: λ stays where it was set, e.g. by training)
+            self.lam = self.base_lambda() * self.lam_scale
+
+    def link_estimate(self) -> tuple[float, float] | None:
+        return self.rtt_ms, self.loss
+
+    def base_lambda(self) -> float:
+        """The trained λ for the current link estimates (before online adaptation)."""
+        return lambda_at(self.lam_grid, self.rtt_ms, self.loss) if self.lam_grid is not None \
+            else float(self.meta["lambda"])
 
     def reset(self) -> None:
+        if self.lam_scale != 1.0:  # a new run starts from the trained λ (online learning adapted it)
+            self.lam_scale = 1.0
+            self.lam = self.base_lambda()
         self.acks = AckTracker() if self.resend else None
         self._mirror = _Mirror(self.predictor_name)
         self._next_us: int | None = None
@@ -271,7 +285,19 @@ class KCTD3Policy(Policy):
     def spec(self) -> str:
         extra = f",pred={self._pred_arg}" if self._pred_arg else ""
         extra += "" if self._resend_arg is None else f",resend={int(self._resend_arg)}"
+        extra += ",online=1" if self.online else ""
         return f"{self.family}:{self.path}{extra}"
+
+    @property
+    def display_name(self) -> str:
+        """Name in evaluation tables: kc-td3 / td3, ``-online`` when λ adapts."""
+        return self.family + ("-online" if self.online else "")
+
+    def make_learner(self) -> Any:
+        """The on-device λ learner for this policy (``device.kctd3_online.OnlineLearner``, not started)."""
+        from device.kctd3_online import DEFAULT_LR, OnlineLearner  # it imports this module
+
+        return OnlineLearner(self, lr=self.online_lr if self.online_lr is not None else DEFAULT_LR)
 
     def status(self) -> dict[str, float]:
         """Fields for the device's status line."""
@@ -282,8 +308,9 @@ def _factory(args: dict[str, str]) -> Policy:
     if "path" not in args:
         raise PolicySpecError("kc-td3 needs a checkpoint: kc-td3:POLICY.pt[,pred=kinematic]")
     resend = parse_flag(args["resend"]) if "resend" in args else None
+    online = parse_flag(args["online"]) if "online" in args else False
     return KCTD3Policy(args["path"], args.get("pred"), float(args.get("rtt", 0)), float(args.get("loss", 0)),
-                       resend=resend)
+                       resend=resend, online=online)
 
 
 register_policy("kc-td3", _factory)

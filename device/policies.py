@@ -39,6 +39,10 @@ class Policy(ABC):
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         """(N,), (N, J) new samples in time order -> (N,) bool, True = send."""
 
+    def link_estimate(self) -> tuple[float, float] | None:
+        """(RTT ms, loss) the policy was told by ``set_link`` (policies that use link estimates), else None."""
+        return None
+
     def reset(self) -> None:  # noqa: B027 - optional hook, stateless policies need nothing
         """Forget state (start of a simulated episode)."""
 

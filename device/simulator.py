@@ -16,6 +16,7 @@ import numpy as np
 from device.acks import SimulatedAcks
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy
+from device.replay import RecordedRun, recorded_run
 from twin.display import displayed, in_effect
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.metrics import ErrorAccumulator
@@ -38,6 +39,7 @@ class SimResult:
     sent: np.ndarray | None = None
     acc: ErrorAccumulator = field(default_factory=ErrorAccumulator)
     duration_s: float = 0.0
+    status_lambdas: list[float] = field(default_factory=list)  # stepped runs (device.sim_online): λ per status
 
 
 def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
@@ -48,16 +50,44 @@ def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
     return len(body[0]) + 2
 
 
-def recorded_ack_timeouts(session: Session) -> list[tuple[int, int]] | None:
-    """The resend timeouts a live device used, as (device time µs, timeout µs), from its recording: the one from
-    the hello round trip (metadata) and each status update. None if the recording has none (no resend policy)."""
-    first = session.meta.get("ack_timeout_us")
-    if first is None:
-        return None
-    out = [(int(session.t_us[0]), int(first))] if len(session.t_us) else []
-    out += [(int(st["t_us"]), int(st["ack_timeout_us"])) for st in session.status
-            if "t_us" in st and "ack_timeout_us" in st]
-    return out
+class TwinDisplay:
+    """What the twin shows, given the sends and their fates: the server predictor fitted on what arrived (with the
+    device's derivative estimates if it uses them), the display rule, reordering handled as the server does."""
+
+    def __init__(self, predictor: str, latency_us: int = PIPELINE_LATENCY_US) -> None:
+        self.pred = make_predictor(predictor)
+        self.deriv_used = bool(getattr(self.pred, "uses_derivatives", False))
+        self.latency_us = latency_us
+
+    def display(self, t: np.ndarray, q: np.ndarray, idx: np.ndarray, lost: np.ndarray, delay: np.ndarray,
+                horizon_us: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+        """Display at ``t_query`` for the sends ``idx`` (rows of t, q) with link fates ``lost``/``delay`` (µs) and
+        horizons ``horizon_us`` (one per send)."""
+        recv = idx[~lost]
+        arrival = t[recv] + delay[~lost] + self.latency_us
+        order = in_effect(arrival, t[recv])  # the server ignores samples older than what it shows (reordering)
+        recv, arrival, horizon = recv[order], arrival[order], horizon_us[~lost][order]
+        if self.deriv_used:
+            # The device sends its own velocity/acceleration estimate with each sample (same quad_fit as live).
+            deriv = quad_fit(t, q, recv, DERIV_WINDOW)[:, 1:]
+            coeffs = self.pred.fit_with_derivatives(t[recv], q[recv], deriv)  # type: ignore[attr-defined]
+        else:
+            coeffs = self.pred.fit_all(t[recv], q[recv])
+        return displayed(t_query, arrival, t[recv], horizon, coeffs)
+
+
+def prepare(policy: Policy, link: LinkSpec, latency_us: int = PIPELINE_LATENCY_US,
+            ack_timeouts: list[tuple[int, int]] | None = None) -> None:
+    """Reset ``policy`` for a run over ``link``: link estimates as the live uplink would measure them, and for a
+    resending policy acknowledgements drawn from the emulated link (the draws the simulator's fates repeat)."""
+    rtt_ms = 2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000  # what the live uplink measures
+    set_link = getattr(policy, "set_link", None)
+    if set_link is not None:  # policies that use link estimates get what the live uplink would measure
+        set_link(rtt_ms, link.loss)
+    policy.reset()
+    if policy.acks is not None:
+        rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
+        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us, ack_timeouts)
 
 
 def simulate(
@@ -68,12 +98,12 @@ def simulate(
     eps: float | None = None,
     keep: bool = False,
     latency_us: int = PIPELINE_LATENCY_US,
-    ack_timeouts: list[tuple[int, int]] | None = None,
+    replay: RecordedRun | None = None,
 ) -> SimResult:
     """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin.
 
-    ``ack_timeouts``: (device time, µs) resend timeouts to use instead of the link's nominal RTT, e.g. the ones a
-    live device used (``recorded_ack_timeouts``)."""
+    ``replay`` (``device.replay.recorded_run``): replay a live run as it happened (its resend timeouts, link
+    estimates and online-learning steps) instead of from the link's nominal figures."""
     link = link or LinkSpec()
     mirrored = getattr(policy, "predictor_name", None)
     # With H = 0 every predictor shows the sample itself, so a hold mirror (send-on-delta) is exact.
@@ -82,36 +112,26 @@ def simulate(
                       "its sends are based on a twin the server does not show", stacklevel=2)
     t, q = session.t_us, session.q
     n = len(t)
-    rtt_ms = 2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000  # what the live uplink measures
-    set_link = getattr(policy, "set_link", None)
-    if set_link is not None:  # policies that use link estimates get what the live uplink would measure
-        set_link(rtt_ms, link.loss)
-    policy.reset()
-    if policy.acks is not None:  # resending policies hear back from the emulated link (same draws as below)
-        rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
-        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us, ack_timeouts)
-    sent = policy.select(t, q)
-    # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
-    per_sample = getattr(policy, "sample_horizons_us", None)
+    replay = replay or RecordedRun()
+    prepare(policy, link, latency_us, replay.ack_timeouts)
+    if replay.link_estimates:  # the first one holds from the start (the policy's estimate when the run began)
+        policy.set_link(*replay.link_estimates[0][1:])  # type: ignore[attr-defined]
+    learner = policy.make_learner() if getattr(policy, "online", False) else None  # type: ignore[attr-defined]
+    if learner is not None or len(replay.link_estimates) > 1:
+        from device.sim_online import select_stepped
+
+        sent, horizons, status_lambdas = select_stepped(session, policy, link, predictor, latency_us, learner, replay)
+    else:
+        status_lambdas = []
+        sent = policy.select(t, q)
+        # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
+        per_sample = getattr(policy, "sample_horizons_us", None)
+        horizons = np.asarray(per_sample, dtype=np.int64) if per_sample is not None and len(per_sample) == n \
+            else np.full(n, policy.horizon_us, dtype=np.int64)
     idx = np.flatnonzero(sent)
     lost, delay = LinkModel(link).up.fates(len(idx))
-    recv = idx[~lost]
-    arrival = t[recv] + delay[~lost] + latency_us
-    order = in_effect(arrival, t[recv])  # the server ignores samples older than what it shows (reordering)
-    recv, arrival = recv[order], arrival[order]
-    pred_obj = make_predictor(predictor)
-    deriv_used = bool(getattr(pred_obj, "uses_derivatives", False))
-    if deriv_used:
-        # The device sends its own velocity/acceleration estimate with each sample (same quad_fit as live).
-        deriv = quad_fit(t, q, recv, DERIV_WINDOW)[:, 1:]
-        coeffs = pred_obj.fit_with_derivatives(t[recv], q[recv], deriv)  # type: ignore[attr-defined]
-    else:
-        coeffs = pred_obj.fit_all(t[recv], q[recv])
-    if per_sample is not None and len(per_sample) == n:
-        horizon = np.asarray(per_sample, dtype=np.int64)[recv]
-    else:
-        horizon = np.full(len(recv), policy.horizon_us, dtype=np.int64)
-    qhat = displayed(t, arrival, t[recv], horizon, coeffs)
+    twin = TwinDisplay(predictor, latency_us)
+    qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t)
     acc = ErrorAccumulator()
     acc.add(t, q, qhat)
     duration_s = max((t[-1] - t[0]) * 1e-6, 1e-9)
@@ -124,12 +144,12 @@ def simulate(
         "samples": n,
         "sent": len(idx),
         "load": len(idx) / n if n else float("nan"),
-        "delivered": len(recv),
+        "delivered": int((~lost).sum()),
         "resends": policy.acks.resends if policy.acks is not None else 0,
-        "bytes_per_s": len(idx) * sample_message_bytes(session.joints, deriv_used) / duration_s,
+        "bytes_per_s": len(idx) * sample_message_bytes(session.joints, twin.deriv_used) / duration_s,
         **acc.summary(eps),
     }
-    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc, duration_s)
+    return SimResult(metrics, qhat if keep else None, sent if keep else None, acc, duration_s, status_lambdas)
 
 
 def simulate_many(
@@ -139,12 +159,12 @@ def simulate_many(
     link: LinkSpec | None = None,
     eps: float | None = None,
     keep: bool = False,
-    recorded_timeouts: bool = False,
+    as_recorded: bool = False,
 ) -> tuple[dict[str, Any], list[SimResult]]:
     """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples
-    (``recorded_timeouts``: resend with the timeouts each recording's device used, ``recorded_ack_timeouts``)."""
+    (``as_recorded``: with the resend timeouts and link estimates each recording's device used)."""
     results = [simulate(s, policy, predictor, link, eps, keep,
-                        ack_timeouts=recorded_ack_timeouts(s) if recorded_timeouts else None) for s in sessions]
+                        replay=recorded_run(s) if as_recorded else None) for s in sessions]
     acc = ErrorAccumulator()
     for r in results:
         acc.merge(r.acc)

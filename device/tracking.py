@@ -19,6 +19,8 @@ from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
 from twin.session import SessionWriter
 
+DEFAULT_SCORE_LAG_MS = 250.0  # samples wait this long for the twin's predictions before being scored
+
 
 @dataclass
 class _Pred:

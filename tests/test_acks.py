@@ -8,7 +8,8 @@ import pytest
 from device.acks import MAX_MISSES, AckTracker, SimulatedAcks, ack_timeout_us, periodic_sends
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy, PolicySpecError, StaticPolicy, parse_policy
-from device.simulator import PIPELINE_LATENCY_US, recorded_ack_timeouts, simulate
+from device.replay import recorded_run
+from device.simulator import PIPELINE_LATENCY_US, simulate
 from tests.conftest import synthetic_session
 from twin.session import Session
 
@@ -71,17 +72,17 @@ def test_simulator_follows_the_timeouts_a_device_recorded() -> None:
     s = synthetic_session(seconds=10.0)
     s.meta["ack_timeout_us"] = 9_000
     s.status = [{"t_us": 5_000_000, "ack_timeout_us": 4_000}, {"t_us": 6_000_000, "rate_hz": 1000.0}]
-    timeouts = recorded_ack_timeouts(s)
-    assert timeouts == [(0, 9_000), (5_000_000, 4_000)]
+    replay = recorded_run(s)
+    assert replay.ack_timeouts == [(0, 9_000), (5_000_000, 4_000)] and replay.status_us == [5_000_000, 6_000_000]
     link = LinkSpec(loss=0.2, seed=3)
-    res = simulate(s, StaticPolicy(40, 50, resend=True), link=link, keep=True, ack_timeouts=timeouts)
+    res = simulate(s, StaticPolicy(40, 50, resend=True), link=link, keep=True, replay=replay)
     assert res.sent is not None
     idx = np.flatnonzero(res.sent)
     lost, _ = LinkModel(link).up.fates(len(idx))
     resent = np.flatnonzero(lost[:-1] & (np.diff(idx) < 40))  # lost sends followed by a resend
     t_lost, gap = s.t_us[idx[resent]], s.t_us[idx[resent + 1]] - s.t_us[idx[resent]]
     assert set(gap[t_lost < 5_000_000]) == {9_000} and set(gap[t_lost >= 5_000_000]) == {4_000}
-    assert recorded_ack_timeouts(synthetic_session(seconds=1.0)) is None  # no resend policy recorded
+    assert recorded_run(synthetic_session(seconds=1.0)).ack_timeouts == []  # no resend policy recorded
 
 
 def _whole_and_chunked(pol: Policy, s: Session, link: LinkSpec, rtt_ms: float, seed: int) -> tuple[np.ndarray, ...]:

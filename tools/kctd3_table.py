@@ -3,9 +3,9 @@
     python tools/kctd3_table.py docs/results/kctd3/results.json
 
 One row per (link, ε): load / MSE / tail fraction on the held-out sessions for the tuned baselines and for each
-learnt checkpoint scored at the ε it was trained for (the ε in its file name, ``..._eps0.002.pt``), then
-KC-TD3's load and tail as ratios of the best static policy's, and whether the acceptance holds (meets ε, lower
-load, lower tail).
+learnt checkpoint scored at the ε it was trained for (the ε in its file name, ``..._eps0.002.pt``; with λ as
+trained and, ``kc-td3-online``, adapted on the device), then KC-TD3's load and tail as ratios of the best static
+policy's, and whether the acceptance holds (meets ε, lower load, lower tail).
 """
 
 from __future__ import annotations
@@ -38,12 +38,22 @@ def _trained_eps(spec: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def _verdict(kc: dict[str, Any] | None, st: dict[str, Any] | None) -> str:
+    """Load and tail as ratios of the static policy's; acceptance: meets ε with less load and a thinner tail."""
+    if kc is None or st is None:
+        return "–"
+    ok = kc["meets_constraint"] and kc["load"] < st["load"] and kc["tail_fraction"] < st["tail_fraction"]
+    return (f"{kc['load'] / st['load']:.2f}, {kc['tail_fraction'] / max(st['tail_fraction'], 1e-9):.2f}; "
+            + ("yes" if ok else "**no**"))
+
+
 def table(records: list[dict[str, Any]]) -> str:
     links = list(dict.fromkeys(r["link"] for r in records))
     eps_all = sorted({r["constraint"] for r in records})
-    learnt = [f for f in ("kc-td3", "td3") if any(r["policy"] == f for r in records)]
+    learnt = [f for f in ("kc-td3", "kc-td3-online", "td3") if any(r["policy"] == f for r in records)]
     cols = [*(b for b in BASELINES if any(r["policy"] == b for r in records)), *learnt]
-    head = ["link", "ε (deg²)", *cols, "KC-TD3 / static: load, tail", "acceptance"]
+    judged = [f for f in ("kc-td3", "kc-td3-online") if f in learnt]
+    head = ["link", "ε (deg²)", *cols, *(f"{f} / static: load, tail; acceptance" for f in judged)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for link in links:
         for eps in eps_all:
@@ -53,14 +63,9 @@ def table(records: list[dict[str, Any]]) -> str:
                     continue
                 if r["policy"] in BASELINES or _trained_eps(r["spec"]) == eps:
                     row[r["policy"]] = r
-            kc, st = row.get("kc-td3"), row.get("static")
-            ratio, ok = "–", "–"
-            if kc is not None and st is not None:
-                ratio = f"{kc['load'] / st['load']:.2f}, {kc['tail_fraction'] / max(st['tail_fraction'], 1e-9):.2f}"
-                ok = "yes" if (kc["meets_constraint"] and kc["load"] < st["load"]
-                               and kc["tail_fraction"] < st["tail_fraction"]) else "**no**"
+            verdicts = [_verdict(row.get(f), row.get("static")) for f in judged]
             lines.append("| " + " | ".join([_short(link), f"{eps:g}", *(_cell(row.get(c)) for c in cols),
-                                            ratio, ok]) + " |")
+                                            *verdicts]) + " |")
     return "\n".join(lines)
 
 

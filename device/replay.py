@@ -1,0 +1,42 @@
+"""What a live device recorded about its own run, so the simulator can replay the run as it happened.
+
+A live run's decisions depend on more than the samples: the resend timeout follows the measured RTT, the policy's
+link estimates (RTT, loss) are updated at each status, and online learning steps at status times on the windows
+scored by then. The device records all of it (session metadata for the start, the status channel after that),
+down to how many 100 ms windows it had scored at each status (scoring runs in blocks, so that count is not
+exactly "everything older than the lag"). ``simulate(..., replay=recorded_run(session))`` uses it instead of
+the link's nominal figures; that is how live/offline agreement is checked (tests/test_agreement.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twin.session import Session
+
+
+@dataclass
+class RecordedRun:
+    """Replay inputs: (device time µs, value) steps; empty when the run had none of that kind."""
+
+    ack_timeouts: list[tuple[int, int]] = field(default_factory=list)  # resend timeout, µs
+    link_estimates: list[tuple[int, float, float]] = field(default_factory=list)  # (t, RTT ms, loss)
+    status_us: list[int] = field(default_factory=list)  # when each status ran (online learning stepped)
+    windows_scored: list[int | None] = field(default_factory=list)  # per status: 100 ms windows scored by then
+    score_lag_us: int | None = None  # how long samples waited for predictions before being scored
+
+
+def recorded_run(session: Session) -> RecordedRun:
+    """Read the replay inputs from a device recording (the first values hold from the first sample)."""
+    meta, t0 = session.meta, int(session.t_us[0]) if len(session.t_us) else 0
+    statuses = [st for st in session.status if "t_us" in st]
+    run = RecordedRun(status_us=[int(st["t_us"]) for st in statuses], score_lag_us=meta.get("score_lag_us"),
+                      windows_scored=[st.get("windows_scored") for st in statuses])
+    if "ack_timeout_us" in meta:
+        run.ack_timeouts = [(t0, int(meta["ack_timeout_us"]))] + [
+            (int(st["t_us"]), int(st["ack_timeout_us"])) for st in statuses if "ack_timeout_us" in st]
+    if "link_estimate" in meta:
+        run.link_estimates = [(t0, float(meta["link_estimate"][0]), float(meta["link_estimate"][1]))] + [
+            (int(st["t_us"]), float(st["link_estimate"][0]), float(st["link_estimate"][1]))
+            for st in statuses if "link_estimate" in st]
+    return run

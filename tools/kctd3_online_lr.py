@@ -1,0 +1,53 @@
+"""How fast should λ adapt on the device? KC-TD3 with online learning (``online=1``) per learning rate, scored on
+the training sessions against the training criterion (mean MSE ≤ ε, tail fraction ≤ the checkpoint's tail bound).
+
+    python tools/kctd3_online_lr.py data/policies/kctd3_eps0.002.pt data/policies/kctd3_eps0.007.pt
+
+The rate to use is the highest one whose runs all meet the criterion on the training sessions: the held-out
+sessions play no part (``--test`` prints them for reference only).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from device.kctd3_policy import KCTD3Policy, tail_max_at
+from device.link import LinkSpec
+from device.simulator import simulate_many
+from twin.session import load_session
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "sessions"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("policies", type=Path, nargs="+", help="kc-td3 checkpoints (.pt or .npz)")
+    ap.add_argument("--rates", default="0,0.025,0.05,0.1,0.2", help="learning rates (0: λ fixed)")
+    ap.add_argument("--links", nargs="+", default=["loss=0", "loss=0.1"], help="links (--link syntax)")
+    ap.add_argument("--train", nargs="+", default=["train_a", "train_b"], help="bundled session names")
+    ap.add_argument("--test", nargs="*", default=[], help="bundled session names, printed for reference")
+    args = ap.parse_args()
+    train = [load_session(DATA / f"{n}.mcap") for n in args.train]
+    test = [load_session(DATA / f"{n}.mcap") for n in args.test]
+    print("| policy | lr | link | train load / MSE / tail (bound) | meets | test load / MSE / tail |")
+    print("|---|---|---|---|---|---|")
+    for path in args.policies:
+        policy = KCTD3Policy(path, online=True)
+        for lr in (float(r) for r in args.rates.split(",")):
+            policy.online_lr = lr
+            for spec in args.links:
+                link = LinkSpec.parse(spec)
+                tr, _ = simulate_many(train, policy, policy.predictor_name, link, policy.eps)
+                bound = tail_max_at(policy.meta.get("tail_max", 1.0), link.loss)
+                ok = tr["mse_deg2"] <= policy.eps and tr["tail_fraction"] <= bound
+                ref = ""
+                if test:
+                    te, _ = simulate_many(test, policy, policy.predictor_name, link, policy.eps)
+                    ref = f"{te['load']:.4f} / {te['mse_deg2']:.2g} / {te['tail_fraction']:.3f}"
+                print(f"| {path.name} | {lr:g} | {link.label()} | {tr['load']:.4f} / {tr['mse_deg2']:.2g} / "
+                      f"{tr['tail_fraction']:.3f} ({bound:.3f}) | {'yes' if ok else 'no'} | {ref} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
