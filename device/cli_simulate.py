@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m["session"] = ",".join(str(p) for p in args.sessions)
+    if any(r.status_lambdas for r in results):  # online learning: where λ started and ended, per session
+        m["lambda_path"] = ",".join(f"{r.status_lambdas[0]:.3g}->{r.status_lambdas[-1]:.3g}" for r in results
+                                    if r.status_lambdas)
     if not args.no_ee:
         m.update(pooled_ee_error(sessions, [r.qhat for r in results], stride=max(1, args.ee_stride)))
     print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--seeds", type=int, default=1,
                    help="train seeds SEED .. SEED+N-1 one after the other and keep the one with the lowest load "
                    "on the training sessions that meets the criterion there (N x the time; default 1)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="do not train: keep the actor of the existing -o checkpoint and redo its chance-constraint "
+                   "bound (--tail-max/--tail-margin) and λ grid on the given sessions (its own seed and predictor)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -79,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     except (SessionError, LinkSpecError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.recalibrate:
+        return _recalibrate(args, sessions)
     runs: list[dict[str, Any]] = []
-    table: list[float] = []  # --tail-max auto: computed by the first run, the same for every seed
+    table: list[list[float]] = []  # --tail-max auto: computed by the first run, the same for every seed
     for seed in range(args.seed, args.seed + args.seeds):
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
@@ -113,6 +119,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
+    from device.kctd3_calibrate import recalibrate
+    from device.kctd3_policy import load_checkpoint
+    from device.kctd3_train import TrainConfig
+
+    try:
+        meta = load_checkpoint(args.output)["meta"]
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: cannot read the checkpoint to recalibrate, {args.output}: {exc}", file=sys.stderr)
+        return 2
+    if abs(float(meta["eps"]) - args.constraint) > 1e-12:
+        print(f"error: {args.output} was trained for ε = {meta['eps']:g}, not --constraint {args.constraint:g}",
+              file=sys.stderr)
+        return 2
+    seed = int(meta.get("training", {}).get("config", {}).get("seed", args.seed))
+    cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=args.margin, tail_max=args.tail_max,
+                      tail_margin=args.tail_margin, resend=bool(meta.get("resend", False)),
+                      predictor=str(meta["predictor"]), info={"sessions": [str(p) for p in args.sessions]})
+    t0 = time.monotonic()
+    meta = recalibrate(sessions, args.output, cfg)
+    grid = meta["lambda_grid"]
+    print(f"recalibrated {args.output} in {time.monotonic() - t0:.0f}s: λ per (delay, loss) "
+          + "; ".join(f"{d:g} ms: " + ", ".join(f"{v:.3g}" for v in row)
+                      for d, row in zip(grid["delay_ms"], grid["values"], strict=True)))
+    return 0
+
+
 def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict[str, Any]:
     """Train one seed, write its files, print its summary; score it on the training sessions (loss 0 and 10 %)."""
     from device.kctd3_calibrate import tail_bound
@@ -128,9 +161,11 @@ def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict
           f"({tr['episodes']} episodes, {tr['updates']} updates) lambda(perfect link)={meta['lambda']:.3g} "
           f"expert_safety={meta['expert_safety']:.3g}" + (" STOPPED BY --minutes" if tr["stopped_by_time_cap"] else ""))
     if cfg.tail_max is None:
+        tm = meta["tail_max"]
         print("  chance constraint (auto, from the best static policy on the training sessions): tail_max "
-              + ", ".join(f"{v:.3f} at loss {p:g}" for p, v in zip(meta["tail_max"]["loss"], meta["tail_max"]["values"],
-                                                                     strict=True)))
+              + "; ".join(f"delay {d:g} ms: " + ", ".join(f"{v:.3f} at loss {p:g}" for p, v in
+                                                       zip(tm["loss"], row, strict=True))
+                          for d, row in zip(tm["delay_ms"], tm["values"], strict=True)))
     policy = KCTD3Policy(out, cfg.predictor)
     loads, meets = [], True
     for loss in (0.0, 0.1):

@@ -52,7 +52,7 @@ class OnlineLearner:
             return
         p, train = self.policy, self.policy.meta
         g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
-                float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss)) - 1.0
+                float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms)) - 1.0
         p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
         p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
         self.updates += 1

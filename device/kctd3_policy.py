@@ -39,23 +39,33 @@ _RAD2DEG = 180.0 / np.pi
 Behaviour = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (normalised state, expert action) -> action
 
 
-def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
-    """λ for a link estimate: bilinear in log λ over the checkpoint's (one-way delay, loss) grid, clamped.
-
-    One-way delay = RTT/2 minus the 0.5 ms pipeline. λ depends on the link because the constraint must hold on
-    each link: one λ for all links is needlessly conservative on the easy ones and too lax on the hard ones.
-    """
-    ds, ps, v = np.asarray(grid["delay_ms"]), np.asarray(grid["loss"]), np.log(np.asarray(grid["values"]))
+def _grid_cell(grid: dict[str, Any], rtt_ms: float, loss: float) -> tuple[int, int, np.ndarray]:
+    """Bilinear weights over a (one-way delay, loss) grid for a link estimate, clamped: (i, j, 2x2 weights).
+    One-way delay = RTT/2 minus the 0.5 ms pipeline."""
+    ds, ps = np.asarray(grid["delay_ms"]), np.asarray(grid["loss"])
     fi = float(np.interp(max(rtt_ms / 2 - 0.5, 0.0), ds, np.arange(len(ds))))
     fj = float(np.interp(loss, ps, np.arange(len(ps))))
     i, j = min(int(fi), len(ds) - 2), min(int(fj), len(ps) - 2)
-    w = np.outer([1 - fi + i, fi - i], [1 - fj + j, fj - j])
-    return float(np.exp((w * v[i:i + 2, j:j + 2]).sum()))
+    return i, j, np.outer([1 - fi + i, fi - i], [1 - fj + j, fj - j])
 
 
-def tail_max_at(tail_max: float | dict[str, Any], loss: float) -> float:
-    """The checkpoint's chance-constraint bound at a loss estimate (a number, or a table over loss)."""
+def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
+    """λ for a link estimate: bilinear in log λ over the checkpoint's (one-way delay, loss) grid, clamped.
+
+    λ depends on the link because the constraint must hold on each link: one λ for all links is needlessly
+    conservative on the easy ones and too lax on the hard ones.
+    """
+    i, j, w = _grid_cell(grid, rtt_ms, loss)
+    return float(np.exp((w * np.log(np.asarray(grid["values"]))[i:i + 2, j:j + 2]).sum()))
+
+
+def tail_max_at(tail_max: float | dict[str, Any], loss: float, rtt_ms: float = 0.0) -> float:
+    """The checkpoint's chance-constraint bound for a link estimate: a number, a table over loss, or (auto bound
+    since it covers delay) a table over (one-way delay, loss), interpolated like λ."""
     if isinstance(tail_max, dict):
+        if "delay_ms" in tail_max:
+            i, j, w = _grid_cell(tail_max, rtt_ms, loss)
+            return float((w * np.asarray(tail_max["values"])[i:i + 2, j:j + 2]).sum())
         return float(np.interp(loss, tail_max["loss"], tail_max["values"]))
     return float(tail_max)
 
@@ -123,7 +133,7 @@ class KCTD3Policy(Policy):
     """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1][,online=0|1]``: (k, H) chosen every
     100 ms by a trained actor; with ``resend`` (default: as trained) a lost send is repaired at once
     (``device.acks``); with ``online`` λ adapts on the device (``device.kctd3_online``; the simulator runs it
-    closed-loop, ``device.sim_online``)."""
+    closed-loop, ``device.sim_stepped``)."""
 
     family = "kc-td3"
 

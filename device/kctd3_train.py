@@ -105,7 +105,7 @@ class TrainConfig:
     # i.e. "at least as reliable as the exhaustive-search static policy" (``static_tail_table``).
     tail_max: float | None = None
     tail_margin: float = 0.5  # 0.8 left the tail above static's on one held-out condition (docs/kctd3.md)
-    tail_table: list[float] = field(default_factory=list)  # one value per GRID_LOSS; filled by ``train`` if empty
+    tail_table: list[list[float]] = field(default_factory=list)  # GRID_DELAY_MS x GRID_LOSS; by ``train`` if empty
     resend: bool = True  # ack-based resend of lost samples (device.acks), trained as it will run
     hidden: int = 64
     bisect_steps: int = 7  # expert safety calibration and final λ(link) solve
@@ -341,7 +341,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
             cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * min(info["mse"] / cfg.eps, 5.0)  # one disaster must not
             # hold λ up for the rest of training (the step is clipped to ±1 anyway)
             tail_ema[b] = 0.8 * tail_ema[b] + 0.2 * info["tail"]
-            g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / tail_bound(cfg, link.loss)) - 1  # the more violated
+            bound = tail_bound(cfg, link.loss, link.delay_ms)
+            g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / bound) - 1  # the more violated
             lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
         policy.weights = td3.actor.layers()
         curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "tail": info["tail"],

@@ -39,7 +39,7 @@ class SimResult:
     sent: np.ndarray | None = None
     acc: ErrorAccumulator = field(default_factory=ErrorAccumulator)
     duration_s: float = 0.0
-    status_lambdas: list[float] = field(default_factory=list)  # stepped runs (device.sim_online): λ per status
+    status_lambdas: list[float] = field(default_factory=list)  # stepped runs (device.sim_stepped): λ per status
 
 
 def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
@@ -118,7 +118,7 @@ def simulate(
         policy.set_link(*replay.link_estimates[0][1:])  # type: ignore[attr-defined]
     learner = policy.make_learner() if getattr(policy, "online", False) else None  # type: ignore[attr-defined]
     if learner is not None or len(replay.link_estimates) > 1:
-        from device.sim_online import select_stepped
+        from device.sim_stepped import select_stepped
 
         sent, horizons, status_lambdas = select_stepped(session, policy, link, predictor, latency_us, learner, replay)
     else:

@@ -248,19 +248,23 @@ def test_live_device_with_online_learning(procs: list[Proc], ckpt: Path, tmp_pat
 
 
 def test_auto_tail_max_is_the_best_static_policys_tail() -> None:
-    """``--tail-max auto``: per loss level, margin x the tail fraction of the static (k, H) that the evaluation
-    harness picks on the training sessions."""
+    """``--tail-max auto``: per (delay, loss) of the λ grid, margin x the tail fraction of the static (k, H) that
+    the evaluation harness picks on the training sessions on that link."""
     from device.evaluate import evaluate
-    from device.kctd3_calibrate import GRID_LOSS, static_tail_table, tail_bound
+    from device.kctd3_calibrate import GRID_DELAY_MS, GRID_LOSS, static_tail_table, tail_bound
 
     sessions = [synthetic_session(seconds=2.0, seed=4)]
     cfg = TrainConfig(eps=0.002, seed=5)  # the loss patterns do not depend on the training seed
     table = static_tail_table(sessions, cfg, realisations=1)
-    records, _ = evaluate(sessions, sessions, [cfg.eps], [LinkSpec(loss=p, seed=0) for p in GRID_LOSS], ["static"])
-    assert table == pytest.approx([cfg.tail_margin * r["tail_fraction"] for r in records])
+    assert len(table) == len(GRID_DELAY_MS) and all(len(row) == len(GRID_LOSS) for row in table)
+    for d, row in zip(GRID_DELAY_MS, table, strict=True):
+        records, _ = evaluate(sessions, sessions, [cfg.eps], [LinkSpec(delay_ms=d, loss=p, seed=0) for p in GRID_LOSS],
+                              ["static"])
+        assert row == pytest.approx([cfg.tail_margin * r["tail_fraction"] for r in records])
     pooled = static_tail_table(sessions, cfg)  # three loss patterns per lossy level
-    assert pooled[0] == table[0] and len(pooled) == len(GRID_LOSS)
+    assert pooled[0][0] == table[0][0]
     cfg.tail_table = table
-    assert tail_bound(cfg, 0.025) == pytest.approx((table[0] + table[1]) / 2)
+    assert tail_bound(cfg, 0.025) == pytest.approx((table[0][0] + table[0][1]) / 2)
+    assert tail_bound(cfg, 0.0, delay_ms=15.0) == pytest.approx((table[1][0] + table[2][0]) / 2)
     cfg.tail_max = 0.01
     assert tail_bound(cfg, 0.025) == 0.01

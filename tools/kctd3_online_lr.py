@@ -39,7 +39,7 @@ def main() -> None:
             for spec in args.links:
                 link = LinkSpec.parse(spec)
                 tr, _ = simulate_many(train, policy, policy.predictor_name, link, policy.eps)
-                bound = tail_max_at(policy.meta.get("tail_max", 1.0), link.loss)
+                bound = tail_max_at(policy.meta.get("tail_max", 1.0), link.loss, 2 * (link.delay_ms + 0.5))
                 ok = tr["mse_deg2"] <= policy.eps and tr["tail_fraction"] <= bound
                 ref = ""
                 if test:

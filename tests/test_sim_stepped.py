@@ -1,4 +1,4 @@
-"""Closed-loop simulation of on-device online learning (device.sim_online): same sends, fates and windows as the
+"""Closed-loop simulation of on-device online learning (device.sim_stepped): same sends, fates and windows as the
 open-loop simulator when the learner does nothing; λ adapts when it does."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from device.kctd3_policy import KCTD3Policy
 from device.kctd3_train import random_checkpoint
 from device.link import LinkSpec
 from device.policies import parse_policy
-from device.sim_online import select_stepped
+from device.sim_stepped import select_stepped
 from device.simulator import PIPELINE_LATENCY_US, prepare, simulate
 from tests.conftest import synthetic_session
 
