@@ -35,8 +35,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--ee-stride", type=int, default=1, metavar="N",
                    help="end-effector error on every N-th sample (evaluate uses 10; default 1)")
     p.add_argument("--as-recorded", action="store_true",
-                   help="replay a device recording's run as it happened: the resend timeouts and link estimates the "
-                        "live device used instead of ones from --link's nominal figures (live/offline agreement)")
+                   help="replay a device recording's run as it happened: the resend timeouts, link estimates and "
+                        "online-learning steps of the live device instead of ones from --link's nominal figures "
+                        "(live/offline agreement; see device/replay.py)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.set_defaults(run=run)
 
