@@ -120,6 +120,14 @@ class SimulatedAcks(AckTracker):
             if t in self._ack_at:
                 self._ack_at[t] = min(self._ack_at[t], arrival)
 
+    def next_deadline_us(self) -> int | None:
+        # A recorded timeout change applies to the sends already waiting (live: from that status on), so the
+        # deadline is checked again when it comes.
+        deadline = super().next_deadline_us()
+        if deadline is not None and self._timeouts and self._timeouts[0][0] < deadline:
+            return self._timeouts[0][0]
+        return deadline
+
     def expire(self, t_now: int) -> bool:
         self._follow(t_now)
         return super().expire(t_now)

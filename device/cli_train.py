@@ -51,7 +51,8 @@ def add_parser(sub: Any, name: str) -> None:
                    "on the training sessions that meets the criterion there (N x the time; default 1)")
     p.add_argument("--recalibrate", action="store_true",
                    help="do not train: keep the actor of the existing -o checkpoint and redo its chance-constraint "
-                   "bound (--tail-max/--tail-margin) and λ grid on the given sessions (its own seed and predictor)")
+                   "bound (--tail-max/--tail-margin) and λ grid on the given sessions (its own seed, predictor and "
+                   "--margin)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -133,8 +134,16 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
         print(f"error: {args.output} was trained for ε = {meta['eps']:g}, not --constraint {args.constraint:g}",
               file=sys.stderr)
         return 2
+    ignored = [flag for flag, used in (("--link", args.link), ("--predictor", args.predictor),
+                                       ("--no-resend", args.no_resend), ("--no-knowledge", args.no_knowledge),
+                                       ("--seeds", args.seeds != 1)) if used]
+    if ignored:
+        print(f"error: --recalibrate keeps the checkpoint's training setup; {', '.join(ignored)} do not apply",
+              file=sys.stderr)
+        return 2
     seed = int(meta.get("training", {}).get("config", {}).get("seed", args.seed))
-    cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=args.margin, tail_max=args.tail_max,
+    cost_target = float(meta.get("cost_target", args.margin))  # the criterion it was trained for
+    cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=cost_target, tail_max=args.tail_max,
                       tail_margin=args.tail_margin, resend=bool(meta.get("resend", False)),
                       predictor=str(meta["predictor"]), info={"sessions": [str(p) for p in args.sessions]})
     t0 = time.monotonic()

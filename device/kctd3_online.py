@@ -17,6 +17,7 @@ G_MAX = 5.0
 # Log-λ step per status at |g| = 1: the highest rate meeting the training criterion on the training sessions
 # (tools/kctd3_online_lr.py; the held-out sessions play no part).
 DEFAULT_LR = 0.1
+FALLBACK_PERIODS = 3  # after statuses began nudging, step on the timer only after this many silent periods
 
 
 class OnlineLearner:
@@ -62,8 +63,12 @@ class OnlineLearner:
         self._kick.set()
 
     def _run(self) -> None:
+        nudged = False
         while True:
-            self._kick.wait(self.period_s)  # no status for a period (no scored windows): mirrored ones, on time
+            # Once statuses nudge it, the learner steps on them only (one step per status, as simulated); the
+            # timer is a fallback for a device whose statuses stopped (then the mirrored windows are used).
+            kicked = self._kick.wait(self.period_s * (FALLBACK_PERIODS if nudged else 1))
+            nudged = nudged or kicked
             self._kick.clear()
             if self._stop.is_set():
                 return

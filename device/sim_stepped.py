@@ -64,7 +64,42 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
     twin = TwinDisplay(predictor, latency_us)
     acc = ErrorAccumulator()
     lambdas: list[float] = []
+    uses_link = hasattr(policy, "set_link")
+
+    def apply_estimates(until_us: int) -> None:
+        while estimates and estimates[0][0] <= until_us:
+            _, rtt_ms, loss = estimates.popleft()
+            if uses_link:
+                policy.set_link(rtt_ms, loss)  # type: ignore[attr-defined]
+
     s = fed = 0
+
+    def feed(t_status: int, windows: int | None) -> None:
+        """Hand the learner the windows scored by the status at ``t_status``: the device's recorded count of closed
+        windows, else those of samples older than the scoring lag (of the samples selected so far, ``[:s]``)."""
+        nonlocal fed, lost, delay
+        assert learner is not None
+        stop = s if windows is not None else int(np.searchsorted(t, t_status - score_lag_us, side="left"))
+        if stop <= fed:
+            return
+        idx = np.flatnonzero(sent[:s])
+        more_lost, more_delay = up.fates(len(idx) - len(lost))  # the stream continues where it stopped
+        lost, delay = np.concatenate([lost, more_lost]), np.concatenate([delay, more_delay])
+        qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t[fed:stop])
+        done = len(acc.window_mse)
+        if windows is None:
+            acc.add(t[fed:stop], q[fed:stop], qhat)
+            fed = stop
+        else:  # whole 100 ms windows until as many are closed as the device had (one closes when a later starts)
+            pos = fed
+            while pos < stop and len(acc.window_mse) < windows:
+                boundary = int(t[0]) + ((int(t[pos]) - int(t[0])) // WINDOW_US + 1) * WINDOW_US
+                nxt = min(max(int(np.searchsorted(t, boundary, side="left")), pos + 1), stop)
+                acc.add(t[pos:nxt], q[pos:nxt], qhat[pos - fed:nxt - fed])
+                pos = nxt
+            fed = pos
+        learner.observe(acc.window_mse[done:])
+
     while s < n:
         end = min(int(t[-1]) + 1, statuses[0][0] if statuses else _END, estimates[0][0] if estimates else _END)
         e = max(s + 1, int(np.searchsorted(t, end, side="left")))
@@ -73,29 +108,12 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
         horizons[s:e] = per_sample if per_sample is not None and len(per_sample) == e - s else policy.horizon_us
         s = e
         now = int(t[s]) if s < n else int(t[-1]) + 1
-        while estimates and estimates[0][0] <= now:  # the status hands the policy the link estimates...
-            _, rtt_ms, loss = estimates.popleft()
-            policy.set_link(rtt_ms, loss)  # type: ignore[attr-defined]
-        if not statuses or statuses[0][0] > now:
-            continue
-        while statuses and statuses[0][0] <= now:
-            windows = statuses.popleft()[1]
-        lambdas.append(float(getattr(policy, "lam", np.nan)))
-        if learner is None:
-            continue
-        # ...and the learner the windows scored by then: the recorded count, else samples older than the lag.
-        if windows is not None:  # up to the first sample of window `windows`, which closes the one before
-            scored = min(s, int(np.searchsorted(t, int(t[0]) + windows * WINDOW_US, side="left")) + 1)
-        else:
-            scored = int(np.searchsorted(t, now - score_lag_us, side="left"))
-        if scored > fed:
-            idx = np.flatnonzero(sent[:s])
-            more_lost, more_delay = up.fates(len(idx) - len(lost))  # the stream continues where it stopped
-            lost, delay = np.concatenate([lost, more_lost]), np.concatenate([delay, more_delay])
-            qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t[fed:scored])
-            done = len(acc.window_mse)
-            acc.add(t[fed:scored], q[fed:scored], qhat)
-            learner.observe(acc.window_mse[done:])
-            fed = scored
-        learner.step()
+        while statuses and statuses[0][0] <= now:  # each status in turn (a stalled device can run two at once)
+            t_status, windows = statuses.popleft()
+            apply_estimates(t_status)  # the status hands the policy its link estimates...
+            lambdas.append(float(getattr(policy, "lam", np.nan)))
+            if learner is not None:  # ...and the learner the windows scored by then, then it steps
+                feed(t_status, windows)
+                learner.step()
+        apply_estimates(now)
     return Stepped(sent, horizons, lambdas)

@@ -114,10 +114,11 @@ def simulate(
     n = len(t)
     replay = replay or RecordedRun()
     prepare(policy, link, latency_us, replay.ack_timeouts)
-    if replay.link_estimates:  # the first one holds from the start (the policy's estimate when the run began)
+    uses_link = hasattr(policy, "set_link")  # a recording made with KC-TD3 may be replayed with another policy
+    if replay.link_estimates and uses_link:  # the first one holds from the start (the estimate the run began with)
         policy.set_link(*replay.link_estimates[0][1:])  # type: ignore[attr-defined]
     learner = policy.make_learner() if getattr(policy, "online", False) else None  # type: ignore[attr-defined]
-    if learner is not None or len(replay.link_estimates) > 1:
+    if learner is not None or (uses_link and len(replay.link_estimates) > 1):
         from device.sim_stepped import select_stepped
 
         sent, horizons, status_lambdas = select_stepped(session, policy, link, predictor, latency_us, learner, replay)

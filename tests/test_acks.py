@@ -85,6 +85,17 @@ def test_simulator_follows_the_timeouts_a_device_recorded() -> None:
     assert recorded_run(synthetic_session(seconds=1.0)).ack_timeouts == []  # no resend policy recorded
 
 
+def test_a_shorter_recorded_timeout_applies_to_the_sends_already_waiting() -> None:
+    """Live, a status that lowers the timeout makes a waiting send overdue at once; the replay does the same."""
+    t = np.arange(0, 300_000, 1000, dtype=np.int64)
+    acks = SimulatedAcks(LinkModel(LinkSpec(loss=0.99, seed=1)), 1.0, PIPELINE_LATENCY_US,
+                         timeouts=[(0, 30_000), (100_000, 5_000)])
+    out = np.zeros(len(t), dtype=bool)
+    periodic_sends(t, out, 0, len(t), 90, 1000, acks)
+    sends = t[out] // 1000
+    assert sends[0] == 90 and sends[1] == 100  # not 120 (90 + the old 30 ms)
+
+
 def _whole_and_chunked(pol: Policy, s: Session, link: LinkSpec, rtt_ms: float, seed: int) -> tuple[np.ndarray, ...]:
     """Sends of ``pol`` on ``s`` in one call and in random chunks of 1-8 samples (as the live device calls it),
     each from a fresh state with acknowledgements drawn from ``link``."""

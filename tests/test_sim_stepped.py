@@ -11,7 +11,8 @@ import pytest
 from device.kctd3_policy import KCTD3Policy
 from device.kctd3_train import random_checkpoint
 from device.link import LinkSpec
-from device.policies import parse_policy
+from device.policies import StaticPolicy, parse_policy
+from device.replay import RecordedRun
 from device.sim_stepped import select_stepped
 from device.simulator import PIPELINE_LATENCY_US, prepare, simulate
 from tests.conftest import synthetic_session
@@ -67,3 +68,32 @@ def test_online_spec_adapts_lambda_per_run(ckpt: Path) -> None:
     assert pol.lam == pytest.approx(lam0)  # a new run starts from the trained λ
     simulate(s, pol, "kinematic")
     assert pol.lam == pytest.approx(moved)  # and is deterministic
+
+
+def test_each_status_steps_the_learner_even_two_between_samples(ckpt: Path) -> None:
+    """A stalled device can run two statuses back to back: each gets its own λ record and learner step."""
+    s = synthetic_session(seconds=3.0)
+    pol = KCTD3Policy(ckpt)
+    prepare(pol, LinkSpec())
+    learner = RecordingLearner()
+    replay = RecordedRun(status_us=[1_000_100, 1_000_200, 2_000_000])
+    stepped = select_stepped(s, pol, LinkSpec(), "kinematic", PIPELINE_LATENCY_US, learner, replay)
+    assert learner.steps == 3 and len(stepped.status_lambdas) == 3
+
+
+def test_recorded_window_counts_are_what_the_learner_gets(ckpt: Path) -> None:
+    s = synthetic_session(seconds=4.0)
+    pol = KCTD3Policy(ckpt)
+    prepare(pol, LinkSpec())
+    learner = RecordingLearner()
+    replay = RecordedRun(status_us=[1_000_000, 2_000_000, 3_000_000], windows_scored=[7, 7, 25])
+    select_stepped(s, pol, LinkSpec(), "kinematic", PIPELINE_LATENCY_US, learner, replay)
+    assert len(learner.windows) == 25 and learner.steps == 3
+
+
+def test_a_kc_td3_recording_replays_with_another_policy() -> None:
+    """Link estimates in a recording are for policies that take them; a static policy ignores them."""
+    s = synthetic_session(seconds=3.0)
+    replay = RecordedRun(link_estimates=[(0, 1.0, 0.0), (1_000_000, 1.2, 0.1)], status_us=[1_000_000])
+    res = simulate(s, StaticPolicy(20, 50), "kinematic", replay=replay)
+    assert res.metrics["load"] == simulate(s, StaticPolicy(20, 50), "kinematic").metrics["load"]
