@@ -20,7 +20,7 @@ import zmq
 from device.link import LinkSpec
 from device.policies import Policy
 from device.reader import SerialReader, host_us
-from device.tracking import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor
+from device.tracking import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor, score_lag_us
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
 from twin.kinematics import DERIV_WINDOW, quad_fit
@@ -206,15 +206,16 @@ class DeviceAgent:
                  "policy": cfg.policy.spec()}
         assert self.uplink is not None
         self.uplink.set_hello(hello, now)  # before the first sample, or the server would drop it
-        # Scoring waits for replies: the emulated round trip comes on top of the configured lag.
-        lag_us = round(1000 * (cfg.lag_ms + 2 * (cfg.link.delay_ms + cfg.link.jitter_ms)))
+        lag_us = score_lag_us(cfg.link, cfg.lag_ms)  # scoring waits for replies
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
-            if cfg.policy.acks is not None:  # the simulator can replay the timeouts used (recorded_ack_timeouts)
+            # What the simulator replays (device.replay): the resend timeout, the link estimates and the lag.
+            if cfg.policy.acks is not None:
                 meta["ack_timeout_us"] = cfg.policy.acks.timeout_us
-            if cfg.policy.link_estimate() is not None:  # its link estimates and when scores came (online learning)
-                meta["link_estimate"] = cfg.policy.link_estimate()
+            estimate = cfg.policy.link_estimate()
+            if estimate is not None:
+                meta["link_estimate"] = estimate
                 meta["score_lag_us"] = lag_us
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
         self.tracking = TrackingMonitor(joints, lag_us, self.recorder)
@@ -303,8 +304,9 @@ class DeviceAgent:
             extra: dict[str, Any] = {}
             if self.cfg.policy.acks is not None:
                 extra["ack_timeout_us"] = self.cfg.policy.acks.timeout_us
-            if self.cfg.policy.link_estimate() is not None:  # what the policy was told (the simulator replays it)
-                extra["link_estimate"] = self.cfg.policy.link_estimate()
+            estimate = self.cfg.policy.link_estimate()
+            if estimate is not None:  # what the policy was told (the simulator replays it)
+                extra["link_estimate"] = estimate
             if self._status_lam is not None:  # KC-TD3's λ (online learning: the simulated path is checked on it)
                 extra["lambda"] = self._status_lam
             if self.learner is not None:  # how far scoring had got when the learner was handed the windows

@@ -1,7 +1,7 @@
 """Stepped simulation: what changes a live device's policy *during* a run, replayed at the right device time.
 
 Two things do: the link estimates the device hands the policy at each status (RTT, loss; recorded, see
-``device.simulator.recorded_link_estimates``) and on-device online learning (``kc-td3:P.pt,online=1``), which
+``device.replay``) and on-device online learning (``kc-td3:P.pt,online=1``), which
 reads the device-scored 100 ms windows (the twin as it really showed, losses included) about once a second and
 nudges λ. Selection therefore runs in steps: recorded estimates are applied when their time comes, and every
 second of device time the twin's display for that second is computed from the sends so far and their link fates
@@ -19,7 +19,7 @@ import numpy as np
 from device.link import LinkModel, LinkSpec
 from device.policies import Policy
 from device.replay import RecordedRun
-from device.tracking import DEFAULT_SCORE_LAG_MS
+from device.tracking import score_lag_us as device_score_lag_us
 from twin.metrics import WINDOW_US, ErrorAccumulator
 from twin.session import Session
 
@@ -44,15 +44,14 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
                    score_lag_us: int | None = None) -> Stepped:
     """``policy.select`` over the session in steps (see the module). Status times, link estimates and the
     scoring lag come from ``replay`` when given; otherwise a status every second and ``score_lag_us`` (default:
-    the device's, DEFAULT_SCORE_LAG_MS plus the emulated round trip)."""
+    the device's default, ``device.tracking.score_lag_us``)."""
     from device.simulator import TwinDisplay  # the simulator imports this module lazily: no cycle at load
 
     t, q = session.t_us, session.q
     n = len(t)
     replay = replay or RecordedRun()
     if score_lag_us is None:
-        score_lag_us = replay.score_lag_us if replay.score_lag_us is not None else \
-            round(1000 * (DEFAULT_SCORE_LAG_MS + 2 * (link.delay_ms + link.jitter_ms)))
+        score_lag_us = replay.score_lag_us if replay.score_lag_us is not None else device_score_lag_us(link)
     times = replay.status_us or list(range(int(t[0]) + LEARNER_PERIOD_US, int(t[-1]) + 1, LEARNER_PERIOD_US))
     scored_counts = replay.windows_scored or [None] * len(times)
     statuses: deque[tuple[int, int | None]] = deque(zip(times, scored_counts, strict=True))

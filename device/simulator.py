@@ -163,7 +163,7 @@ def simulate_many(
     as_recorded: bool = False,
 ) -> tuple[dict[str, Any], list[SimResult]]:
     """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples
-    (``as_recorded``: with the resend timeouts and link estimates each recording's device used)."""
+    (``as_recorded``: replaying each recording's device run, ``device.replay.recorded_run``)."""
     results = [simulate(s, policy, predictor, link, eps, keep,
                         replay=recorded_run(s) if as_recorded else None) for s in sessions]
     acc = ErrorAccumulator()

@@ -15,11 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from device.link import LinkSpec
 from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
 from twin.session import SessionWriter
 
 DEFAULT_SCORE_LAG_MS = 250.0  # samples wait this long for the twin's predictions before being scored
+
+
+def score_lag_us(link: LinkSpec, lag_ms: float = DEFAULT_SCORE_LAG_MS) -> int:
+    """How long samples are held before scoring: the configured lag plus the emulated round trip on top."""
+    return round(1000 * (lag_ms + 2 * (link.delay_ms + link.jitter_ms)))
 
 
 @dataclass
