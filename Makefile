@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check armtwin device server twin firmware_interfaces tests bench tools
+	$(VENV)/bin/ruff check armtwin device server twin firmware_interfaces lab viewer tests bench tools
 	$(VENV)/bin/mypy
 
 clean:

@@ -1,7 +1,8 @@
 """``armtwin <verb>``: a small dispatcher. Each verb lives next to the code it drives and registers a parser.
 
 Verb modules import only argparse at module level; heavy imports (numpy, zmq, pybullet, torch) happen inside
-their ``run`` so ``armtwin --help`` and the 1 kHz paths do not pay for what they do not use.
+their ``run`` so ``armtwin --help`` and the 1 kHz paths do not pay for what they do not use. A verb whose extra
+(``armtwin[lab]``, ``armtwin[viewer]``) is not installed stays listed and says which extra to install.
 """
 
 from __future__ import annotations
@@ -9,22 +10,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-# verb -> module providing add_parser(subparsers) and run(args) -> int
-VERBS: dict[str, str] = {
-    "demo": "armtwin.demo",
-    "mock-arm": "armtwin.mock_arm_cli",
-    "device": "device.cli",
-    "server": "server.cli",
-    "info": "twin.cli_info",
-    "import": "twin.cli_import",
-    "export": "twin.cli_export",
-    "fit-predictor": "twin.cli_fit_predictor",
-    "view": "twin.cli_view", "render": "twin.cli_render",
-    "simulate": "device.cli_simulate",
-    "evaluate": "device.cli_evaluate",
-    "train": "device.cli_train",
+from armtwin.extras import install_hint, missing_extra
+
+# verb -> (module providing add_parser(subparsers, name) and run(args) -> int, the extra it needs or None)
+VERBS: dict[str, tuple[str, str | None]] = {
+    "demo": ("armtwin.demo", "viewer"),
+    "mock-arm": ("armtwin.mock_arm_cli", None),
+    "device": ("device.cli", None),
+    "server": ("server.cli", None),
+    "info": ("armtwin.cli_info", None),
+    "import": ("armtwin.cli_import", None),
+    "export": ("armtwin.cli_export", None),
+    "view": ("viewer.cli_view", "viewer"),
+    "render": ("viewer.cli_render", "viewer"),
+    "simulate": ("lab.cli_simulate", "lab"),
+    "evaluate": ("lab.cli_evaluate", "lab"),
+    "train": ("lab.cli_train", "lab"),
+    "fit-predictor": ("lab.cli_fit_predictor", "lab"),
 }
 
 EPILOG = """examples:
@@ -44,9 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for verb, module in VERBS.items():
+    for verb, (module, extra) in VERBS.items():
         importlib.import_module(module).add_parser(sub, verb)
+        if extra is not None and missing_extra(extra):
+            # A light install (the arm controller) keeps the verb visible and says what to install.
+            hint = f"armtwin {verb} {install_hint(extra)}"
+            p = sub.choices[verb]
+            p.description = f"{p.description or ''}\n\n{hint}".strip()
+            p.set_defaults(run=_missing(hint))
     return parser
+
+
+def _missing(hint: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"error: {hint}", file=sys.stderr)
+        return 2
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from twin.constants import DEFAULT_URDF
 from twin.predictors import DEFAULT_PREDICTOR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def _spawn(args: list[str], stderr: IO[str] | int | None = None) -> subprocess.P
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin.plots import plot_tracking
     from twin.session import SessionError, load_session
+    from viewer.plots import plot_tracking
 
     if not args.session.exists():
         print(f"error: session {args.session} not found (the bundled one lives in data/sessions/)", file=sys.stderr)
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             [sys.executable, "-m", "armtwin", "device", "--port", port, "--server", endpoint, "--policy",
              args.policy, "--duration", str(args.seconds), "--record", str(rec), "--summary-json",
              str(summary_path), "--joint-names", ",".join(src.joint_names),
-             "--urdf", str(src.meta.get("urdf", "kuka_iiwa/model.urdf"))],
+             "--urdf", str(src.meta.get("urdf", DEFAULT_URDF))],
             check=False,
         )
         if device.returncode != 0:

@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.kctd3_policy import STATE_DIM, KCTD3Policy  # noqa: E402
+from device.policies.kctd3.policy import STATE_DIM, KCTD3Policy  # noqa: E402
 from twin.session import load_session  # noqa: E402
 
 
@@ -67,15 +67,16 @@ def bench_decisions(path: str, n_decisions: int) -> dict[str, dict[str, float]]:
 def bench_training(seconds: float = 20.0) -> dict[str, float]:
     import torch
 
-    from device.kctd3_train import TD3, Env, Replay, TrainConfig
+    from lab.kctd3.config import TrainConfig
+    from lab.kctd3.train import TD3, Env, ReplayBuffer
 
     torch.set_num_threads(1)
     sessions = [load_session(REPO / "data" / "sessions" / f"train_{x}.mcap") for x in "ab"]
     cfg = TrainConfig(eps=0.002)
     rng = np.random.default_rng(0)
-    env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), Replay()
+    env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), ReplayBuffer()
     with tempfile.TemporaryDirectory() as tmp:
-        from device.kctd3_train import random_checkpoint
+        from lab.kctd3.train import random_checkpoint
 
         pol = KCTD3Policy(random_checkpoint(Path(tmp) / "r.pt"), record=True)
     pol.behaviour = lambda s, a_exp: np.clip(a_exp + rng.normal(0, 0.1, 2), -1, 1)
@@ -105,7 +106,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.policy
         if path is None:
-            from device.kctd3_train import random_checkpoint
+            from lab.kctd3.train import random_checkpoint
 
             path = str(random_checkpoint(Path(tmp) / "r.pt"))
         latency = bench_decisions(path, args.decisions)

@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from device.policies import parse_policy  # noqa: E402
-from device.simulator import simulate  # noqa: E402
+from device.policies.registry import parse_policy  # noqa: E402
+from lab.simulator import simulate  # noqa: E402
 from twin.predictors import DEFAULT_PREDICTOR  # noqa: E402
 from twin.session import Session, load_session  # noqa: E402
 

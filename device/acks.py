@@ -3,7 +3,7 @@ declared lost, and the policy sends the current sample at once (ack-based resend
 
 Why: with a periodic or rate-controlled policy a lost sample leaves the twin extrapolating an old prediction for
 a whole sending interval (or two, or more): those windows make the error tail under loss. The device already
-receives every prediction back (DESIGN.md §2), so it knows within about one round trip which sends never made
+receives every prediction back (docs/architecture.md), so it knows within about one round trip which sends never made
 it. Resending the *current* sample (not the lost one) repairs the twin with the freshest data; a reply that was
 lost on the way back only costs one spare send.
 
@@ -18,10 +18,10 @@ from collections import deque
 
 import numpy as np
 
-from device.link import LinkModel
+from device.link_emulation import LinkModel
+from twin.constants import REDUNDANCY, REPEAT_MAX
 
 MAX_MISSES = 5  # consecutive unacknowledged sends after which resending stops until a send is acknowledged
-REDUNDANCY = 3  # each server reply repeats the last 3 predictions (server.twin_server.REDUNDANCY)
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -94,7 +94,10 @@ class SimulatedAcks(AckTracker):
                  timeouts: list[tuple[int, int]] | None = None) -> None:
         super().__init__(rtt_ms)
         self.link, self.latency_us = link, latency_us
-        self._received: deque[int] = deque(maxlen=REDUNDANCY)  # the last sends that reached the server
+        # Sends that reached the server: [device time, when the device has their prediction]. A reply carries the
+        # last REDUNDANCY predictions and every one the device had not acknowledged when it sent the sample.
+        self._unacked: deque[list[int]] = deque()
+        self._last: deque[list[int]] = deque(maxlen=REDUNDANCY)
         # (device time, timeout) pairs a live device used (from its recording): follow them instead of the
         # link's nominal RTT, so a replay takes the same resend decisions the device took.
         self._timeouts = deque(sorted(timeouts or []))
@@ -108,17 +111,26 @@ class SimulatedAcks(AckTracker):
     def sent(self, t_us: int, resend: bool = False) -> None:
         self._follow(t_us)
         super().sent(t_us, resend)
-        lost, delay = self.link.up.fates(1)
+        key = self.link.keys([t_us])
+        lost, delay = self.link.up.fates(key)
         if lost[0]:
             return
-        self._received.append(t_us)
-        down_lost, down_delay = self.link.down.fates(1)
+        # The device's acknowledgement as this sample leaves: the predictions back by then (and holes older than
+        # the server repeats, which can no longer be filled).
+        while self._unacked and (self._unacked[0][1] <= t_us or len(self._unacked) >= REPEAT_MAX):
+            self._unacked.popleft()
+        item = [t_us, _NEVER]
+        self._unacked.append(item)
+        self._last.append(item)
+        down_lost, down_delay = self.link.down.fates(key)  # the reply to this sample
         if down_lost[0]:
             return
         arrival = t_us + int(delay[0]) + int(down_delay[0]) + 2 * self.latency_us
-        for t in self._received:  # the reply repeats the previous predictions: it acknowledges them too
-            if t in self._ack_at:
-                self._ack_at[t] = min(self._ack_at[t], arrival)
+        carried = {id(x): x for x in (*self._unacked, *self._last)}  # server.twin_server.reply_preds
+        for x in carried.values():  # the reply repeats these predictions: it acknowledges them too
+            x[1] = min(x[1], arrival)
+            if x[0] in self._ack_at:
+                self._ack_at[x[0]] = min(self._ack_at[x[0]], arrival)
 
     def next_deadline_us(self) -> int | None:
         # A recorded timeout change applies to the sends already waiting (live: from that status on), so the

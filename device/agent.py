@@ -17,12 +17,13 @@ from typing import Any, TextIO
 import numpy as np
 import zmq
 
-from device.link import LinkSpec
-from device.policies import Policy
+from device.link_emulation import LinkSpec
+from device.policies.base import Learner, Policy
 from device.reader import SerialReader, host_us
-from device.tracking import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor, score_lag_us
+from device.scoring import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor, score_lag_us
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
+from twin.constants import DEFAULT_URDF
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.schema import ProtocolError, Wire, prediction_from_wire
 from twin.session import SessionWriter
@@ -43,7 +44,7 @@ class DeviceConfig:
     record: Path | None = None
     summary_json: Path | None = None
     joint_names: list[str] | None = None
-    urdf: str = "kuka_iiwa/model.urdf"
+    urdf: str = DEFAULT_URDF
     lag_ms: float = DEFAULT_SCORE_LAG_MS
     status_every_s: float = 1.0
     key: bytes | None = None
@@ -73,7 +74,7 @@ class DeviceAgent:
         self._wake_tx.setsockopt(zmq.SNDHWM, 2)  # a wake-up is a hint; one pending is enough
         self._wake_tx.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
-        if cfg.online_learning and hasattr(cfg.policy, "online"):  # = online=1: recordings and simulator see it
+        if cfg.online_learning and cfg.policy.supports_online:  # = online=1: recordings and simulator see it
             cfg.policy.online = True
         # Warm the policy up (numba loads its compiled kernel on first use, ~0.1-1 s) before the arm streams.
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
@@ -88,7 +89,7 @@ class DeviceAgent:
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
         self._ring_q = np.zeros((0, 1))
-        self.learner: Any = None  # KC-TD3 online learner (device.kctd3_online.OnlineLearner)
+        self.learner: Learner | None = None  # on-device learner (KC-TD3 online=1)
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
         self._status_lam: float | None = None
 
@@ -210,7 +211,7 @@ class DeviceAgent:
         if cfg.record is not None:
             meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
-            # What the simulator replays (device.replay): the resend timeout, the link estimates and the lag.
+            # What the simulator replays (lab.recorded_run): the resend timeout, the link estimates and the lag.
             if cfg.policy.acks is not None:
                 meta["ack_timeout_us"] = cfg.policy.acks.timeout_us
             estimate = cfg.policy.link_estimate()
@@ -219,8 +220,8 @@ class DeviceAgent:
                 meta["score_lag_us"] = lag_us
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
         self.tracking = TrackingMonitor(joints, lag_us, self.recorder)
-        if getattr(cfg.policy, "online", False):
-            self.learner = cfg.policy.make_learner().start()  # type: ignore[attr-defined]
+        if cfg.policy.online:
+            self.learner = cfg.policy.make_learner().start()
 
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
@@ -238,12 +239,12 @@ class DeviceAgent:
         tt, qq = np.concatenate([self._ring_t, t]), np.concatenate([self._ring_q.reshape(-1, q.shape[1]), q])
         offset = len(tt) - len(t)
         wants_d = self.uplink.server_wants_derivatives
-        hz = getattr(self.cfg.policy, "sample_horizons_us", None)  # per-sample H (KC-TD3 changes it on the fly)
+        hz = self.cfg.policy.horizons_us(len(samples))  # per-sample H (KC-TD3 changes it on the fly)
         for i in np.flatnonzero(mask):
             s = samples[i]
             d = quad_fit(tt, qq, np.array([offset + i]), DERIV_WINDOW)[0, 1:] if wants_d else None
-            h = int(hz[i]) if hz is not None and len(hz) == len(samples) else self.cfg.policy.horizon_us
-            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, h, now, self.cfg.policy.k, d)
+            sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, int(hz[i]), now, self.cfg.policy.k, d,
+                                              self.tracking.preds.acked)
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
 
@@ -251,7 +252,7 @@ class DeviceAgent:
         """A dead-reckoning device must mirror the predictor the server really runs, or its sends are wrong."""
         assert self.uplink is not None
         self._checked_predictor = True
-        mirrored = getattr(self.cfg.policy, "predictor_name", None)
+        mirrored = self.cfg.policy.predictor_name
         if mirrored is not None and mirrored != self.uplink.server_predictor:
             print(f"warning: policy mirrors predictor {mirrored!r} but the server runs "
                   f"{self.uplink.server_predictor!r}; start the server with --predictor {mirrored}",
@@ -296,8 +297,8 @@ class DeviceAgent:
         if self.cfg.policy.acks is not None:
             self.cfg.policy.acks.set_rtt(p99)
             line += f" resent={self.cfg.policy.acks.resends}"
-        if hasattr(self.cfg.policy, "lam_scale"):
-            line += self._kctd3_status(p50)
+        if self.cfg.policy.uses_link:
+            line += self._link_status(p50)
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
             t_dev = now - (self.fw2host_us or 0)
@@ -316,20 +317,23 @@ class DeviceAgent:
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
                 "dropped_packets": self.uplink.stats.dropped_packets})
 
-    def _kctd3_status(self, rtt_ms: float) -> str:
-        """KC-TD3: hand the link estimates (RTT; loss = sends with no prediction back) to the policy and the
-        device-scored 100 ms windows to the online learner; its status fields (λ, mirrored avg MSE vs ε)."""
+    def _link_status(self, rtt_ms: float) -> str:
+        """Hand the link estimates (RTT; loss = sends with no prediction back) to the policy and the
+        device-scored 100 ms windows to the online learner; the policy's status fields (KC-TD3: λ, mirrored avg
+        MSE vs ε)."""
         tr, policy = self.tracking, self.cfg.policy
         assert tr is not None
         sent, back = tr.sent, len(tr.uplink_latency_us)
         d_sent, d_back, self._kc_prev = sent - self._kc_prev[0], back - self._kc_prev[1], (sent, back)
-        policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)  # type: ignore[attr-defined]
-        self._status_lam = float(policy.lam)  # type: ignore[attr-defined]  # before this status's learner step
+        policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)
+        self._status_lam = float(policy.lam)  # before this status's learner step
         if self.learner is not None:
             self.learner.observe(tr.acc.window_mse[self._kc_win:])
             self._kc_win = len(tr.acc.window_mse)
             self.learner.nudge()  # one step per status, on the learner's thread (the simulator does the same)
-        kc = policy.status()  # type: ignore[attr-defined]
+        kc = policy.status()
+        if not kc:
+            return ""
         return f" lam={kc['lambda']:.3g} mirror_avg_mse={kc['avg_mse']:.3g}/eps={kc['eps']:g}"
 
     def _shutdown(self, start_us: int, link_down_us: int) -> dict[str, Any]:
@@ -342,11 +346,14 @@ class DeviceAgent:
             self.tracking.add_samples([s.t_us for s in leftover], [s.seq for s in leftover],
                                       [s.q for s in leftover], np.zeros(len(leftover), dtype=bool))
         if self.uplink is not None and self.tracking is not None:
-            # Collect the last replies still in flight before scoring the tail.
-            deadline = host_us() + 50_000
-            while host_us() < deadline:
-                if not self.uplink.sock.poll(10):
-                    break
+            # Let the last sends reach the server and their replies come back before scoring the tail, as the
+            # simulator assumes: the emulated link still holds some, and a reply takes a round trip. Bounded by
+            # the scoring lag (a server that dropped a sample never answers it).
+            deadline = host_us() + score_lag_us(self.cfg.link, self.cfg.lag_ms)
+            while self.uplink.in_flight() and (now := host_us()) < deadline:
+                release = self.uplink.next_release_us()
+                self.uplink.sock.poll(10 if release is None else max(0, min(10, (release - now) // 1000)))
+                self.uplink.flush_due(host_us())
                 for msg in self.uplink.poll_replies(host_us()):
                     self._handle_prediction(msg)
             if self.fw2host_us is not None:

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twin.constants import DEFAULT_URDF
+
 
 def add_parser(sub: Any, name: str) -> None:
-    from device.tracking import DEFAULT_SCORE_LAG_MS
+    from device.scoring import DEFAULT_SCORE_LAG_MS
 
     p = sub.add_parser(
         name,
@@ -35,7 +37,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--baud", type=int, default=921_600, help="baud rate (ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
     p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
-    p.add_argument("--urdf", default="kuka_iiwa/model.urdf", help="URDF id announced to the server")
+    p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")
     p.add_argument("--duration", type=float, help="stop after S seconds of samples")
     p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here")
     p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
@@ -54,13 +56,14 @@ def add_parser(sub: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from device.agent import DeviceAgent, DeviceConfig, install_signal_handlers
-    from device.link import LinkSpec
-    from device.policies import PolicySpecError, parse_policy
+    from device.link_emulation import LinkSpec
+    from device.policies.base import PolicySpecError
+    from device.policies.registry import parse_policy
     from device.summary import format_summary, write_summary
 
     try:
         policy = parse_policy(args.policy)
-        if args.online_learning and not hasattr(policy, "online"):
+        if args.online_learning and not policy.supports_online:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
         cfg = DeviceConfig(

@@ -18,11 +18,19 @@ from typing import Any
 import numpy as np
 import zmq
 
-from device.link import LinkModel, LinkSpec
+from device.link_emulation import LinkModel, LinkSpec
 from twin.schema import ProtocolError, Wire
 
 HEARTBEAT_US = 200_000
 LINK_TIMEOUT_US = 1_000_000
+
+
+def reply_t0(msg: dict[str, Any]) -> int:
+    """The device time of the sample a prediction reply answers (its newest prediction's t0); -1 if none."""
+    try:
+        return int(msg["preds"][-1][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return -1
 
 
 @dataclass
@@ -39,6 +47,8 @@ class UplinkStats:
     errors_from_server: int = 0
     emulated_lost_up: int = 0  # samples the link emulation dropped (they still count as sent: load)
     emulated_lost_down: int = 0
+    samples_on_wire: int = 0  # sample messages the socket took (after any emulated delay)
+    pred_replies: int = 0  # prediction replies read from the socket (before any emulated downlink loss)
     bad_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,6 +92,7 @@ class Uplink:
         # simulator: one loss/jitter draw per sample uplink and per prediction reply downlink, in order).
         self.link = link or LinkSpec()
         self._model = None if self.link.is_perfect else LinkModel(self.link)
+        self._reply_keys: dict[int, int] = {}  # sample device time -> link-emulation key of its send
         self._up_q: list[tuple[int, int, bool, list[bytes]]] = []  # (release, order, is_control, frames)
         self._down_q: list[tuple[int, int, dict[str, Any]]] = []
         self._tie = itertools.count()
@@ -89,6 +100,12 @@ class Uplink:
 
     # -- sending -------------------------------------------------------------------------------------------
     def _send(self, frames: list[bytes], control: bool = False) -> bool:
+        ok = self._send_frames(frames, control)
+        if ok and not control:
+            self.stats.samples_on_wire += 1
+        return ok
+
+    def _send_frames(self, frames: list[bytes], control: bool) -> bool:
         try:
             self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -102,12 +119,20 @@ class Uplink:
         return True
 
     def send_sample(self, seq: int, t_us: int, q: np.ndarray, horizon_us: int, now_us: int, k: float,
-                    deriv: np.ndarray | None = None) -> bool:
-        extra = {} if deriv is None else {"d": deriv.ravel().tolist()}
+                    deriv: np.ndarray | None = None, acked: int | None = None) -> bool:
+        """Send one sample (``acked``: the pred_seq up to which every prediction came back; the server repeats
+        the newer ones in its reply)."""
+        extra: dict[str, Any] = {} if deriv is None else {"d": deriv.ravel().tolist()}
+        if acked is not None:
+            extra["a"] = acked
         frames = self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k, **extra)
         if self._model is None:
             return self._send(frames)
-        lost, delay = self._model.up.fates(1)
+        key = self._model.keys([t_us])
+        self._reply_keys[t_us] = int(key[0])  # its reply meets the fate keyed alike
+        while len(self._reply_keys) > 4096:
+            del self._reply_keys[next(iter(self._reply_keys))]
+        lost, delay = self._model.up.fates(key)
         if lost[0]:
             self.stats.emulated_lost_up += 1
             self.stats.packets_sent += 1  # it left the device; the emulated network lost it
@@ -134,6 +159,11 @@ class Uplink:
             release, _, control, frames = heapq.heappop(self._up_q)
             self.release_lateness_us.append(now_us - release)
             self._send(frames, control=control)
+
+    def in_flight(self) -> bool:
+        """Samples still on their way: held by the link emulation, or on the wire with no reply read yet."""
+        return (any(not control for _, _, control, _ in self._up_q) or bool(self._down_q)
+                or self.stats.pred_replies < self.stats.samples_on_wire)
 
     def next_release_us(self) -> int | None:
         times = [q[0][0] for q in (self._up_q, self._down_q) if q]
@@ -170,10 +200,12 @@ class Uplink:
                 self.stats.bad_replies += 1
                 self.stats.bad_reasons[exc.reason] = self.stats.bad_reasons.get(exc.reason, 0) + 1
                 continue
+            if msg["type"] == "pred":
+                self.stats.pred_replies += 1
             if self._model is None:
                 self._deliver(msg, now_us, preds)
             elif msg["type"] == "pred":
-                lost, delay = self._model.down.fates(1)
+                lost, delay = self._model.down.fates([self._reply_keys.get(reply_t0(msg), -1)])
                 if lost[0]:
                     self.stats.emulated_lost_down += 1
                 else:
@@ -234,6 +266,6 @@ class Uplink:
     def close(self) -> None:
         try:
             if self.link_up:
-                self._send(self.wire.encode("bye"))
+                self._send(self.wire.encode("bye"), control=True)
         finally:
             self.sock.close(linger=0)

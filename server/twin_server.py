@@ -16,12 +16,21 @@ import msgpack
 import numpy as np
 import zmq
 
+from twin.constants import REDUNDANCY, REPEAT_MAX
 from twin.display import Prediction
 from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 from twin.schema import ProtocolError, Wire, prediction_to_wire
 
-REDUNDANCY = 3  # each reply repeats the last predictions so one lost reply does not blind the device
 SESSION_IDLE_S = 30.0
+
+
+def reply_preds(recent: deque[list[Any]], acked: int | None) -> list[list[Any]]:
+    """The predictions a reply carries: the last REDUNDANCY, and every one newer than the device's
+    acknowledgement ``acked`` (pred_seq), at most REPEAT_MAX (``recent``'s length)."""
+    if acked is None:  # a device that does not acknowledge
+        return list(recent)[-REDUNDANCY:]
+    out = [p for p in recent if p[0] > acked]
+    return list(recent)[-REDUNDANCY:] if len(out) < REDUNDANCY else out
 
 
 def server_us() -> int:
@@ -41,7 +50,7 @@ class DeviceSession:
     pred_seq: int = 0
     samples: int = 0
     stale: int = 0
-    recent: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=REDUNDANCY))
+    recent: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=REPEAT_MAX))
     last_pred: Prediction | None = None
     last_q: list[float] | None = None
     device_status: dict[str, Any] = field(default_factory=dict)
@@ -198,7 +207,7 @@ class TwinServer:
         sess.samples += 1
         sess.last_pred, sess.last_q = pred, msg["q"]
         sess.recent.append([*prediction_to_wire(sess.pred_seq, pred), rx])
-        self._reply(ident, "pred", seq=msg["seq"], ts=msg["ts"], rx=rx, preds=list(sess.recent))
+        self._reply(ident, "pred", seq=msg["seq"], ts=msg["ts"], rx=rx, preds=reply_preds(sess.recent, msg.get("a")))
         self._publish(sess, pred, rx)
 
     def _welcome(self, ident: bytes, dev: str) -> None:

@@ -7,7 +7,7 @@ link. Load must agree within 1 % and MSE within 10 %.
 A live run's decisions also depend on what the device measured while it ran: the resend timeout (from the RTT
 p99), the link estimates KC-TD3 is given at each status, and, with online learning, the λ steps taken at each
 status on the windows scored by then. The device records them and the simulator replays them
-(``device.replay.recorded_run``). With that, on a quiet host: resend counts equal or within 2, loads within 1 %,
+(``lab.recorded_run.recorded_run``). With that, on a quiet host: resend counts equal or within 2, loads within 1 %,
 MSE within 5 %; with online learning, λ within 1 % at every status in some runs, in others for the first five
 (then see below), load within 1 % and MSE within 7 % (before, from the nominal link, static-resend MSE differed
 by up to 40 % and KC-TD3 load by 5 %).
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.link import LinkSpec
-from device.policies import parse_policy
-from device.replay import recorded_run
-from device.simulator import simulate
+from device.link_emulation import LinkSpec
+from device.policies.registry import parse_policy
+from lab.recorded_run import recorded_run
+from lab.simulator import simulate
 from tests.conftest import REPO, Proc
 from twin.session import load_session
 

@@ -1,4 +1,4 @@
-"""twin/arm.py: batched FK against PyBullet's own getLinkState, end-effector error, joint maps, limits."""
+"""viewer/arm.py: batched FK against PyBullet's own getLinkState, end-effector error, joint maps, limits."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from twin.arm import ArmModel, ArmModelError, JointLimitWarning, ee_error_summary, import_pybullet
 from twin.session import Session
+from viewer.arm import ArmModel, ArmModelError, JointLimitWarning, ee_error_summary, import_pybullet
 
 KUKA = [f"joint_{i + 1}" for i in range(7)]
 
@@ -154,8 +154,8 @@ def test_out_of_limits_warns_with_count_not_crash(kuka: ArmModel) -> None:
 
 
 def test_import_prints_no_banner_on_stdout() -> None:
-    """`armtwin info --json` must stay valid JSON: importing pybullet through twin.arm prints nothing."""
-    code = "from twin.arm import ArmModel; ArmModel().connect().disconnect(); print('ok')"
+    """`armtwin info --json` must stay valid JSON: importing pybullet through viewer.arm prints nothing."""
+    code = "from viewer.arm import ArmModel; ArmModel().connect().disconnect(); print('ok')"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                          check=True)
     assert res.stdout == "ok\n"

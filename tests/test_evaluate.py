@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from device.evaluate import candidates, choose, evaluate
-from device.link import LinkSpec
-from device.policies import parse_policy
-from device.simulator import simulate_many
+from device.link_emulation import LinkSpec
+from device.policies.registry import parse_policy
+from lab.evaluate import candidates, choose, evaluate
+from lab.simulator import simulate_many
 from tests.conftest import Proc, synthetic_session
 from twin.session import write_session
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.event_policies import MirrorTriggerPolicy, SendOnDeltaPolicy
-from device.link import LinkModel, LinkSpec, LinkSpecError
-from device.policies import PolicySpecError, StaticPolicy, parse_policy
+from device.link_emulation import LinkModel, LinkSpec, LinkSpecError
+from device.policies.base import PolicySpecError
+from device.policies.event import DeadReckoningPolicy, SendOnDeltaPolicy
+from device.policies.registry import parse_policy
+from device.policies.static import StaticPolicy
 from tests.conftest import synthetic_session
 from twin.predictors import OnlinePredictor, make_predictor
 
@@ -22,7 +24,7 @@ def test_kernel_matches_reference_and_chunking(spec: str) -> None:
     s = synthetic_session(seconds=8, joints=4)
     whole = parse_policy(spec).select(s.t_us, s.q)
     ref = parse_policy(spec)
-    assert isinstance(ref, MirrorTriggerPolicy)
+    assert isinstance(ref, DeadReckoningPolicy)
     assert np.array_equal(whole, ref.select_reference(s.t_us, s.q))
     chunked_policy = parse_policy(spec)
     rng = np.random.default_rng(0)
@@ -36,7 +38,7 @@ def test_kernel_matches_reference_and_chunking(spec: str) -> None:
 def test_dead_reckoning_bounds_the_mirrored_error() -> None:
     s = synthetic_session(seconds=5, joints=3)
     delta = 0.05
-    pol = MirrorTriggerPolicy(delta, "linear", horizon_ms=1e6, heartbeat_ms=1e6)
+    pol = DeadReckoningPolicy(delta, "linear", horizon_ms=1e6, heartbeat_ms=1e6)
     sent = pol.select(s.t_us, s.q)
     # Rebuild the mirror with the server's own predictor: between sends the twin stays within delta.
     mirror = OnlinePredictor(make_predictor("linear"))
@@ -74,17 +76,52 @@ def test_bad_policy_specs() -> None:
 
 def test_link_draws_are_chunk_invariant_and_match_rates() -> None:
     spec = LinkSpec.parse("delay_ms=20,jitter_ms=4,loss=0.1,seed=3")
-    lost_all, delay_all = LinkModel(spec).up.fates(20000)
+    keys = np.arange(20000) * 1000
+    lost_all, delay_all = LinkModel(spec).up.fates(keys)
     one = LinkModel(spec).up
-    singles = [one.fates(1) for _ in range(20000)]
+    singles = [one.fates([k]) for k in keys]
     assert np.array_equal(lost_all, np.array([s[0][0] for s in singles]))
     assert np.array_equal(delay_all, np.array([s[1][0] for s in singles]))
     assert abs(lost_all.mean() - 0.1) < 0.01
     assert delay_all.min() >= 20000 and delay_all.max() <= 24000
+    # Uniform jitter: the keyed hash has no visible structure (each tenth of the range gets ~10 %).
+    counts = np.histogram(delay_all, bins=10, range=(20000, 24001))[0]
+    assert counts.min() > 0.08 * len(keys)
+
+
+def _fates(spec: LinkSpec, t_us: np.ndarray) -> np.ndarray:
+    model = LinkModel(spec)
+    return model.up.fates(model.keys(t_us))[0]
+
+
+def test_link_fates_follow_the_send_not_the_send_order() -> None:
+    """Live and simulated runs that differ in one send (an extra resend, or a periodic schedule moved by a sample
+    from there on) still deal the other sends the same fates, except those of the slot where they differ. Fates
+    drawn in send order used to give the whole rest of the run another loss pattern: the agreement test's MSE
+    spread."""
+    spec = LinkSpec(loss=0.2, jitter_ms=2, seed=7)
+    t = np.arange(1000, 30_000_000, 40_000)
+    base = _fates(spec, t)
+    extra = np.insert(t, 10, t[10] - 3000)  # one more send early in the run
+    assert (np.delete(_fates(spec, extra), 10) != base).sum() <= 3
+    shifted = np.r_[t[:10], t[10:] + 1000]  # the schedule moves by one sample from send 10 on
+    assert (_fates(spec, shifted) != base).sum() <= 0.05 * len(t)
+    # Chunking does not matter (the live device asks send by send, the stepped simulator per status).
+    model = LinkModel(spec)
+    one_by_one = np.concatenate([model.up.fates(model.keys([x]))[0] for x in t])
+    assert np.array_equal(one_by_one, base)
+    # At 1 kHz every send of a slot has its own draw: the loss rate holds and is not bunched per slot.
+    dense = _fates(spec, np.arange(0, 20_000_000, 1000))
+    assert abs(dense.mean() - 0.2) < 0.01
+    per_slot = dense.reshape(-1, 100).mean(axis=1)
+    assert per_slot.std() < 0.06  # binomial(100, 0.2)/100: 0.04; a shared draw per slot would give 0.4
+    # Bursty loss: the chains meet again within a few packets.
+    bursty = LinkSpec(loss=0.1, burst=4, seed=7)
+    assert np.array_equal(np.delete(_fates(bursty, extra), 10)[40:], _fates(bursty, t)[40:])
 
 
 def test_gilbert_elliott_bursts_keep_the_average_loss() -> None:
-    lost, _ = LinkModel(LinkSpec(loss=0.1, burst=4, seed=1)).up.fates(200_000)
+    lost, _ = LinkModel(LinkSpec(loss=0.1, burst=4, seed=1)).up.fates(np.arange(200_000) * 1000)
     assert abs(lost.mean() - 0.1) < 0.01
     runs = np.diff(np.flatnonzero(np.diff(np.r_[0, lost.astype(int), 0])))[::2]
     assert 3.0 < runs.mean() < 5.0

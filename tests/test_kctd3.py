@@ -12,20 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from device.kctd3_knowledge import H_MAX_MS, K_MAX, K_MIN, action_to_kh, expert_kh, kh_to_action, motion_stats
-from device.kctd3_online import OnlineLearner
-from device.kctd3_policy import (
-    DECISION_US,
-    STATE_DIM,
-    KCTD3Policy,
-    _Mirror,
-    lambda_at,
-    load_checkpoint,
-)
-from device.kctd3_train import TrainConfig, random_checkpoint, train
-from device.link import LinkSpec
-from device.policies import parse_policy
-from device.simulator import simulate
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint
+from device.policies.kctd3.knowledge import H_MAX_MS, K_MAX, K_MIN, action_to_kh, expert_kh, kh_to_action, motion_stats
+from device.policies.kctd3.online import OnlineLearner
+from device.policies.kctd3.policy import DECISION_US, STATE_DIM, KCTD3Policy, _Mirror
+from device.policies.registry import parse_policy
+from lab.kctd3.config import TrainConfig
+from lab.kctd3.train import random_checkpoint, train
+from lab.simulator import simulate
 from tests.conftest import REPO, Proc, synthetic_session
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.predictors import OnlinePredictor, make_predictor
@@ -164,7 +159,7 @@ def test_online_learner_moves_lambda_and_stops(ckpt: Path) -> None:
 
 
 def test_device_module_does_not_import_torch(ckpt: Path) -> None:
-    code = ("import sys, numpy as np; from device.policies import parse_policy; "
+    code = ("import sys, numpy as np; from device.policies.registry import parse_policy; "
             f"p = parse_policy('kc-td3:{ckpt}'); p.select(np.arange(500) * 1000, np.zeros((500, 3))); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -250,8 +245,8 @@ def test_live_device_with_online_learning(procs: list[Proc], ckpt: Path, tmp_pat
 def test_auto_tail_max_is_the_best_static_policys_tail() -> None:
     """``--tail-max auto``: per (delay, loss) of the λ grid, margin x the tail fraction of the static (k, H) that
     the evaluation harness picks on the training sessions on that link."""
-    from device.evaluate import evaluate
-    from device.kctd3_calibrate import GRID_DELAY_MS, GRID_LOSS, static_tail_table, tail_bound
+    from lab.evaluate import evaluate
+    from lab.kctd3.calibrate import GRID_DELAY_MS, GRID_LOSS, static_tail_table, tail_bound
 
     sessions = [synthetic_session(seconds=2.0, seed=4)]
     cfg = TrainConfig(eps=0.002, seed=5)  # the loss patterns do not depend on the training seed

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from armtwin.cli import main
+from lab.fit_predictor import fit_predictor, static_mse
 from tests.conftest import synthetic_session
-from twin.fit_predictor import fit_predictor, static_mse
 from twin.learned_predictor import (
     DEFAULT_MODEL,
     HISTORY,

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from armtwin.cli import main
-from twin.cli_render import frame_indices
-from twin.scene import MEASURED_RGBA, Scene
 from twin.session import Session, write_session
+from viewer.cli_render import frame_indices
+from viewer.scene import MEASURED_RGBA, Scene
 
 JOINTS = [f"joint_{i + 1}" for i in range(7)]
 
@@ -151,8 +151,8 @@ def test_render_errors_are_clear(kuka_file: Path, tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize("urdf", ["kuka_iiwa/model.urdf", "franka_panda/panda.urdf"])
 def test_merged_twin_ghost_urdf_loads(urdf: str, tmp_path: Path) -> None:
     """The GUI poses twin + ghost with one call: both copies live in one multibody (meshes still found)."""
-    from twin.arm import import_pybullet, read_joints, resolve_urdf
-    from twin.scene import merged_urdf
+    from viewer.arm import import_pybullet, read_joints, resolve_urdf
+    from viewer.scene import merged_urdf
 
     pb = import_pybullet()
     path = tmp_path / "pair.urdf"

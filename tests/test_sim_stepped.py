@@ -1,4 +1,4 @@
-"""Closed-loop simulation of on-device online learning (device.sim_stepped): same sends, fates and windows as the
+"""Closed-loop simulation of on-device online learning (lab.sim_stepped): same sends, fates and windows as the
 open-loop simulator when the learner does nothing; λ adapts when it does."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.kctd3_policy import KCTD3Policy
-from device.kctd3_train import random_checkpoint
-from device.link import LinkSpec
-from device.policies import StaticPolicy, parse_policy
-from device.replay import RecordedRun
-from device.sim_stepped import select_stepped
-from device.simulator import PIPELINE_LATENCY_US, prepare, simulate
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.policy import KCTD3Policy
+from device.policies.registry import parse_policy
+from device.policies.static import StaticPolicy
+from lab.kctd3.train import random_checkpoint
+from lab.recorded_run import RecordedRun
+from lab.sim_stepped import select_stepped
+from lab.simulator import PIPELINE_LATENCY_US, prepare, simulate
 from tests.conftest import synthetic_session
 
 

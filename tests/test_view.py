@@ -20,9 +20,9 @@ from PIL import Image
 
 from server.twin_server import TwinServer
 from tests.conftest import Proc
-from twin.cli_view import DeviceView, TwinFeed, local_us
 from twin.display import Prediction
 from twin.schema import Wire, prediction_to_wire
+from viewer.cli_view import DeviceView, TwinFeed, local_us
 
 JOINTS = [f"joint_{i + 1}" for i in range(7)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.kctd3_policy import KCTD3Policy
-from device.link import LinkSpec
-from device.simulator import simulate_many
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.policy import KCTD3Policy
+from lab.simulator import simulate_many
 from twin.session import load_session
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sessions"

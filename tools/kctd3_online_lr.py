@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from device.kctd3_policy import KCTD3Policy, tail_max_at
-from device.link import LinkSpec
-from device.simulator import simulate_many
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.checkpoint import tail_max_at
+from device.policies.kctd3.policy import KCTD3Policy
+from lab.simulator import simulate_many
 from twin.session import load_session
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sessions"

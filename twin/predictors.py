@@ -29,10 +29,17 @@ class Predictor(ABC):
     name: ClassVar[str]
     degree: ClassVar[int]
     history: ClassVar[int]  # how many received samples ``fit_all`` needs to look back
+    # Predictors that extrapolate with the device's own velocity/acceleration estimate (``fit_with_derivatives``).
+    uses_derivatives: ClassVar[bool] = False
 
     @abstractmethod
     def fit_all(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         """(N,), (N, J) received samples -> (N, degree + 1, J) coefficients, one prediction per sample."""
+
+    def fit_with_derivatives(self, t_us: np.ndarray, q: np.ndarray, deriv: np.ndarray) -> np.ndarray:
+        """As ``fit_all``, with the device's (N, 2, J) [velocity, acceleration / 2] per sample (NaN where a
+        device sent none). Predictors without ``uses_derivatives`` ignore them."""
+        return self.fit_all(t_us, q)
 
 
 class HoldPredictor(Predictor):
@@ -148,7 +155,7 @@ class OnlinePredictor:
         self._t: deque[int] = deque(maxlen=max(predictor.history, 1))
         self._q: deque[np.ndarray] = deque(maxlen=max(predictor.history, 1))
         self._d: deque[np.ndarray] = deque(maxlen=max(predictor.history, 1))
-        self.uses_derivatives = bool(getattr(predictor, "uses_derivatives", False))
+        self.uses_derivatives = predictor.uses_derivatives
 
     @property
     def newest_t0(self) -> int | None:
@@ -162,7 +169,7 @@ class OnlinePredictor:
         self._d.append(np.full((2, len(q)), np.nan) if deriv is None else np.asarray(deriv, dtype=np.float64))
         t = np.fromiter(self._t, dtype=np.int64)
         if self.uses_derivatives:
-            coeffs = self.predictor.fit_with_derivatives(t, np.stack(self._q), np.stack(self._d))[-1]  # type: ignore[attr-defined]
+            coeffs = self.predictor.fit_with_derivatives(t, np.stack(self._q), np.stack(self._d))[-1]
         else:
             coeffs = self.predictor.fit_all(t, np.stack(self._q))[-1]
         return Prediction(t0_us=int(t_us), horizon_us=int(horizon_us), coeffs=coeffs)

@@ -15,11 +15,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from twin.constants import MAX_JOINTS
 from twin.display import Prediction
 
 WIRE_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
-MAX_JOINTS = 32
 
 # Required fields and their types per message type (device->server and server->device).
 _NUM = (int, float)
@@ -93,6 +93,9 @@ class Wire:
             if d is not None and (not isinstance(d, list) or len(d) != 2 * len(q)
                                   or not all(isinstance(x, float | int) for x in d)):
                 raise ProtocolError("malformed", "sample.d must be 2 x joints numbers (velocity, acceleration/2)")
+            a = msg.get("a")
+            if a is not None and (not isinstance(a, int) or isinstance(a, bool) or a < 0):
+                raise ProtocolError("malformed", "sample.a (acknowledged pred_seq) must be an integer >= 0")
         return msg
 
 

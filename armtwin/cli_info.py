@@ -57,7 +57,12 @@ def session_info(path: Path) -> dict[str, Any]:
 
 def _ee_error(session: Any) -> dict[str, Any]:
     """End-effector error (mm) of the twin through the session's URDF: the task-level KPI."""
-    from twin.arm import ArmModelError, ee_error_summary
+    from armtwin.extras import missing_extra
+
+    if missing_extra("viewer"):  # FK needs pybullet; a light install still gets every joint-space figure
+        return {"ee_err_mean_mm": None,
+                "ee_err_error": "end-effector error needs pybullet: pip install 'armtwin[viewer]'"}
+    from viewer.arm import ArmModelError, ee_error_summary
 
     stride = max(1, len(session.t_us) // 20_000)  # FK of ~20k poses keeps `info` quick on long sessions
     try:

@@ -49,7 +49,7 @@ def parse_ks(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin.fit_predictor import baselines, fit_predictor, format_table, validate
+    from lab.fit_predictor import baselines, fit_predictor, format_table, validate
     from twin.session import SessionError, load_session
 
     start = time.monotonic()

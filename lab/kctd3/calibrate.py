@@ -1,7 +1,7 @@
 """KC-TD3 calibration on the training recordings: the expert's safety factor, the chance-constraint bound
 relative to the best static policy (``--tail-max auto``) and the final λ per link (a grid the device interpolates).
 
-All of it bisects or searches with the simulator on training data only; ``device.kctd3_train`` calls it.
+All of it bisects or searches with the simulator on training data only; ``lab.kctd3.train`` calls it.
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from device.kctd3_policy import KCTD3Policy, load_checkpoint, save_npz, tail_max_at
-from device.link import LinkSpec
-from device.simulator import simulate_many
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.checkpoint import load_checkpoint, save_npz, tail_max_at
+from device.policies.kctd3.policy import KCTD3Policy
+from lab.kctd3.config import TrainConfig
+from lab.simulator import simulate_many
 from twin.session import Session
-
-if TYPE_CHECKING:
-    from device.kctd3_train import TrainConfig
 
 GRID_DELAY_MS, GRID_LOSS = (0.0, 10.0, 20.0), (0.0, 0.05, 0.1)  # the λ grid: one-way delay x loss
 
@@ -65,8 +64,8 @@ def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: i
     seed): on a minute of data one pattern alone moved the figure by a factor 1.7. Training data only.
     Per delay too: with 20 ms of delay the static policy's tail is 2-3x its tail without, and a bound taken
     without delay made KC-TD3 spend 1.4-2.3x static's load there."""
-    from device.evaluate import candidates, choose
-    from device.policies import parse_policy
+    from device.policies.registry import parse_policy
+    from lab.evaluate import candidates, choose
 
     table = []
     for delay in GRID_DELAY_MS:

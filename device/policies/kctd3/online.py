@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-from device.kctd3_policy import KCTD3Policy, tail_max_at
+from device.policies.kctd3.checkpoint import tail_max_at
 
 # g is clipped to [-1, G_MAX]. A rare window over ε makes the tail term of a one-second step large (one window in
 # ten is a 10 % tail against a 2-5 % bound); clipping it at +1, as first written, biased the ascent towards
@@ -18,6 +20,22 @@ G_MAX = 5.0
 # (tools/kctd3_online_lr.py; the held-out sessions play no part).
 DEFAULT_LR = 0.1
 FALLBACK_PERIODS = 3  # after statuses began nudging, step on the timer only after this many silent periods
+
+
+class Tunable(Protocol):
+    """What the learner reads and writes of the policy it adapts (``KCTD3Policy``), which builds the learner."""
+
+    window_log: deque[float]
+    meta: dict[str, Any]
+    eps: float
+    loss: float
+    rtt_ms: float
+    lam: float
+    lam_scale: float
+
+    def base_lambda(self) -> float:
+        """λ(link) as trained, before the learner's scale."""
+        ...
 
 
 class OnlineLearner:
@@ -31,7 +49,7 @@ class OnlineLearner:
     with the 1 kHz loop and nothing there waits for this thread. λ only: the actor is not fine-tuned on device.
     """
 
-    def __init__(self, policy: KCTD3Policy, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
+    def __init__(self, policy: Tunable, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
         self.policy, self.lr, self.period_s = policy, lr, period_s
         self._obs: deque[float] = deque(maxlen=1000)
         self._stop, self._kick = threading.Event(), threading.Event()
@@ -42,7 +60,7 @@ class OnlineLearner:
         self._thread.start()
         return self
 
-    def observe(self, window_mse: list[float]) -> None:
+    def observe(self, window_mse: Sequence[float]) -> None:
         self._obs.extend(float(w) for w in window_mse if np.isfinite(w))
 
     def step(self) -> None:

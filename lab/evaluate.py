@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from device.link import LinkSpec
-from device.policies import parse_policy
-from device.simulator import simulate_many
+from device.link_emulation import LinkSpec
+from device.policies.registry import parse_policy
+from lab.simulator import simulate_many
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
 
@@ -105,7 +105,7 @@ def evaluate(
                 te, results = simulate_many(test, policy, predictor, link, eps, keep=ee is not None)
                 rec = {
                     "policy": best["family"] if best["family"] == fam else
-                    getattr(policy, "display_name", fam.split(":", 1)[0]),
+                    policy.display_name,
                     "spec": best["spec"],
                     "constraint": eps,
                     "link": link.label(),

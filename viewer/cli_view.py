@@ -229,7 +229,7 @@ class Viewer:
     """The display loop: absolute frame deadlines, never a busy poll, snapshots, cadence report."""
 
     def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event) -> None:
-        from twin.scene import Scene
+        from viewer.scene import Scene
 
         self.args, self.gui = args, gui
         self.scene = Scene(gui=gui, width=args.width, height=args.height)
@@ -241,8 +241,8 @@ class Viewer:
         self.render_ms: deque[float] = deque(maxlen=1000)
 
     def _load(self, dv: DeviceView) -> None:
-        from twin.arm import ArmModelError
-        from twin.scene import MEASURED_RGBA, TWIN_RGBA
+        from viewer.arm import ArmModelError
+        from viewer.scene import MEASURED_RGBA, TWIN_RGBA
 
         base = (0.0, 2.0 * dv.slot, 0.0)
         urdf = self.args.urdf or dv.urdf or None
@@ -358,8 +358,8 @@ class Viewer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin.arm import ArmModelError, JointMap
-    from twin.scene import native_output_silenced
+    from viewer.arm import ArmModelError, JointMap
+    from viewer.scene import native_output_silenced
 
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec

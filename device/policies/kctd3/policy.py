@@ -1,4 +1,4 @@
-"""KC-TD3 on the device (DESIGN.md §5): every T = 100 ms a small MLP picks the action (k, H); numpy only.
+"""KC-TD3 on the device (docs/kctd3.md): every T = 100 ms a small MLP picks the action (k, H); numpy only.
 
 Between decisions the policy behaves like ``StaticPolicy(k, H)`` with a continuous send phase (the next send
 comes k samples after the previous one, whatever k was). At a decision it scores the window that just ended
@@ -7,14 +7,12 @@ against the twin *as mirrored on the device*: the server's predictor fitted to t
 taking effect half an RTT after its sample and evaluated with the §3 display rule. That needs no network
 feedback, so the live device, the simulator and the training environment compute the same state.
 
-Checkpoint: ``POLICY.pt`` (torch, full training state, written by ``device/kctd3_train.py``) always comes with
-``POLICY.npz`` (actor weights, normalisation, metadata as JSON). This module loads the ``.npz`` and never
-imports torch; only a ``.pt`` without its ``.npz`` falls back to ``torch.load(weights_only=True)`` once at startup.
+Checkpoints (``device/policies/kctd3/checkpoint.py``): the device reads the ``.npz`` beside ``POLICY.pt`` and
+never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from device.acks import AckTracker, periodic_sends
-from device.kctd3_knowledge import action_to_kh, expert_kh, kh_to_action, motion_stats
-from device.policies import Policy, PolicySpecError, parse_flag, register_policy
+from device.policies.base import Policy
+from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint
+from device.policies.kctd3.knowledge import action_to_kh, expert_kh, kh_to_action, motion_stats
+from device.policies.kctd3.online import DEFAULT_LR, OnlineLearner
 from twin.display import displayed
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.predictors import make_predictor
 
-SCHEMA_VERSION = 1
 DECISION_US = 100_000  # T
 INIT_K, INIT_H_MS = 10, 20.0  # action before the first window has been seen
 STATE_NAMES = ("win_mse/eps", "avg_mse/eps", "load", "lambda", "v_rms", "a_rms", "j_rms", "v_rms_50ms",
@@ -39,72 +38,12 @@ _RAD2DEG = 180.0 / np.pi
 Behaviour = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (normalised state, expert action) -> action
 
 
-def _grid_cell(grid: dict[str, Any], rtt_ms: float, loss: float) -> tuple[int, int, np.ndarray]:
-    """Bilinear weights over a (one-way delay, loss) grid for a link estimate, clamped: (i, j, 2x2 weights).
-    One-way delay = RTT/2 minus the 0.5 ms pipeline."""
-    ds, ps = np.asarray(grid["delay_ms"]), np.asarray(grid["loss"])
-    fi = float(np.interp(max(rtt_ms / 2 - 0.5, 0.0), ds, np.arange(len(ds))))
-    fj = float(np.interp(loss, ps, np.arange(len(ps))))
-    i, j = min(int(fi), len(ds) - 2), min(int(fj), len(ps) - 2)
-    return i, j, np.outer([1 - fi + i, fi - i], [1 - fj + j, fj - j])
-
-
-def lambda_at(grid: dict[str, Any], rtt_ms: float, loss: float) -> float:
-    """λ for a link estimate: bilinear in log λ over the checkpoint's (one-way delay, loss) grid, clamped.
-
-    λ depends on the link because the constraint must hold on each link: one λ for all links is needlessly
-    conservative on the easy ones and too lax on the hard ones.
-    """
-    i, j, w = _grid_cell(grid, rtt_ms, loss)
-    return float(np.exp((w * np.log(np.asarray(grid["values"]))[i:i + 2, j:j + 2]).sum()))
-
-
-def tail_max_at(tail_max: float | dict[str, Any], loss: float, rtt_ms: float = 0.0) -> float:
-    """The checkpoint's chance-constraint bound for a link estimate: a number, a table over loss, or (auto bound
-    since it covers delay) a table over (one-way delay, loss), interpolated like λ."""
-    if isinstance(tail_max, dict):
-        if "delay_ms" in tail_max:
-            i, j, w = _grid_cell(tail_max, rtt_ms, loss)
-            return float((w * np.asarray(tail_max["values"])[i:i + 2, j:j + 2]).sum())
-        return float(np.interp(loss, tail_max["loss"], tail_max["values"]))
-    return float(tail_max)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Actor weights + metadata from ``POLICY.npz`` (or the ``.npz`` next to ``POLICY.pt``); torch only as fallback."""
-    path = Path(path)
-    npz = path if path.suffix == ".npz" else path.with_suffix(".npz")
-    if npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            ck: dict[str, Any] = {k: z[k] for k in z.files if k != "meta_json"}
-            ck["meta"] = json.loads(str(z["meta_json"]))
-    elif path.exists():
-        import torch  # startup only, never on the decision path
-
-        raw = torch.load(path, weights_only=True, map_location="cpu")
-        ck = {k: v.numpy() for k, v in raw["actor_numpy"].items()}
-        ck["meta"] = dict(raw["meta"])
-    else:
-        raise PolicySpecError(f"no KC-TD3 checkpoint at {path} (nor {npz})")
-    if ck["meta"].get("schema") != SCHEMA_VERSION:
-        raise PolicySpecError(f"{path}: checkpoint schema {ck['meta'].get('schema')} != {SCHEMA_VERSION}")
-    return ck
-
-
-def save_npz(path: str | Path, actor: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    """Write the device checkpoint: actor ``W0, b0, W1, b1, W2, b2``, ``obs_mean``, ``obs_std`` and metadata."""
-    out = Path(path).with_suffix(".npz")
-    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in actor.items()}
-    np.savez(out, meta_json=np.array(json.dumps(meta, default=float)), **arrays)
-    return out
-
-
 class _Mirror:
     """The twin as the server will show it, from the samples this device sent (the server predictor's own fit)."""
 
     def __init__(self, predictor: str) -> None:
         self.predictor = make_predictor(predictor)
-        self.uses_d = bool(getattr(self.predictor, "uses_derivatives", False))
+        self.uses_d = self.predictor.uses_derivatives
         self.hist = max(self.predictor.history, 1)
         self._h: list[np.ndarray] | None = None  # the last ``hist`` sends: t, q, derivatives
         self.p: list[np.ndarray] | None = None  # predictions in effect or pending: arrival, t0, H, coeffs
@@ -113,7 +52,7 @@ class _Mirror:
         """New sends (time order): the same rows ``OnlinePredictor.update`` gives, one fit for the whole batch."""
         tt, qq, dd = (np.concatenate([o, n]) for o, n in zip(self._h or (t[:0], q[:0], d[:0]), (t, q, d), strict=True))
         if self.uses_d:
-            c = self.predictor.fit_with_derivatives(tt, qq, dd)[-len(t):]  # type: ignore[attr-defined]
+            c = self.predictor.fit_with_derivatives(tt, qq, dd)[-len(t):]
         else:
             c = self.predictor.fit_all(tt, qq)[-len(t):]
         self._h = [tt[-self.hist:], qq[-self.hist:], dd[-self.hist:]]
@@ -132,10 +71,13 @@ class _Mirror:
 class KCTD3Policy(Policy):
     """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1][,online=0|1]``: (k, H) chosen every
     100 ms by a trained actor; with ``resend`` (default: as trained) a lost send is repaired at once
-    (``device.acks``); with ``online`` λ adapts on the device (``device.kctd3_online``; the simulator runs it
-    closed-loop, ``device.sim_stepped``)."""
+    (``device.acks``); with ``online`` λ adapts on the device (``device.policies.kctd3.online``; the simulator runs it
+    closed-loop, ``lab.sim_stepped``)."""
 
     family = "kc-td3"
+    uses_link = True
+    supports_online = True
+    predictor_name: str
 
     def __init__(self, path: str | Path, pred: str | None = None, rtt_ms: float = 0.0, loss: float = 0.0,
                  behaviour: Behaviour | None = None, record: bool = False,
@@ -303,25 +245,10 @@ class KCTD3Policy(Policy):
         """Name in evaluation tables: kc-td3 / td3, ``-online`` when λ adapts."""
         return self.family + ("-online" if self.online else "")
 
-    def make_learner(self) -> Any:
-        """The on-device λ learner for this policy (``device.kctd3_online.OnlineLearner``, not started)."""
-        from device.kctd3_online import DEFAULT_LR, OnlineLearner  # it imports this module
-
+    def make_learner(self) -> OnlineLearner:
+        """The on-device λ learner for this policy (``device.policies.kctd3.online.OnlineLearner``, not started)."""
         return OnlineLearner(self, lr=self.online_lr if self.online_lr is not None else DEFAULT_LR)
 
     def status(self) -> dict[str, float]:
         """Fields for the device's status line."""
         return {"k": float(self._k), "h_ms": self.h_ms, "lambda": self.lam, "avg_mse": self.avg_mse, "eps": self.eps}
-
-
-def _factory(args: dict[str, str]) -> Policy:
-    if "path" not in args:
-        raise PolicySpecError("kc-td3 needs a checkpoint: kc-td3:POLICY.pt[,pred=kinematic]")
-    resend = parse_flag(args["resend"]) if "resend" in args else None
-    online = parse_flag(args["online"]) if "online" in args else False
-    return KCTD3Policy(args["path"], args.get("pred"), float(args.get("rtt", 0)), float(args.get("loss", 0)),
-                       resend=resend, online=online)
-
-
-register_policy("kc-td3", _factory)
-register_policy("td3", _factory)

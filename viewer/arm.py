@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-DEFAULT_URDF = "kuka_iiwa/model.urdf"
+from twin.constants import DEFAULT_URDF
+
 _REVOLUTE, _PRISMATIC = 0, 1  # pybullet.JOINT_REVOLUTE / JOINT_PRISMATIC
 _BLOCK = 8192  # poses per numpy FK block (bounds memory on hour-long sessions)
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from device.link import LinkSpec
+from device.link_emulation import LinkSpec
+from twin.constants import REPEAT_MAX
 from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
 from twin.session import SessionWriter
@@ -45,9 +46,23 @@ class PredictionLog:
         self.joints = joints
         self._preds: dict[int, _Pred] = {}
         self.clock_offset_us = 0
+        # Acknowledgement sent with each sample: every pred_seq up to ``acked`` has been received (or given up on:
+        # the server repeats at most REPEAT_MAX predictions, so an older hole can no longer be filled).
+        self.acked = 0
+        self.never_received = 0
+        self._above: set[int] = set()
 
     def add(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
         self._preds.setdefault(pred_seq, _Pred(arrival_us, pred))
+        if pred_seq > self.acked:
+            self._above.add(pred_seq)
+            newest = max(self._above)
+            while self._above and (self.acked + 1 in self._above or newest - self.acked > REPEAT_MAX):
+                if self.acked + 1 in self._above:
+                    self._above.discard(self.acked + 1)
+                else:
+                    self.never_received += 1
+                self.acked += 1
 
     def __len__(self) -> int:
         return len(self._preds)

@@ -133,9 +133,9 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     """Render per ``args`` (the verb's options); returns frames, size and timing. Raises RenderError."""
     import numpy as np
 
-    from twin.arm import ArmModel, JointLimitWarning, JointMap
-    from twin.scene import MEASURED_RGBA, TWIN_RGBA, Scene
     from twin.session import load_session
+    from viewer.arm import ArmModel, JointLimitWarning, JointMap
+    from viewer.scene import MEASURED_RGBA, TWIN_RGBA, Scene
 
     ext = args.out.suffix.lower()
     if ext not in FORMATS:
@@ -214,8 +214,8 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from twin.arm import ArmModelError
     from twin.session import SessionError
+    from viewer.arm import ArmModelError
 
     try:
         render_session(args)

@@ -1,4 +1,4 @@
-"""Offline simulator: what the live system would do on a recording, fast (DESIGN.md rule 6).
+"""Offline simulator: what the live system would do on a recording, fast.
 
 It runs the live code, not a model of it: the same ``Policy.select`` decides the sends, the same ``LinkModel``
 draws losses and delays, the same predictor ``fit_all`` makes the server's predictions, the same
@@ -14,20 +14,16 @@ from typing import Any
 import numpy as np
 
 from device.acks import SimulatedAcks
-from device.link import LinkModel, LinkSpec
-from device.policies import Policy
-from device.replay import RecordedRun, recorded_run
-from twin.display import displayed, in_effect
-from twin.kinematics import DERIV_WINDOW, quad_fit
+from device.link_emulation import LinkModel, LinkSpec
+from device.policies.base import Policy
+from lab.recorded_run import RecordedRun, recorded_run
+from lab.sim_stepped import select_stepped
+from lab.twin_display import TwinDisplay
+from twin.constants import PIPELINE_LATENCY_US
 from twin.metrics import ErrorAccumulator
-from twin.predictors import DEFAULT_PREDICTOR, make_predictor
+from twin.predictors import DEFAULT_PREDICTOR
 from twin.schema import Wire
 from twin.session import Session
-
-# Serial + device loop + loopback latency of the live pipeline (device time -> server receipt): the device reports
-# it as `uplink_latency_p50_ms` (0.4-0.5 ms here; printed by `pytest tests/test_agreement.py -s`). The simulator
-# adds it so live and simulated arrivals line up.
-PIPELINE_LATENCY_US = 500
 
 
 @dataclass
@@ -39,7 +35,7 @@ class SimResult:
     sent: np.ndarray | None = None
     acc: ErrorAccumulator = field(default_factory=ErrorAccumulator)
     duration_s: float = 0.0
-    status_lambdas: list[float] = field(default_factory=list)  # stepped runs (device.sim_stepped): λ per status
+    status_lambdas: list[float] = field(default_factory=list)  # stepped runs (lab.sim_stepped): λ per status
 
 
 def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
@@ -50,40 +46,12 @@ def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
     return len(body[0]) + 2
 
 
-class TwinDisplay:
-    """What the twin shows, given the sends and their fates: the server predictor fitted on what arrived (with the
-    device's derivative estimates if it uses them), the display rule, reordering handled as the server does."""
-
-    def __init__(self, predictor: str, latency_us: int = PIPELINE_LATENCY_US) -> None:
-        self.pred = make_predictor(predictor)
-        self.deriv_used = bool(getattr(self.pred, "uses_derivatives", False))
-        self.latency_us = latency_us
-
-    def display(self, t: np.ndarray, q: np.ndarray, idx: np.ndarray, lost: np.ndarray, delay: np.ndarray,
-                horizon_us: np.ndarray, t_query: np.ndarray) -> np.ndarray:
-        """Display at ``t_query`` for the sends ``idx`` (rows of t, q) with link fates ``lost``/``delay`` (µs) and
-        horizons ``horizon_us`` (one per send)."""
-        recv = idx[~lost]
-        arrival = t[recv] + delay[~lost] + self.latency_us
-        order = in_effect(arrival, t[recv])  # the server ignores samples older than what it shows (reordering)
-        recv, arrival, horizon = recv[order], arrival[order], horizon_us[~lost][order]
-        if self.deriv_used:
-            # The device sends its own velocity/acceleration estimate with each sample (same quad_fit as live).
-            deriv = quad_fit(t, q, recv, DERIV_WINDOW)[:, 1:]
-            coeffs = self.pred.fit_with_derivatives(t[recv], q[recv], deriv)  # type: ignore[attr-defined]
-        else:
-            coeffs = self.pred.fit_all(t[recv], q[recv])
-        return displayed(t_query, arrival, t[recv], horizon, coeffs)
-
-
 def prepare(policy: Policy, link: LinkSpec, latency_us: int = PIPELINE_LATENCY_US,
             ack_timeouts: list[tuple[int, int]] | None = None) -> None:
     """Reset ``policy`` for a run over ``link``: link estimates as the live uplink would measure them, and for a
     resending policy acknowledgements drawn from the emulated link (the draws the simulator's fates repeat)."""
     rtt_ms = 2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000  # what the live uplink measures
-    set_link = getattr(policy, "set_link", None)
-    if set_link is not None:  # policies that use link estimates get what the live uplink would measure
-        set_link(rtt_ms, link.loss)
+    policy.set_link(rtt_ms, link.loss)  # what the live uplink would measure
     policy.reset()
     if policy.acks is not None:
         rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
@@ -102,10 +70,10 @@ def simulate(
 ) -> SimResult:
     """Replay ``session`` through ``policy`` -> link -> server predictor -> display rule; score the twin.
 
-    ``replay`` (``device.replay.recorded_run``): replay a live run as it happened (its resend timeouts, link
+    ``replay`` (``lab.recorded_run.recorded_run``): replay a live run as it happened (its resend timeouts, link
     estimates and online-learning steps) instead of from the link's nominal figures."""
     link = link or LinkSpec()
-    mirrored = getattr(policy, "predictor_name", None)
+    mirrored = policy.predictor_name
     # With H = 0 every predictor shows the sample itself, so a hold mirror (send-on-delta) is exact.
     if mirrored is not None and mirrored != predictor and policy.horizon_us > 0:
         warnings.warn(f"policy {policy.spec()} mirrors predictor {mirrored!r} but the server runs {predictor!r}; "
@@ -114,23 +82,20 @@ def simulate(
     n = len(t)
     replay = replay or RecordedRun()
     prepare(policy, link, latency_us, replay.ack_timeouts)
-    uses_link = hasattr(policy, "set_link")  # a recording made with KC-TD3 may be replayed with another policy
-    if replay.link_estimates and uses_link:  # the first one holds from the start (the estimate the run began with)
-        policy.set_link(*replay.link_estimates[0][1:])  # type: ignore[attr-defined]
-    learner = policy.make_learner() if getattr(policy, "online", False) else None  # type: ignore[attr-defined]
-    if learner is not None or (uses_link and len(replay.link_estimates) > 1):
-        from device.sim_stepped import select_stepped
-
+    # A recording made with KC-TD3 may be replayed with another policy: only policies that use link estimates
+    # follow them.
+    if replay.link_estimates and policy.uses_link:  # the first holds from the start (the estimate the run began with)
+        policy.set_link(*replay.link_estimates[0][1:])
+    learner = policy.make_learner() if policy.online else None
+    if learner is not None or (policy.uses_link and len(replay.link_estimates) > 1):
         sent, horizons, status_lambdas = select_stepped(session, policy, link, predictor, latency_us, learner, replay)
     else:
         status_lambdas = []
         sent = policy.select(t, q)
-        # Policies that change H on the fly (KC-TD3) say which horizon each sample was sent with.
-        per_sample = getattr(policy, "sample_horizons_us", None)
-        horizons = np.asarray(per_sample, dtype=np.int64) if per_sample is not None and len(per_sample) == n \
-            else np.full(n, policy.horizon_us, dtype=np.int64)
+        horizons = policy.horizons_us(n)  # KC-TD3 changes H on the fly
     idx = np.flatnonzero(sent)
-    lost, delay = LinkModel(link).up.fates(len(idx))
+    model = LinkModel(link)
+    lost, delay = model.up.fates(model.keys(t[idx]))
     twin = TwinDisplay(predictor, latency_us)
     qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t)
     acc = ErrorAccumulator()
@@ -163,7 +128,7 @@ def simulate_many(
     as_recorded: bool = False,
 ) -> tuple[dict[str, Any], list[SimResult]]:
     """Simulate each session (fresh policy state, same link seed) and pool the figures over all samples
-    (``as_recorded``: replaying each recording's device run, ``device.replay.recorded_run``)."""
+    (``as_recorded``: replaying each recording's device run, ``lab.recorded_run.recorded_run``)."""
     results = [simulate(s, policy, predictor, link, eps, keep,
                         replay=recorded_run(s) if as_recorded else None) for s in sessions]
     acc = ErrorAccumulator()

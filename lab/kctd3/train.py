@@ -1,7 +1,7 @@
 """KC-TD3 training in one file (cleanrl style): TD3 + Lagrangian constraint + expert knowledge.
 
 Environment: a random 10 s window of a training recording under a random link (delay 0–20 ms, jitter 0–2 ms,
-loss 0–10 %) is run through ``device.simulator.simulate`` with the very ``KCTD3Policy`` the device runs (same
+loss 0–10 %) is run through ``lab.simulator.simulate`` with the very ``KCTD3Policy`` the device runs (same
 state, same mirrored twin); the policy logs (state, action) at each 100 ms decision and the simulated twin gives
 each step's reward r = −load (in units of 1 %) and cost c = window MSE / ε (the true display, after the link).
 
@@ -25,7 +25,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -34,23 +34,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.kctd3_calibrate import (
+from device.link_emulation import LinkSpec
+from device.policies.kctd3.checkpoint import SCHEMA_VERSION, save_npz
+from device.policies.kctd3.knowledge import H_MAX_MS, K_MAX, K_MIN
+from device.policies.kctd3.policy import STATE_DIM, STATE_NAMES, KCTD3Policy
+from lab.kctd3.calibrate import (
     calibrate_expert,
     solve_lambda_grid,
     static_tail_table,
     tail_bound,
     tail_table_meta,
 )
-from device.kctd3_knowledge import H_MAX_MS, K_MAX, K_MIN
-from device.kctd3_policy import (
-    SCHEMA_VERSION,
-    STATE_DIM,
-    STATE_NAMES,
-    KCTD3Policy,
-    save_npz,
-)
-from device.link import LinkSpec
-from device.simulator import simulate
+from lab.kctd3.config import TrainConfig
+from lab.simulator import simulate
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
 
@@ -64,53 +60,6 @@ _BIN_DELAY_MS, _BIN_LOSS = (7.0, 14.0), (0.05,)
 def lambda_bin(link: LinkSpec) -> tuple[int, int]:
     d = link.delay_ms + link.jitter_ms / 2
     return int(np.searchsorted(_BIN_DELAY_MS, d, "right")), int(np.searchsorted(_BIN_LOSS, link.loss, "right"))
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters; the defaults train in a few minutes on 2 cores."""
-
-    eps: float
-    episodes: int = 400
-    minutes: float = 10.0  # wall-clock cap (a run stopped by it is not reproducible; recorded in the checkpoint)
-    knowledge: bool = True
-    seed: int = 0
-    predictor: str = DEFAULT_PREDICTOR
-    link: LinkSpec | None = None  # None: random link per episode
-    episode_s: float = 10.0
-    warmup_episodes: int = 8
-    updates_per_episode: int = 100
-    batch: int = 256
-    gamma: float = 0.5  # mostly a contextual bandit: an action acts on its own window and the next one
-    tau: float = 0.01
-    lr_actor: float = 1e-4
-    lr_critic: float = 1e-3
-    policy_delay: int = 2
-    expl_noise: float = 0.1
-    target_noise: float = 0.2
-    noise_clip: float = 0.5
-    bc_steps: int = 1000
-    critic_warmup: int = 1500  # critic-only updates on the warm-up data before the actor moves
-    guide_start: float = 0.5
-    guide_end: float = 0.05
-    lam_init: float = 1.0
-    lam_lr: float = 0.2  # multiplicative dual step (see the module docstring)
-    lam_range: tuple[float, float] = (0.01, 100.0)
-    lam_spread: float = 1.0  # exploring episodes: λ x 10^U(-spread, spread) (decades); 0 = the bin's λ only
-    cost_clip: float = 50.0  # per-step cost cap (window MSE ≤ 50 ε): keeps critic targets bounded
-    bc_lr: float = 1e-3
-    cost_target: float = 0.8  # dual ascent aims at mean MSE = cost_target·ε (margin for unseen recordings)
-    # ... and at most this fraction of 100 ms windows with MSE > ε (a chance constraint). None ("auto"): per loss
-    # level of the λ grid, tail_margin x the tail fraction of the best static (k, H) on the training sessions,
-    # i.e. "at least as reliable as the exhaustive-search static policy" (``static_tail_table``).
-    tail_max: float | None = None
-    tail_margin: float = 0.5  # 0.8 left the tail above static's on one held-out condition (docs/kctd3.md)
-    tail_table: list[list[float]] = field(default_factory=list)  # GRID_DELAY_MS x GRID_LOSS; by ``train`` if empty
-    resend: bool = True  # ack-based resend of lost samples (device.acks), trained as it will run
-    hidden: int = 64
-    bisect_steps: int = 7  # expert safety calibration and final λ(link) solve
-    threads: int = 1  # these nets are tiny: a second thread only adds contention on a shared 2-core box
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Env:
@@ -194,7 +143,7 @@ class Critics(nn.Module):
         return h.squeeze(-1)
 
 
-class Replay:
+class ReplayBuffer:
     """Raw (unnormalised) transitions s, a, (r, c), s' in preallocated numpy arrays (no eviction: 200k rows)."""
 
     def __init__(self, size: int = 200_000) -> None:
@@ -222,7 +171,7 @@ class TD3:
         self.opt_c = torch.optim.Adam(self.critics.parameters(), lr=cfg.lr_critic)
         self.steps = 0
 
-    def behaviour_clone(self, buf: Replay, norm: tuple[torch.Tensor, torch.Tensor]) -> float:
+    def behaviour_clone(self, buf: ReplayBuffer, norm: tuple[torch.Tensor, torch.Tensor]) -> float:
         """Knowledge use (1): regress the actor on the expert actions stored in the states (last two inputs)."""
         s_all = (torch.from_numpy(buf.s[:buf.n]) - norm[0]) / norm[1]
         a_exp = torch.from_numpy(buf.s[:buf.n, -2:].copy())
@@ -237,7 +186,7 @@ class TD3:
         self.actor_t.load_state_dict(self.actor.state_dict())
         return float(loss.detach())
 
-    def update(self, buf: Replay, norm: tuple[torch.Tensor, torch.Tensor], critic_only: int, n: int) -> int:
+    def update(self, buf: ReplayBuffer, norm: tuple[torch.Tensor, torch.Tensor], critic_only: int, n: int) -> int:
         """``critic_only`` critic updates, then ``n`` TD3 updates (actor + targets every ``policy_delay``)."""
         cfg = self.cfg
         for u in range(critic_only + n):
@@ -277,7 +226,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t_start = time.monotonic()
-    env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), Replay()
+    env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), ReplayBuffer()
     if cfg.tail_max is None and not cfg.tail_table:
         cfg.tail_table = static_tail_table(sessions, cfg)
     lam_table = np.full((len(_BIN_DELAY_MS) + 1, len(_BIN_LOSS) + 1), cfg.lam_init)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from device import trigger_kernel
 from device.acks import AckTracker
-from device.policies import Policy, PolicySpecError, parse_flag, register_policy
+from device.policies import trigger_kernel
+from device.policies.base import Policy, PolicySpecError
 from twin.display import Prediction
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
@@ -24,10 +24,11 @@ _W0 = 32  # first search window (samples); doubles while no trigger is found
 _ACK_WINDOW = 256  # with resend: samples scanned ahead before looking at acknowledgements again
 
 
-class MirrorTriggerPolicy(Policy):
+class DeadReckoningPolicy(Policy):
     """Send when |q - mirrored twin| > delta (deg) on any joint, or after ``heartbeat_ms`` of silence."""
 
     family = "dead-reckoning"
+    predictor_name: str
 
     def __init__(self, delta_deg: float, predictor: str = DEFAULT_PREDICTOR, horizon_ms: float = 200.0,
                  heartbeat_ms: float = 500.0, norm: str = "max", resend: bool = False) -> None:
@@ -211,7 +212,7 @@ class MirrorTriggerPolicy(Policy):
                 + (",resend=1" if self.resend else ""))
 
 
-class SendOnDeltaPolicy(MirrorTriggerPolicy):
+class SendOnDeltaPolicy(DeadReckoningPolicy):
     """Classic send-on-delta: threshold against the last sent value (the twin holds it, H = 0 by default)."""
 
     family = "send-on-delta"
@@ -223,10 +224,3 @@ class SendOnDeltaPolicy(MirrorTriggerPolicy):
     def spec(self) -> str:
         return (f"{self.family}:delta={self.delta_deg:g},h={self.horizon_us / 1000:g},hb={self.heartbeat_us / 1000:g}"
                 + (",resend=1" if self.resend else ""))
-
-
-register_policy("dead-reckoning", lambda a: MirrorTriggerPolicy(
-    float(a["delta"]), a.get("pred", DEFAULT_PREDICTOR), float(a.get("h", 200)), float(a.get("hb", 500)),
-    a.get("norm", "max"), parse_flag(a.get("resend", "0"))))
-register_policy("send-on-delta", lambda a: SendOnDeltaPolicy(
-    float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500)), parse_flag(a.get("resend", "0"))))

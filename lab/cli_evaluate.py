@@ -61,11 +61,11 @@ def _split_policies(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from device.cli_simulate import pooled_ee_error
-    from device.eval_plots import plot_error_distributions, plot_tradeoff
-    from device.evaluate import DEFAULT_FAMILIES, evaluate
-    from device.link import LinkSpec, LinkSpecError
-    from device.policies import PolicySpecError
+    from device.link_emulation import LinkSpec, LinkSpecError
+    from device.policies.base import PolicySpecError
+    from lab.cli_simulate import pooled_ee_error
+    from lab.eval_plots import plot_error_distributions, plot_tradeoff
+    from lab.evaluate import DEFAULT_FAMILIES, evaluate
     from twin.session import SessionError, load_session
 
     try:

@@ -68,8 +68,8 @@ def _tail_max(text: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.kctd3_train import TrainConfig
-    from device.link import LinkSpec, LinkSpecError
+    from device.link_emulation import LinkSpec, LinkSpecError
+    from lab.kctd3.config import TrainConfig
     from twin.predictors import DEFAULT_PREDICTOR
     from twin.session import SessionError, load_session
 
@@ -121,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
-    from device.kctd3_calibrate import recalibrate
-    from device.kctd3_policy import load_checkpoint
-    from device.kctd3_train import TrainConfig
+    from device.policies.kctd3.checkpoint import load_checkpoint
+    from lab.kctd3.calibrate import recalibrate
+    from lab.kctd3.config import TrainConfig
 
     try:
         meta = load_checkpoint(args.output)["meta"]
@@ -157,11 +157,11 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
 
 def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict[str, Any]:
     """Train one seed, write its files, print its summary; score it on the training sessions (loss 0 and 10 %)."""
-    from device.kctd3_calibrate import tail_bound
-    from device.kctd3_policy import KCTD3Policy
-    from device.kctd3_train import train
-    from device.link import LinkSpec
-    from device.simulator import simulate_many
+    from device.link_emulation import LinkSpec
+    from device.policies.kctd3.policy import KCTD3Policy
+    from lab.kctd3.calibrate import tail_bound
+    from lab.kctd3.train import train
+    from lab.simulator import simulate_many
 
     meta, curves = train(sessions, cfg, out, progress=progress)
     tr = meta["training"]

@@ -1,7 +1,7 @@
 """Stepped simulation: what changes a live device's policy *during* a run, replayed at the right device time.
 
 Two things do: the link estimates the device hands the policy at each status (RTT, loss; recorded, see
-``device.replay``) and on-device online learning (``kc-td3:P.pt,online=1``), which
+``lab.recorded_run``) and on-device online learning (``kc-td3:P.pt,online=1``), which
 reads the device-scored 100 ms windows (the twin as it really showed, losses included) about once a second and
 nudges λ. Selection therefore runs in steps: recorded estimates are applied when their time comes, and every
 second of device time the twin's display for that second is computed from the sends so far and their link fates
@@ -12,25 +12,20 @@ same ``ErrorAccumulator`` and handed to the learner, which then steps.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 
-from device.link import LinkModel, LinkSpec
-from device.policies import Policy
-from device.replay import RecordedRun
-from device.tracking import score_lag_us as device_score_lag_us
+from device.link_emulation import LinkModel, LinkSpec
+from device.policies.base import Learner, Policy
+from device.scoring import score_lag_us as device_score_lag_us
+from lab.recorded_run import RecordedRun
+from lab.twin_display import TwinDisplay
 from twin.metrics import WINDOW_US, ErrorAccumulator
 from twin.session import Session
 
 _END = np.iinfo(np.int64).max
 LEARNER_PERIOD_US = 1_000_000  # the live device's status (link estimates, a learner step) comes once a second
-
-
-class Learner(Protocol):
-    def observe(self, window_mse: list[float]) -> None: ...
-
-    def step(self) -> None: ...
 
 
 class Stepped(NamedTuple):
@@ -44,9 +39,7 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
                    score_lag_us: int | None = None) -> Stepped:
     """``policy.select`` over the session in steps (see the module). Status times, link estimates and the
     scoring lag come from ``replay`` when given; otherwise a status every second and ``score_lag_us`` (default:
-    the device's default, ``device.tracking.score_lag_us``)."""
-    from device.simulator import TwinDisplay  # the simulator imports this module lazily: no cycle at load
-
+    the device's default, ``device.scoring.score_lag_us``)."""
     t, q = session.t_us, session.q
     n = len(t)
     replay = replay or RecordedRun()
@@ -58,18 +51,17 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
     estimates = deque(replay.link_estimates[1:])  # the first was applied before the run
     sent = np.zeros(n, dtype=bool)
     horizons = np.zeros(n, dtype=np.int64)
-    up = LinkModel(link).up
+    model = LinkModel(link)
     lost, delay = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     twin = TwinDisplay(predictor, latency_us)
     acc = ErrorAccumulator()
     lambdas: list[float] = []
-    uses_link = hasattr(policy, "set_link")
 
     def apply_estimates(until_us: int) -> None:
         while estimates and estimates[0][0] <= until_us:
             _, rtt_ms, loss = estimates.popleft()
-            if uses_link:
-                policy.set_link(rtt_ms, loss)  # type: ignore[attr-defined]
+            if policy.uses_link:
+                policy.set_link(rtt_ms, loss)
 
     s = fed = 0
 
@@ -82,7 +74,7 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
         if stop <= fed:
             return
         idx = np.flatnonzero(sent[:s])
-        more_lost, more_delay = up.fates(len(idx) - len(lost))  # the stream continues where it stopped
+        more_lost, more_delay = model.up.fates(model.keys(t[idx[len(lost):]]))  # the sends since the last status
         lost, delay = np.concatenate([lost, more_lost]), np.concatenate([delay, more_delay])
         qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t[fed:stop])
         done = len(acc.window_mse)
@@ -103,14 +95,13 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
         end = min(int(t[-1]) + 1, statuses[0][0] if statuses else _END, estimates[0][0] if estimates else _END)
         e = max(s + 1, int(np.searchsorted(t, end, side="left")))
         sent[s:e] = policy.select(t[s:e], q[s:e])
-        per_sample: Any = getattr(policy, "sample_horizons_us", None)
-        horizons[s:e] = per_sample if per_sample is not None and len(per_sample) == e - s else policy.horizon_us
+        horizons[s:e] = policy.horizons_us(e - s)
         s = e
         now = int(t[s]) if s < n else int(t[-1]) + 1
         while statuses and statuses[0][0] <= now:  # each status in turn (a stalled device can run two at once)
             t_status, windows = statuses.popleft()
             apply_estimates(t_status)  # the status hands the policy its link estimates...
-            lambdas.append(float(getattr(policy, "lam", np.nan)))
+            lambdas.append(float(policy.lam))
             if learner is not None:  # ...and the learner the windows scored by then, then it steps
                 feed(t_status, windows)
                 learner.step()

@@ -37,15 +37,16 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--as-recorded", action="store_true",
                    help="replay a device recording's run as it happened: the resend timeouts, link estimates and "
                         "online-learning steps of the live device instead of ones from --link's nominal figures "
-                        "(live/offline agreement; see device/replay.py)")
+                        "(live/offline agreement; see lab/recorded_run.py)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.link import LinkSpec, LinkSpecError
-    from device.policies import PolicySpecError, parse_policy
-    from device.simulator import simulate_many
+    from device.link_emulation import LinkSpec, LinkSpecError
+    from device.policies.base import PolicySpecError
+    from device.policies.registry import parse_policy
+    from lab.simulator import simulate_many
     from twin.session import SessionError, load_session
 
     try:
@@ -73,7 +74,7 @@ def pooled_ee_error(sessions: list[Any], qhats: list[Any], stride: int = 1) -> d
     """End-effector error over several sessions: mean and p99 over all scored poses (mm)."""
     import numpy as np
 
-    from twin.arm import ArmModel, JointLimitWarning
+    from viewer.arm import ArmModel, JointLimitWarning
 
     errs = []
     try:
@@ -96,7 +97,7 @@ def pooled_ee_error(sessions: list[Any], qhats: list[Any], stride: int = 1) -> d
 
 def end_effector_error(session: Any, qhat: Any, stride: int = 1) -> dict[str, Any]:
     """End-effector error (mm) through the session's URDF (pybullet FK of measured vs displayed pose)."""
-    from twin.arm import ee_error_summary
+    from viewer.arm import ee_error_summary
 
     try:
         return dict(ee_error_summary(q=session.q, qhat=qhat, joint_names=session.joint_names,

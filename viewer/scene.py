@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from twin.arm import (
+from viewer.arm import (
     ArmModelError,
     JointMap,
     ResolvedMap,

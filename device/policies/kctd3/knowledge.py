@@ -1,6 +1,6 @@
 """KC-TD3's action space and its expert knowledge (the "K"): the analytic safe action from motion statistics.
 
-Shared by the device policy (``device.kctd3_policy``), the training (``device.kctd3_train``) and its calibration.
+Shared by the device policy (``device.policies.kctd3.policy``), the training (``lab.kctd3.train``) and its calibration.
 """
 
 from __future__ import annotations
