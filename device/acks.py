@@ -35,14 +35,14 @@ def ack_timeout_us(rtt_ms: float) -> int:
 class AckTracker:
     """Outstanding sends (device time) and the replies that acknowledged them; decides when a send is lost.
 
-    ``lag_us`` (live only) is how late the device is processing the current chunk beyond the serial latency
+    ``processing_lag_us`` (live only) is how late the device is processing the current chunk beyond the serial latency
     floor: a send goes out, and a deadline is checked, that much after its sample's device time, so both are
     shifted by it (a burst of late samples must not shorten the time a reply has to come back).
     """
 
     def __init__(self, rtt_ms: float = 1.0) -> None:
         self.timeout_us = ack_timeout_us(rtt_ms)
-        self.lag_us = 0
+        self.processing_lag_us = 0
         self._pending: deque[tuple[int, int]] = deque()  # (sample time, sample time + lag when sent), in order
         self._ack_at: dict[int, int] = {}  # sample time -> device time the ack is (or was) there
         self.sends = 0
@@ -58,7 +58,7 @@ class AckTracker:
     def sent(self, t_us: int, resend: bool = False) -> None:
         """A sample sent at ``t_us`` (``resend``: because an earlier one was declared lost)."""
         self.resends += resend
-        self._pending.append((t_us, t_us + self.lag_us))
+        self._pending.append((t_us, t_us + self.processing_lag_us))
         self._ack_at.setdefault(t_us, _NEVER)
         self.sends += 1
 
@@ -69,13 +69,13 @@ class AckTracker:
 
     def next_deadline_us(self) -> int | None:
         """Sample time at which the oldest outstanding send is declared lost if still unacknowledged."""
-        return self._pending[0][1] + self.timeout_us - self.lag_us if self._pending else None
+        return self._pending[0][1] + self.timeout_us - self.processing_lag_us if self._pending else None
 
     def expire(self, t_now: int) -> bool:
         """Retire every send whose deadline is <= ``t_now``; True if one of them was never acknowledged and
         fewer than ``MAX_MISSES`` sends in a row went unacknowledged (resend now)."""
         lost = False
-        now = t_now + self.lag_us
+        now = t_now + self.processing_lag_us
         while self._pending and self._pending[0][1] + self.timeout_us <= now:
             t = self._pending.popleft()[0]
             if self._ack_at.pop(t, _NEVER) > now:

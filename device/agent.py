@@ -20,7 +20,8 @@ import zmq
 from device.link_emulation import LinkSpec
 from device.policies.base import Learner, Policy
 from device.reader import SerialReader, host_us
-from device.scoring import DEFAULT_SCORE_LAG_MS, Recorder, TrackingMonitor, score_lag_us
+from device.recorder import Recorder
+from device.scoring import DEFAULT_SCORE_LAG_MS, TrackingMonitor, score_lag_us
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
 from twin.constants import DEFAULT_URDF
@@ -232,7 +233,7 @@ class DeviceAgent:
         self.fw2host_us = lo if self.fw2host_us is None else min(self.fw2host_us, lo)
         q = np.stack([s.q for s in samples])
         if self.cfg.policy.acks is not None:  # how late this chunk is processed (device.acks.AckTracker)
-            self.cfg.policy.acks.lag_us = max(0, now - self.fw2host_us - int(t[-1]))
+            self.cfg.policy.acks.processing_lag_us = max(0, now - self.fw2host_us - int(t[-1]))
         mask = self.cfg.policy.select(t, q)
         sent = np.zeros(len(samples), dtype=bool)
         # The last measured samples before this chunk: the window of the device-side velocity estimate.

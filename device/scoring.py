@@ -1,4 +1,4 @@
-"""Tracking monitor: what the twin displayed for every measured millisecond, and the error online.
+"""Scoring on the device: what the twin displayed for every measured millisecond, and the error online.
 
 A sample's displayed value is final only once every prediction that could have been in effect at its time has
 come back, so samples are held for ``lag_us`` (a few RTTs) before they are scored and recorded. Nothing measured
@@ -7,19 +7,16 @@ is dropped: at shutdown every pending sample is finalised with what is known.
 
 from __future__ import annotations
 
-import queue
-import threading
 from array import array
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from device.link_emulation import LinkSpec
+from device.recorder import Recorder
 from twin.constants import REPEAT_MAX
 from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
-from twin.session import SessionWriter
 
 DEFAULT_SCORE_LAG_MS = 250.0  # samples wait this long for the twin's predictions before being scored
 
@@ -91,49 +88,6 @@ class PredictionLog:
         for s, _ in old:
             if s != newest:
                 del self._preds[s]
-
-
-class Recorder:
-    """Writes finalized blocks to the session file from a background thread: the device loop never waits on disk."""
-
-    def __init__(self, writer: SessionWriter) -> None:
-        self.writer = writer
-        self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
-        self.error: str | None = None
-
-    def block(self, *arrays: Any) -> None:
-        self._q.put(("block", arrays))
-
-    def status(self, t_us: int, status: dict[str, Any]) -> None:
-        self._q.put(("status", (t_us, status)))
-
-    def close(self, summary: dict[str, Any]) -> None:
-        self._q.put(("close", summary))
-        self._thread.join()
-
-    def _run(self) -> None:
-        import time
-
-        last_flush = time.monotonic()
-        while True:
-            kind, payload = self._q.get()
-            try:
-                if kind == "block":
-                    self.writer.write_block(*payload)
-                elif kind == "status":
-                    self.writer.write_status(*payload)
-                else:
-                    self.writer.close(payload)
-                    return
-                if time.monotonic() - last_flush > 1.0:
-                    self.writer.flush()
-                    last_flush = time.monotonic()
-            except OSError as exc:  # disk full etc.: keep the device running, report it
-                self.error = f"recording failed: {exc}"
-                if kind == "close":
-                    return
 
 
 class TrackingMonitor:
