@@ -68,8 +68,15 @@ def _missing(hint: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    verb = args_in[0] if args_in else None
+    if verb in VERBS and not {"-h", "--help"} & set(args_in):
+        extra = VERBS[verb][1]
+        if extra is not None and missing_extra(extra):  # before argparse complains about the verb's arguments
+            print(f"error: armtwin {verb} {install_hint(extra)}", file=sys.stderr)
+            return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if args.verb is None:
         parser.print_help()
         return 2

@@ -13,7 +13,14 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 def missing_extra(extra: str) -> list[str]:
     """The modules of ``extra`` that cannot be imported here (empty: the extra is installed)."""
-    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    return [m for m in EXTRAS[extra] if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, or a broken half-installed package
+        return False
 
 
 def install_hint(extra: str) -> str:

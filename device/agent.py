@@ -22,6 +22,7 @@ from device.policies.base import Learner, Policy
 from device.reader import SerialReader, host_us
 from device.recorder import Recorder
 from device.scoring import DEFAULT_SCORE_LAG_MS, TrackingMonitor, score_lag_us
+from device.summary import run_summary
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
 from twin.constants import DEFAULT_URDF
@@ -360,7 +361,8 @@ class DeviceAgent:
             if self.fw2host_us is not None:
                 self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
             self.tracking.finalize(None)
-        summary = self._summary(start_us, link_down_us)
+        summary = run_summary(self.cfg.policy, self.reader, self.tracking, self.uplink, self.cfg.link,
+                              (host_us() - start_us) / 1e6, link_down_us)
         if self.recorder is not None:
             self.recorder.close(summary)
             if self.recorder.error:
@@ -371,46 +373,6 @@ class DeviceAgent:
         self._wake_tx.close(linger=0)
         self.ctx.term()
         return summary
-
-    def _summary(self, start_us: int, link_down_us: int) -> dict[str, Any]:
-        st = self.reader.decoder.stats
-        tr, up = self.tracking, self.uplink
-        elapsed = (host_us() - start_us) / 1e6
-        out: dict[str, Any] = {
-            "samples": tr.measured if tr else 0,
-            "sent": tr.sent if tr else 0,
-            "load": tr.load if tr else float("nan"),
-            "frames_lost": st.frames_lost,
-            "crc_errors": st.crc_errors,
-            "decoder": st.as_dict(),
-            "port_errors": self.reader.port_errors,
-            "estop_frames": self.reader.estop_frames,
-            "policy": self.cfg.policy.spec(),
-            "elapsed_s": elapsed,
-            "link_down_s": link_down_us / 1e6,
-        }
-        if self.cfg.policy.acks is not None:
-            out.update({"resends": self.cfg.policy.acks.resends, "declared_lost": self.cfg.policy.acks.declared_lost})
-        if tr is not None:
-            out.update(tr.acc.summary())
-            lat50, lat99 = tr.latency_percentiles_ms()
-            out.update({"uplink_latency_p50_ms": lat50, "uplink_latency_p99_ms": lat99})
-        if up is not None:
-            p50, p99 = up.rtt_percentiles_ms(recent=False)
-            out.update({"rtt_p50_ms": p50, "rtt_p99_ms": p99, "packets_sent": up.stats.packets_sent,
-                        "bytes_sent": up.stats.bytes_sent, "bytes_per_s": up.stats.bytes_sent / max(elapsed, 1e-9),
-                        "dropped_packets": up.stats.dropped_packets, "control_dropped": up.stats.control_dropped,
-                        "bad_replies": up.stats.bad_replies,
-                        "emulated_lost_up": up.stats.emulated_lost_up,
-                        "emulated_lost_down": up.stats.emulated_lost_down, "link": self.cfg.link.label(),
-                        "link_downs": up.stats.link_downs, "server_offset_us": up.server_offset_us})
-            if up.release_lateness_us:
-                out["emulation_lateness_p50_us"] = float(np.percentile(list(up.release_lateness_us), 50))
-                out["emulation_lateness_p99_us"] = float(np.percentile(list(up.release_lateness_us), 99))
-        else:
-            out.update({"mse_deg2": float("nan"), "rtt_p50_ms": float("nan"), "rtt_p99_ms": float("nan")})
-        return out
-
 
 def install_signal_handlers(agent: DeviceAgent) -> None:
     """Ctrl-C and SIGTERM end the run cleanly (summary printed, recording closed)."""
