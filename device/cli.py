@@ -13,6 +13,7 @@ from twin.constants import DEFAULT_URDF
 
 def add_parser(sub: Any, name: str) -> None:
     from device.scoring import DEFAULT_SCORE_LAG_MS
+    from firmware_interfaces.ports import DEFAULT_BAUD
 
     p = sub.add_parser(
         name,
@@ -31,10 +32,11 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--server", required=True, help="twin server endpoint, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--policy", default="static:k=1,h=0",
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
-                   "dead-reckoning:delta=DEG[,h=H_MS], kc-td3:POLICY.pt; add ,resend=1 to static / send-on-delta / "
+                   "dead-reckoning:delta=DEG[,h=H_MS], kc-td3:POLICY.pt, td3:POLICY.pt; add ,resend=1 to static / send-on-delta / "
                    "dead-reckoning to resend at once when a sample's prediction does not come back "
                    "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning")
-    p.add_argument("--baud", type=int, default=921_600, help="baud rate (ignored by native USB CDC)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
     p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
     p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")

@@ -1,4 +1,4 @@
-"""``armtwin evaluate``: the policy comparison protocol (DESIGN.md §6) with results files and plots."""
+"""``armtwin evaluate``: the policy comparison protocol (docs/sync_science.md) with results files and plots."""
 
 from __future__ import annotations
 

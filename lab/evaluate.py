@@ -1,4 +1,4 @@
-"""Evaluation protocol of DESIGN.md §6: tune each policy family on training sessions, score on test sessions.
+"""Evaluation protocol: tune each policy family on training sessions, score on test sessions.
 
 For every link condition, each candidate parameter set of each family is simulated once on the training and on
 the test sessions (the constraint does not change a simulation, only the choice). For each constraint ε, the

@@ -1,4 +1,4 @@
-"""DESIGN.md rule 6: the offline simulator and the live system agree on a recording.
+"""The offline simulator and the live system agree on a recording (docs/architecture.md).
 
 The bundled session is replayed live (pty -> device -> ZeroMQ -> server -> predictions back, with the device's
 link emulation), then ``simulate`` runs on the samples the device recorded, with the same policy, predictor and

@@ -1,4 +1,4 @@
-"""What the twin displays: the reconstruction rule of DESIGN.md §3, shared by the live device and the simulator.
+"""What the twin displays: the reconstruction rule, shared by the live device and the simulator.
 
 A prediction made from the sample at t0 is a polynomial in tau = t - t0 (seconds), evaluated at min(t, t0 + H).
 The twin shows, at device time t, the newest prediction whose sample had arrived at the server by t.

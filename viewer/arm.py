@@ -377,7 +377,7 @@ class ArmModel:
 def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: np.ndarray | None = None,
                      joint_names: Sequence[str] | None = None, urdf: str | None = None,
                      joint_map: JointMap | str | None = None, stride: int = 1) -> dict[str, float | int | None]:
-    """End-effector position error (DESIGN.md §3 KPI) of a ``Session`` or (q, qhat): ``ee_err_mean_mm``,
+    """End-effector position error (the task-level KPI) of a ``Session`` or (q, qhat): ``ee_err_mean_mm``,
     ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat) and ``ee_err_samples``.
     URDF: ``urdf``, else ``session.meta['urdf']``, else kuka_iiwa; ``stride`` subsamples long sessions. Raises
     ``ArmModelError`` when the URDF / joint map do not fit the recording."""
