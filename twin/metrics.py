@@ -1,4 +1,4 @@
-"""Tracking-error metrics (docs/architecture.md, definitions), accumulated incrementally so the device and simulator share one code.
+"""Tracking-error metrics (defined in docs/architecture.md), accumulated incrementally: device and simulator share it.
 
 e(t_n) = q(t_n) - q̂(t_n) in degrees; samples before the first displayed prediction are not counted.
 """
