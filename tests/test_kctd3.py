@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from device.link_emulation import LinkSpec
+from device.policies.base import PolicySpecError
 from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint
 from device.policies.kctd3.knowledge import H_MAX_MS, K_MAX, K_MIN, action_to_kh, expert_kh, kh_to_action, motion_stats
 from device.policies.kctd3.online import OnlineLearner
 from device.policies.kctd3.policy import DECISION_US, STATE_DIM, KCTD3Policy, _Mirror
 from device.policies.registry import parse_policy
 from lab.kctd3.config import TrainConfig
+from lab.kctd3.export import export_npz
 from lab.kctd3.train import random_checkpoint, train
 from lab.simulator import simulate
 from tests.conftest import REPO, Proc, synthetic_session
@@ -195,9 +197,16 @@ def test_short_training_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     train(sessions, cfg, tmp_path / "q.pt", progress=False)
     a, b = np.load(tmp_path / "p.npz"), np.load(tmp_path / "q.npz")
     assert all(np.array_equal(a[k], b[k]) for k in ("W0", "W2", "obs_mean"))
-    # The .pt alone (no .npz) loads through torch.load(weights_only=True).
+    a.close()
+    b.close()
+    # The device never loads the .pt (torch): without its .npz it says how to write one, and the lab does.
+    kept = load_checkpoint(tmp_path / "p.pt")
     (tmp_path / "p.npz").unlink()
-    assert load_checkpoint(tmp_path / "p.pt")["meta"]["eps"] == 0.002
+    with pytest.raises(PolicySpecError, match=r"python -m lab\.kctd3\.export"):
+        load_checkpoint(tmp_path / "p.pt")
+    assert export_npz(tmp_path / "p.pt") == tmp_path / "p.npz"
+    again = load_checkpoint(tmp_path / "p.pt")
+    assert again["meta"] == kept["meta"] and np.array_equal(again["W0"], kept["W0"])
 
 
 def test_train_cli_writes_checkpoint_and_curves(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 ``POLICY.pt`` (torch, full training state, written by the lab's ``lab/kctd3/train.py``) always comes with
 ``POLICY.npz`` (actor weights, normalisation, metadata as JSON): the device loads the ``.npz`` and never imports
-torch. A ``.pt`` without its ``.npz`` is re-exported by ``armtwin train --recalibrate`` on a lab machine.
+torch. A ``.pt`` without its ``.npz`` is re-exported on a lab machine by ``python -m lab.kctd3.export POLICY.pt``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     elif path.exists():
         # Loading the .pt would pull torch onto the controller; the lab writes the .npz next to every .pt.
         raise PolicySpecError(f"{path} has no {npz.name} beside it: the device reads only the .npz; write it on a "
-                              f"lab machine with 'armtwin train --recalibrate -o {path}' (needs armtwin[lab])")
+                              f"lab machine with 'python -m lab.kctd3.export {path}' (needs armtwin[lab])")
     else:
         raise PolicySpecError(f"no KC-TD3 checkpoint at {path} (nor {npz})")
     if ck["meta"].get("schema") != SCHEMA_VERSION:
