@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
         st = arm.run(stop)
     print(f"mock arm done: frames_sent={st.frames_sent} frames_dropped={st.frames_dropped} "
-          f"bytes_corrupted={st.bytes_corrupted} late_max_us={st.late_max_us} loops={st.loops}",
+          f"bytes_corrupted={st.bytes_corrupted} late_max_us={st.late_max_us} loops={st.loops} "
+          f"unread_bytes={st.unread_bytes}",
           file=sys.stderr, flush=True)
     return 0

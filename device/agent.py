@@ -94,6 +94,7 @@ class DeviceAgent:
         self.learner: Learner | None = None  # on-device learner (KC-TD3 online=1)
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
         self._status_lam: float | None = None
+        self.ended_because = ""  # why the run ended by itself (replay over, no frames within --duration)
 
     def _wake(self) -> None:
         with self._wake_lock, contextlib.suppress(zmq.Again):
@@ -124,8 +125,14 @@ class DeviceAgent:
         try:
             while not self._stop.is_set():
                 now = host_us()
-                if (cfg.duration_s is not None and first_sample_us is not None
-                        and now - first_sample_us >= cfg.duration_s * 1e6):
+                # --duration counts from the first sample; with none at all it ends the wait for one as well.
+                since = first_sample_us if first_sample_us is not None else start_us
+                if cfg.duration_s is not None and now - since >= cfg.duration_s * 1e6:
+                    if first_sample_us is None:
+                        self.ended_because = f"no frames from {cfg.port} within --duration {cfg.duration_s:g} s"
+                    break
+                if self.reader.ended.is_set() and not self.reader.samples:
+                    self.ended_because = "the replay ended (the mock arm sent its last frame)"
                     break
                 timeout_ms = 20.0
                 release = self.uplink.next_release_us() if self.uplink is not None else None
@@ -151,6 +158,9 @@ class DeviceAgent:
                 if self.tracking is None:
                     self.uplink.poll_replies(now)
                     self.uplink.tick(now)
+                    if now >= next_status:  # say what the device waits for, not nothing
+                        self._waiting_line()
+                        next_status = now + int(5e6)
                     continue
                 if self.uplink.welcomed and not self._checked_predictor:
                     self._check_predictor()
@@ -249,6 +259,12 @@ class DeviceAgent:
                                               self.tracking.preds.acked)
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
+
+    def _waiting_line(self) -> None:
+        r = self.reader
+        why = r.last_error or ("port open, no frames yet: is the arm streaming?" if r.connected.is_set()
+                               else f"opening {self.cfg.port}")
+        print(f"waiting for frames on {self.cfg.port}: {why}", file=self.out, flush=True)
 
     def _check_predictor(self) -> None:
         """A dead-reckoning device must mirror the predictor the server really runs, or its sends are wrong."""

@@ -25,11 +25,18 @@ def add_parser(sub: Any, name: str) -> None:
         "  armtwin device --port /dev/ttyACM0 --server tcp://edge-pc:5555\n"
         "  armtwin device --port /dev/pts/3 --server tcp://127.0.0.1:5555 --policy static:k=10,h=0 \\\n"
         "      --duration 10 --record out.mcap --summary-json out.json\n"
-        "  armtwin device --port spy:///dev/ttyACM0 ...   (any pyserial URL works)",
+        "  armtwin device --port spy:///dev/ttyACM0 ...   (any pyserial URL works)\n\n"
+        "status line, once a second: rate = frames/s read from the arm; load = sent / measured samples (1.0 =\n"
+        "every sample sent); mse = mean squared error of the twin as displayed vs the arm over the last second,\n"
+        "deg²; avg_mse = the same since the start; k = mean samples per send; H = prediction horizon the server\n"
+        "honours; rtt=p50/p99 = sample sent -> its prediction back, ms; lost = frames missing in the sequence;\n"
+        "crc = corrupt frames; dropped = sends the socket refused (no server); link = server reachable.\n\n"
+        "exit status: 0 = ran and scored; 1 = no samples from the arm; 2 = bad arguments, or the port can never\n"
+        "be a serial device; 3 = samples came but nothing was scored (no prediction came back from the server).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True, help="serial device path or pyserial URL")
-    p.add_argument("--server", required=True, help="twin server endpoint, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--server", required=True, help="twin server endpoint: tcp://HOST:PORT or HOST:PORT")
     p.add_argument("--policy", default="static:k=1,h=0",
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
                    "dead-reckoning:delta=DEG[,h=H_MS], kc-td3:POLICY.pt, td3:POLICY.pt; "
@@ -41,7 +48,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
     p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
     p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")
-    p.add_argument("--duration", type=float, help="stop after S seconds of samples")
+    p.add_argument("--duration", type=float,
+                   help="stop S seconds after the first sample (or after S seconds with none); a replay from "
+                   "the mock arm also ends the run when it ends")
     p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here")
     p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
     p.add_argument("--lag-ms", type=float, default=DEFAULT_SCORE_LAG_MS,
@@ -57,33 +66,56 @@ def add_parser(sub: Any, name: str) -> None:
     p.set_defaults(run=run)
 
 
+EXIT_NO_SAMPLES = 1  # the arm sent nothing (wrong port, unplugged, not streaming)
+EXIT_NOTHING_SCORED = 3  # samples came, but no prediction came back: the twin was never shown, nothing measured
+# 2: bad arguments or a port that can never be a serial device; 130: interrupted before starting
+
+
 def run(args: argparse.Namespace) -> int:
     from device.agent import DeviceAgent, DeviceConfig, install_signal_handlers
     from device.link_emulation import LinkSpec
     from device.policies.base import PolicySpecError
     from device.policies.registry import parse_policy
     from device.summary import format_summary, write_summary
+    from firmware_interfaces.ports import port_problem
+    from twin.endpoints import EndpointError, endpoint
 
     try:
+        server = endpoint(args.server)  # HOST:PORT is accepted too
         policy = parse_policy(args.policy)
         if args.online_learning and not policy.supports_online:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
         cfg = DeviceConfig(
-            port=args.port, server=args.server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            port=args.port, server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning)
-    except (PolicySpecError, ValueError) as exc:
+    except (PolicySpecError, EndpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    problem = port_problem(cfg.port)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if "://" not in cfg.port and not os.path.exists(cfg.port):
+        print(f"warning: {cfg.port} does not exist (yet): waiting for it to appear (is the arm plugged in? "
+              "`armtwin` lists nothing by itself: try `ls /dev/ttyACM* /dev/ttyUSB*`)", file=sys.stderr, flush=True)
     agent = DeviceAgent(cfg)
     install_signal_handlers(agent)
     summary = agent.run()
+    if agent.ended_because:
+        print(f"device: run ended: {agent.ended_because}", flush=True)
     print(format_summary(summary), flush=True)
-    if agent.reader.last_error and summary["samples"] == 0:
-        print(f"no samples received; last port error: {agent.reader.last_error}", file=sys.stderr)
     if cfg.summary_json is not None:
         write_summary(cfg.summary_json, summary)
-    return 0 if summary["samples"] > 0 else 1
+    if summary["samples"] == 0:
+        why = f"; last port error: {agent.reader.last_error}" if agent.reader.last_error else ""
+        print(f"error: no samples received from {cfg.port}{why}", file=sys.stderr)
+        return EXIT_NO_SAMPLES
+    if summary.get("samples_scored", 0) == 0:
+        print(f"error: nothing was scored: no prediction came back from {cfg.server} (is the server running and "
+              "reachable? see the warnings above)", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
+    return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import serial
 
-from firmware_interfaces.codec import FLAG_ESTOP, FrameDecoder, TimestampUnwrapper
+from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, FrameDecoder, TimestampUnwrapper
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
 
 
@@ -60,6 +60,8 @@ class SerialReader:
         self.time_resets = 0
         self.estop = False  # the arm reports its emergency stop (frame flag bit 0); shown, never acted on
         self.estop_frames = 0
+        # Set on the END frame of a finite replay (mock arm): the agent ends the run once the samples are in.
+        self.ended = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serial-reader", daemon=True)
         self._ser: serial.SerialBase | None = None
 
@@ -102,6 +104,8 @@ class SerialReader:
             self.connected.set()
             try:
                 self._read_loop(self._ser)
+                if self.ended.is_set():
+                    return  # the replay is over: nothing more will come (the finally closes the port)
             except (serial.SerialException, OSError) as exc:
                 self.port_errors += 1
                 self.last_error = f"port {self.port} lost: {exc}"
@@ -128,5 +132,9 @@ class SerialReader:
                 self.estop_frames += self.estop
                 q = np.asarray(f.angles_urad, dtype=np.float64) * scale
                 self.samples.append(Sample(self._device_time(f.t_us), f.seq, q, now))
+                if f.flags & FLAG_END:
+                    self.ended.set()
             if self.on_data is not None:
                 self.on_data()
+            if self.ended.is_set():
+                return

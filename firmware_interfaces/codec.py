@@ -16,6 +16,7 @@ PROTOCOL_VERSION = 1
 MAX_JOINTS = 32
 FLAG_ESTOP = 0x01
 FLAG_SIM = 0x02
+FLAG_END = 0x04  # the last frame of a finite replay (mock arm only): the reader ends the run on it
 _HEADER = struct.Struct("<BBIIB")  # version, flags, seq, t_us, n
 HEADER_SIZE = _HEADER.size  # 11
 CRC_SIZE = 2

@@ -8,9 +8,12 @@ so a replay starts at the beginning of the recording.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import select
+import struct
+import termios
 import threading
 import time
 import tty
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_interfaces.codec import FLAG_SIM, encode_frame
+from firmware_interfaces.codec import FLAG_END, FLAG_SIM, encode_frame
 
 _POLLHUP = select.POLLHUP
 
@@ -32,6 +35,7 @@ class MockArmStats:
     bytes_corrupted: int = 0
     late_max_us: int = 0  # worst lateness of a frame against its deadline
     loops: int = 0
+    unread_bytes: int = 0  # left in the pty when the replay ended (the reader stopped before reading them)
 
 
 class MockArm:
@@ -117,11 +121,34 @@ class MockArm:
                 stop.wait((deadline - now) * 1e-9)
                 now = time.monotonic_ns()
             self.stats.late_max_us = max(self.stats.late_max_us, (now - deadline) // 1000)
-            frame = encode_frame(seq, int(self.t_us[0]) + t_rel, self.q_urad[row].tolist(), FLAG_SIM)
+            last = not self.loop and i == n - 1  # a finite replay marks its last frame: the device ends the run
+            frame = encode_frame(seq, int(self.t_us[0]) + t_rel, self.q_urad[row].tolist(),
+                                 FLAG_SIM | (FLAG_END if last else 0))
             self._write(frame)
             seq += 1
             i += 1
+        if i == n and not self.loop:
+            self.drain(stop)
         return self.stats
+
+    def drain(self, stop: threading.Event, timeout: float = 2.0) -> int:
+        """Wait until the reader has read what was written (closing the pty discards unread bytes), at most
+        ``timeout`` s or until the reader goes away; returns the bytes still unread (``stats.unread_bytes``)."""
+        try:
+            slave = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)  # to ask how much is unread
+        except OSError:
+            return 0
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+                if unread == 0 or not self.reader_connected() or time.monotonic() > deadline:
+                    break
+                stop.wait(0.005)  # no event tells when a pty reader has drained its input
+            self.stats.unread_bytes = unread
+            return unread
+        finally:
+            os.close(slave)
 
     def _write(self, frame: bytes) -> None:
         if self.corrupt_rate:

@@ -33,20 +33,25 @@ def add_parser(sub: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import errno
+
     import zmq
 
     from server.twin_server import TwinServer
+    from twin.endpoints import EndpointError, endpoint
 
     key = os.environ.get(args.key_env)
     try:
-        srv = TwinServer(args.bind, None if args.pub == "none" else args.pub, args.predictor,
-                         key.encode() if key else None)
-    except ValueError as exc:
+        bind = endpoint(args.bind, bind=True)
+        pub = None if args.pub == "none" else endpoint(args.pub, bind=True)
+        srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None)
+    except (EndpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:
-        print(f"error: cannot bind {args.bind} / {args.pub}: {exc} (is another server running on that port?)",
-              file=sys.stderr)
+        busy = " (the port is in use: another server running? pick another with --bind/--pub)" \
+            if exc.errno == errno.EADDRINUSE else ""
+        print(f"error: cannot bind {bind} / {pub or 'no PUB'}: {exc}{busy}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: srv.stop())

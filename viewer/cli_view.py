@@ -358,12 +358,14 @@ class Viewer:
 
 
 def run(args: argparse.Namespace) -> int:
+    from twin.endpoints import EndpointError, endpoint
     from viewer.arm import ArmModelError, JointMap
     from viewer.scene import native_output_silenced
 
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec
-    except ArmModelError as exc:
+        args.sub = [endpoint(ep) for ep in (args.sub or [])]  # HOST:PORT is accepted too
+    except (ArmModelError, EndpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fps <= 0 or (args.snapshot_every is not None and args.snapshot_every < 0):
