@@ -29,6 +29,8 @@ def add_parser(sub: Any, name: str) -> None:
                    f"(default {DEFAULT_PREDICTOR})")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
                    help="environment variable holding a shared HMAC key (messages are authenticated if set)")
+    p.add_argument("--status-every", type=float, default=10.0, metavar="S",
+                   help="print a status line (devices, samples/s, drops by reason) every S s (default 10)")
     p.set_defaults(run=run)
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         bind = endpoint(args.bind, bind=True)
         pub = None if args.pub == "none" else endpoint(args.pub, bind=True)
-        srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None)
+        srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None,
+                         log=lambda line: print(line, flush=True), status_every_s=args.status_every)
     except (EndpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -59,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"pub={srv.pub_endpoint or 'none'}", flush=True)
     print(f"predictor={args.predictor}", flush=True)
     srv.serve_forever()
-    print(f"server stopped: {srv.describe()}", flush=True)
+    for line in srv.summary_lines():
+        print(line, flush=True)
     return 0

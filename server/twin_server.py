@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +62,11 @@ class ServerStats:
     """Counters reported at exit and in ``stats()``."""
 
     messages: int = 0
+    samples: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     sessions_opened: int = 0
+    sessions_closed: int = 0  # bye
+    sessions_expired: int = 0  # silent for SESSION_IDLE_S
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -77,7 +81,13 @@ class TwinServer:
         pub: str | None = "tcp://*:5556",
         predictor: str = DEFAULT_PREDICTOR,
         key: bytes | None = None,
+        log: Callable[[str], None] | None = None,
+        status_every_s: float = 10.0,
     ) -> None:
+        # ``log`` gets one line per event (a device connects, leaves or expires) and a status line every
+        # ``status_every_s`` while devices are connected; None = quiet (tests, embedding).
+        self.log = log or (lambda line: None)
+        self.status_every_s = status_every_s
         # Validate the name early (the error lists valid ones) and warm the predictor up: compiled kernels load
         # on first use (~0.3 s), which must not stall the first device's first samples.
         warm = OnlinePredictor(make_predictor(predictor))
@@ -111,10 +121,12 @@ class TwinServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         try:
+            self._status_at, self._status_samples = time.monotonic(), 0
             while not self._stop.is_set():
                 if poller.poll(poll_ms):
                     self._drain()
                 self._expire()
+                self._status(time.monotonic())
         finally:
             self.close()
 
@@ -169,6 +181,9 @@ class TwinServer:
                 ident, msg["dev"], joints, msg["urdf"], OnlinePredictor(make_predictor(self.predictor_name)),
                 time.monotonic())
             self.stats.sessions_opened += 1
+            again = " (new session: joints or name changed)" if old is not None else ""
+            self.log(f"device {msg['dev']} connected{again}: {len(joints)} joints, urdf {msg['urdf']}, "
+                     f"policy {msg.get('policy', '?')}; {len(self.sessions)} connected")
             self._welcome(ident, msg["dev"])
             return
         sess = self.sessions.get(ident)
@@ -182,7 +197,11 @@ class TwinServer:
                     sess.device_status = msg["stats"]
             return
         if kind == "bye":
-            self.sessions.pop(ident, None)
+            gone = self.sessions.pop(ident, None)
+            if gone is not None:
+                self.stats.sessions_closed += 1
+                self.log(f"device {gone.device_id} left (bye) after {gone.samples} samples; "
+                         f"{len(self.sessions)} connected")
             return
         if sess is None:
             self.stats.drop("no-session")
@@ -205,6 +224,7 @@ class TwinServer:
         pred = sess.predictor.update(msg["t"], q, msg["h"], deriv)
         sess.pred_seq += 1
         sess.samples += 1
+        self.stats.samples += 1
         sess.last_pred, sess.last_q = pred, msg["q"]
         sess.recent.append([*prediction_to_wire(sess.pred_seq, pred), rx])
         self._reply(ident, "pred", seq=msg["seq"], ts=msg["ts"], rx=rx, preds=reply_preds(sess.recent, msg.get("a")))
@@ -229,7 +249,31 @@ class TwinServer:
     def _expire(self) -> None:
         now = time.monotonic()
         for ident in [i for i, s in self.sessions.items() if now - s.last_seen > SESSION_IDLE_S]:
-            del self.sessions[ident]
+            gone = self.sessions.pop(ident)
+            self.stats.sessions_expired += 1
+            self.log(f"device {gone.device_id} expired (silent for {SESSION_IDLE_S:g} s) after {gone.samples} "
+                     f"samples; {len(self.sessions)} connected")
+
+    def _status(self, now: float) -> None:
+        """Once every ``status_every_s`` while devices are connected: devices, samples/s, drops by reason."""
+        dt = now - self._status_at
+        if dt < self.status_every_s:
+            return
+        rate = (self.stats.samples - self._status_samples) / dt
+        self._status_at, self._status_samples = now, self.stats.samples
+        if self.sessions or rate:
+            drops = ", ".join(f"{k}={v}" for k, v in sorted(self.stats.dropped.items())) or "none"
+            self.log(f"status: {len(self.sessions)} devices, {rate:.1f} samples/s, dropped: {drops}")
+
+    def summary_lines(self) -> list[str]:
+        """The end-of-run summary, one fact per line."""
+        st = self.stats
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(st.dropped.items())) or "none"
+        lines = [f"server stopped: {st.messages} messages, {st.samples} samples answered, dropped: {drops}",
+                 f"  sessions: {st.sessions_opened} opened, {st.sessions_closed} left, {st.sessions_expired} expired, "
+                 f"{len(self.sessions)} still connected"]
+        lines += [f"  {s.device_id}: {s.samples} samples, {s.stale} stale (reordered)" for s in self.sessions.values()]
+        return lines
 
     def describe(self) -> dict[str, Any]:
         return {"messages": self.stats.messages, "dropped": dict(self.stats.dropped),

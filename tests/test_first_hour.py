@@ -114,8 +114,27 @@ def test_policy_keys_are_checked() -> None:
         parse_policy("kc-td3:online=1")
     with pytest.raises(PolicySpecError, match="'k' given twice"):
         parse_policy("static:k=2,k=3")
-    with pytest.raises(PolicySpecError, match="unexpected value 'x.pt' for static"):
+    with pytest.raises(PolicySpecError, match=r"unexpected value 'x\.pt' for static"):
         parse_policy("static:x.pt")
     assert parse_policy("dead-reckoning:delta=0.1,resend=1").acks is not None
     res = _armtwin("device", "--port", "/dev/ttyNOPE", "--server", "x:1", "--policy", "static:kk=3")
     assert res.returncode == 2 and "unknown key 'kk' for static; valid keys: k, h, resend" in res.stderr
+
+
+def test_server_says_who_connects_and_leaves_and_sums_up(procs: list[Proc], short_replay: Path) -> None:
+    srv = Proc("server", "--bind", "tcp://127.0.0.1:*", "--pub", "none", "--status-every", "0.5")
+    procs.append(srv)
+    arm = Proc("mock-arm", str(short_replay))
+    procs.append(arm)
+    dev = Proc("device", "--port", arm.value("port"), "--server", srv.value("bind"), "--device-id", "armX",
+               "--policy", "static:k=10")
+    procs.append(dev)
+    assert "3 joints" in srv.wait_line("device armX connected")
+    assert "samples/s" in srv.wait_line("status: 1 devices", new=True)
+    assert dev.finish(timeout=30)[0] == 0
+    assert "after 200 samples" in srv.wait_line("device armX left (bye)")
+    srv.p.terminate()
+    code, out, _ = srv.finish(timeout=20)
+    assert code == 0
+    assert "server stopped: " in out and "200 samples answered" in out and "sessions: 1 opened, 1 left" in out
+    assert "{" not in out.split("server stopped:")[1]  # no Python dict for a summary
