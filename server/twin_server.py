@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class TwinServer:
         pub: str | None = "tcp://*:5556",
         predictor: str = DEFAULT_PREDICTOR,
         key: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Validate the name early (the error lists valid ones) and warm the predictor up: compiled kernels load
         # on first use (~0.3 s), which must not stall the first device's first samples.
@@ -101,6 +103,7 @@ class TwinServer:
             self.pub_sock.bind(pub)
             self.pub_endpoint = str(self.pub_sock.getsockopt_string(zmq.LAST_ENDPOINT))
         self.sessions: dict[bytes, DeviceSession] = {}
+        self._clock = clock  # seconds; when a session was last seen (injectable: tests expire sessions at once)
         self.stats = ServerStats()
         self._stop = threading.Event()
 
@@ -162,12 +165,12 @@ class TwinServer:
             old = self.sessions.get(ident)
             if old is not None and old.joints == joints and old.device_id == msg["dev"]:
                 # A repeated hello (its welcome crossed a heartbeat): keep the predictor state.
-                old.last_seen = time.monotonic()
+                old.last_seen = self._clock()
                 self._welcome(ident, msg["dev"])
                 return
             self.sessions[ident] = DeviceSession(
                 ident, msg["dev"], joints, msg["urdf"], OnlinePredictor(make_predictor(self.predictor_name)),
-                time.monotonic())
+                self._clock())
             self.stats.sessions_opened += 1
             self._welcome(ident, msg["dev"])
             return
@@ -177,7 +180,7 @@ class TwinServer:
             if sess is None:
                 self._reply(ident, "error", code="no-session", msg="send hello first")
             else:
-                sess.last_seen = time.monotonic()
+                sess.last_seen = self._clock()
                 if isinstance(msg.get("stats"), dict):
                     sess.device_status = msg["stats"]
             return
@@ -191,7 +194,7 @@ class TwinServer:
         if kind != "sample":
             self.stats.drop("unexpected")
             return
-        sess.last_seen = time.monotonic()
+        sess.last_seen = self._clock()
         q = np.asarray(msg["q"], dtype=np.float64)
         if len(q) != len(sess.joints):
             raise ValueError(f"sample has {len(q)} joints, session has {len(sess.joints)}")
@@ -227,7 +230,7 @@ class TwinServer:
             self.stats.drop("pub-queue-full")
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for ident in [i for i, s in self.sessions.items() if now - s.last_seen > SESSION_IDLE_S]:
             del self.sessions[ident]
 
