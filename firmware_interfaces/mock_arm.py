@@ -38,6 +38,9 @@ class MockArmStats:
     unread_bytes: int = 0  # left in the pty when the replay ended (the reader stopped before reading them)
 
 
+BOOT_S = 0.1  # from the port being opened to the first frame (an Arduino-class board boots in 0.1-2 s)
+
+
 class MockArm:
     """Replays ``t_us`` (N,) int64 and ``q_urad`` (N, J) int samples on a fresh pty.
 
@@ -82,11 +85,15 @@ class MockArm:
     def reader_connected(self) -> bool:
         return not any(ev & _POLLHUP for _, ev in self._poll.poll(0))
 
-    def wait_for_reader(self, stop: threading.Event, timeout: float | None = None) -> bool:
+    def wait_for_reader(self, stop: threading.Event, timeout: float | None = None, boot_s: float = BOOT_S) -> bool:
+        """Wait until a reader opens the port, then ``boot_s`` more before streaming, as a board that resets when
+        its port is opened (DTR) does. The reader is still setting the port up in that moment: pyserial flushes
+        the input queue when it opens a port, and frames written before that were lost uncounted."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not stop.is_set():
             if self.reader_connected():
-                return True
+                stop.wait(boot_s)
+                return not stop.is_set()
             if deadline is not None and time.monotonic() > deadline:
                 return False
             stop.wait(0.01)  # a pty offers no "opened" event; poll the HUP state at 100 Hz
@@ -132,23 +139,27 @@ class MockArm:
         return self.stats
 
     def drain(self, stop: threading.Event, timeout: float = 2.0) -> int:
-        """Wait until the reader has read what was written (closing the pty discards unread bytes), at most
-        ``timeout`` s or until the reader goes away; returns the bytes still unread (``stats.unread_bytes``)."""
+        """After the last frame, keep the pty open until the reader closes it (a device ends its run on the END
+        frame), at most ``timeout`` s: closing the master discards what the reader has not read yet, and bytes
+        just written are not even counted as unread for a moment (the kernel moves them to the slave side
+        asynchronously). Returns the bytes left unread (``stats.unread_bytes``)."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and self.reader_connected():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._poll.poll(min(left, 0.1) * 1000)  # wakes on POLLHUP: the reader closed the port
+        unread = 0
         try:
             slave = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)  # to ask how much is unread
         except OSError:
             return 0
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0"))[0]
-                if unread == 0 or not self.reader_connected() or time.monotonic() > deadline:
-                    break
-                stop.wait(0.005)  # no event tells when a pty reader has drained its input
-            self.stats.unread_bytes = unread
-            return unread
+            unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0"))[0]
         finally:
             os.close(slave)
+        self.stats.unread_bytes = unread
+        return unread
 
     def _write(self, frame: bytes) -> None:
         if self.corrupt_rate:

@@ -83,6 +83,7 @@ class TwinServer:
         key: bytes | None = None,
         log: Callable[[str], None] | None = None,
         status_every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # ``log`` gets one line per event (a device connects, leaves or expires) and a status line every
         # ``status_every_s`` while devices are connected; None = quiet (tests, embedding).
@@ -111,6 +112,7 @@ class TwinServer:
             self.pub_sock.bind(pub)
             self.pub_endpoint = str(self.pub_sock.getsockopt_string(zmq.LAST_ENDPOINT))
         self.sessions: dict[bytes, DeviceSession] = {}
+        self._clock = clock  # seconds; when a session was last seen (injectable: tests expire sessions at once)
         self.stats = ServerStats()
         self._stop = threading.Event()
 
@@ -121,12 +123,12 @@ class TwinServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         try:
-            self._status_at, self._status_samples = time.monotonic(), 0
+            self._status_at, self._status_samples = self._clock(), 0
             while not self._stop.is_set():
                 if poller.poll(poll_ms):
                     self._drain()
                 self._expire()
-                self._status(time.monotonic())
+                self._status(self._clock())
         finally:
             self.close()
 
@@ -174,12 +176,12 @@ class TwinServer:
             old = self.sessions.get(ident)
             if old is not None and old.joints == joints and old.device_id == msg["dev"]:
                 # A repeated hello (its welcome crossed a heartbeat): keep the predictor state.
-                old.last_seen = time.monotonic()
+                old.last_seen = self._clock()
                 self._welcome(ident, msg["dev"])
                 return
             self.sessions[ident] = DeviceSession(
                 ident, msg["dev"], joints, msg["urdf"], OnlinePredictor(make_predictor(self.predictor_name)),
-                time.monotonic())
+                self._clock())
             self.stats.sessions_opened += 1
             again = " (new session: joints or name changed)" if old is not None else ""
             self.log(f"device {msg['dev']} connected{again}: {len(joints)} joints, urdf {msg['urdf']}, "
@@ -192,7 +194,7 @@ class TwinServer:
             if sess is None:
                 self._reply(ident, "error", code="no-session", msg="send hello first")
             else:
-                sess.last_seen = time.monotonic()
+                sess.last_seen = self._clock()
                 if isinstance(msg.get("stats"), dict):
                     sess.device_status = msg["stats"]
             return
@@ -210,7 +212,7 @@ class TwinServer:
         if kind != "sample":
             self.stats.drop("unexpected")
             return
-        sess.last_seen = time.monotonic()
+        sess.last_seen = self._clock()
         q = np.asarray(msg["q"], dtype=np.float64)
         if len(q) != len(sess.joints):
             raise ValueError(f"sample has {len(q)} joints, session has {len(sess.joints)}")
@@ -247,7 +249,7 @@ class TwinServer:
             self.stats.drop("pub-queue-full")
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for ident in [i for i, s in self.sessions.items() if now - s.last_seen > SESSION_IDLE_S]:
             gone = self.sessions.pop(ident)
             self.stats.sessions_expired += 1

@@ -1,0 +1,347 @@
+"""device.uplink.Uplink against an in-process ZeroMQ ROUTER on loopback TCP (a random port).
+
+The test plays the server: it reads what the uplink sends and writes replies built with ``twin.schema.Wire``.
+The uplink takes the time as an argument (``now_us``), so heartbeats, link timeouts, RTTs and emulated link delays
+are driven with synthetic times: nothing waits for real time except socket delivery, always under a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from device.link_emulation import LinkModel, LinkSpec
+from device.uplink import HEARTBEAT_US, LINK_TIMEOUT_US, Uplink, reply_t0
+from twin.schema import Wire
+
+TIMEOUT_MS = 5000
+T0 = 10_000_000  # synthetic device/host time (µs) the tests start at
+HELLO: dict[str, Any] = {"dev": "arm-1", "joints": ["j0", "j1"], "rate_hz": 1000.0, "urdf": "u.urdf",
+                         "policy": "static:k=4"}
+WIRE = Wire()
+
+
+class Server:
+    """The ROUTER end: receives decoded messages with the sender's identity and replies to it."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.ident: bytes | None = None
+
+    def recv(self) -> dict[str, Any]:
+        assert self.sock.poll(TIMEOUT_MS), "nothing reached the server"
+        ident, *frames = self.sock.recv_multipart()
+        self.ident = ident
+        return WIRE.decode(frames)
+
+    def recv_types(self, n: int) -> list[str]:
+        return [self.recv()["type"] for _ in range(n)]
+
+    def send(self, msg_type: str, **fields: Any) -> None:
+        assert self.ident is not None, "the uplink has not said anything yet"
+        self.sock.send_multipart([self.ident, *WIRE.encode(msg_type, **fields)])
+
+    def send_raw(self, *frames: bytes) -> None:
+        assert self.ident is not None
+        self.sock.send_multipart([self.ident, *frames])
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    c: zmq.Context[Any] = zmq.Context()
+    yield c
+    c.term()
+
+
+@pytest.fixture
+def server(ctx: zmq.Context[Any]) -> Iterator[Server]:
+    s = Server(ctx)
+    yield s
+    s.sock.close(linger=0)
+
+
+@pytest.fixture
+def make_uplink(ctx: zmq.Context[Any], server: Server) -> Iterator[Callable[..., Uplink]]:
+    made: list[Uplink] = []
+
+    def make(hello: dict[str, Any] | None = None, link: LinkSpec | None = None, endpoint: str | None = None,
+             wait: bool = True) -> Uplink:
+        up = Uplink(ctx, endpoint or server.endpoint, hello, link=link)
+        made.append(up)
+        if wait:  # IMMEDIATE: the socket takes messages only once the TCP connection is up
+            assert up.sock.poll(TIMEOUT_MS, zmq.POLLOUT), "uplink never connected"
+        return up
+
+    yield make
+    for up in made:
+        if not up.sock.closed:
+            up.close()
+
+
+def read_replies(up: Uplink, now_us: int) -> list[dict[str, Any]]:
+    """Wait for at least one reply on the socket and hand it to the uplink."""
+    assert up.sock.poll(TIMEOUT_MS), "no reply reached the uplink"
+    return up.poll_replies(now_us)
+
+
+def pred_msg(seq: int, ts: int, t0: int, pred_seq: int = 1, rx: int = 0) -> dict[str, Any]:
+    return {"seq": seq, "ts": ts, "rx": rx, "preds": [[pred_seq, t0, 10_000, 1, [0.0, 0.0], rx]]}
+
+
+def welcome(up: Uplink, server: Server, now_us: int, **extra: Any) -> None:
+    server.send("welcome", dev=HELLO["dev"], srv_us=123, predictor="linear", **extra)
+    assert read_replies(up, now_us) == []
+
+
+def test_set_hello_sends_the_hello_at_once(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, now_us=T0)
+    msg = server.recv()
+    assert msg["type"] == "hello" and msg["ts"] == T0
+    assert {k: msg[k] for k in HELLO} == HELLO
+    assert (up.stats.packets_sent, up.stats.control_dropped, up.stats.samples_on_wire) == (1, 0, 0)
+
+
+def test_without_a_server_sends_are_dropped_and_counted(make_uplink: Callable[..., Uplink],
+                                                        ctx: zmq.Context[Any]) -> None:
+    gone = ctx.socket(zmq.ROUTER)
+    port = gone.bind_to_random_port("tcp://127.0.0.1")
+    gone.close(linger=0)  # a port nobody listens on
+    up = make_uplink(endpoint=f"tcp://127.0.0.1:{port}", wait=False)
+    up.set_hello(HELLO, now_us=T0)
+    assert not up.send_sample(1, 0, np.zeros(2), 0, T0, 1.0)
+    assert (up.stats.control_dropped, up.stats.dropped_packets, up.stats.packets_sent) == (1, 1, 0)
+    assert not up.in_flight() and not up.link_up
+
+
+def test_welcome_sets_server_fields_and_ends_the_hellos(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink(hello=HELLO)
+    up.tick(T0)  # hello pending: every heartbeat repeats it until a welcome comes
+    assert server.recv_types(2) == ["hello", "hb"]
+    assert not up.welcomed and not up.link_up
+    server.send("welcome", dev="arm-1", srv_us=5, predictor="quadratic", derivatives=True)
+    assert read_replies(up, T0 + 700) == []  # not a prediction
+    assert up.welcomed and up.link_up
+    assert up.server_wants_derivatives is True and up.server_predictor == "quadratic"
+    assert up.stats.replies == 1
+    up.tick(T0 + HEARTBEAT_US)
+    assert server.recv()["type"] == "hb"  # a hello would have come first (one connection keeps the order)
+
+
+def test_welcome_without_derivatives_flag(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    server.send("welcome", dev="arm-1", srv_us=5, predictor="hold")
+    read_replies(up, T0)
+    assert up.welcomed and up.server_wants_derivatives is False and up.server_predictor == "hold"
+
+
+def test_link_goes_down_after_the_timeout_and_the_device_says_hello_again(
+        make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink(hello=HELLO)
+    up.tick(T0)
+    assert server.recv_types(2) == ["hello", "hb"]
+    t_reply = T0 + 1000
+    welcome(up, server, t_reply)
+    assert up.link_up
+    up.tick(t_reply + LINK_TIMEOUT_US)  # exactly the timeout: still up (a heartbeat goes out)
+    assert up.link_up and up.stats.link_downs == 0
+    up.tick(t_reply + LINK_TIMEOUT_US + 1)  # one µs more without a reply: down
+    assert not up.link_up and up.stats.link_downs == 1
+    up.tick(t_reply + LINK_TIMEOUT_US + 1 + HEARTBEAT_US)  # next heartbeat re-announces the arm
+    assert server.recv_types(3) == ["hb", "hello", "hb"]
+    server.send("pong", ts=t_reply, rx=0, srv_us=0)
+    read_replies(up, t_reply + LINK_TIMEOUT_US + 2 + HEARTBEAT_US)
+    assert up.link_up and up.stats.link_downs == 1
+
+
+def test_pong_sets_the_clock_offset_by_the_ntp_formula(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    t1, t2, t3, t4 = T0, 5_000_300_000, 5_000_300_400, T0 + 1000  # sent, server rx, server tx, back
+    server.send("pong", ts=t1, rx=t2, srv_us=t3)
+    read_replies(up, t4)
+    # ((t2 - t1) + (t3 - t4)) / 2: the 400 µs the server held the heartbeat do not bias it.
+    assert up.server_offset_us == ((t2 - t1) + (t3 - t4)) // 2 == 4_990_299_700
+    assert list(up.rtts_us) == [1000]
+    # A slower exchange (900 µs network delay > 600 µs) does not replace the best estimate...
+    server.send("pong", ts=T0 + 10_000, rx=5_000_310_000, srv_us=5_000_310_100)
+    read_replies(up, T0 + 11_000)
+    assert up.server_offset_us == 4_990_299_700
+    # ... a faster one (300 µs) does.
+    server.send("pong", ts=T0 + 20_000, rx=5_000_320_200, srv_us=5_000_320_300)
+    read_replies(up, T0 + 20_400)
+    assert up.server_offset_us == ((5_000_320_200 - (T0 + 20_000)) + (5_000_320_300 - (T0 + 20_400))) // 2
+    assert list(up.rtts_us) == [1000, 1000, 400]
+
+
+def test_pong_without_rx_uses_srv_us_for_both_stamps(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    server.send("pong", ts=T0, srv_us=7_000_000)
+    read_replies(up, T0 + 2000)
+    assert up.server_offset_us == ((7_000_000 - T0) + (7_000_000 - (T0 + 2000))) // 2
+
+
+def test_send_sample_carries_ack_and_derivatives(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    assert up.send_sample(7, 5000, np.array([0.1, -0.2]), 20_000, T0, 4.0, acked=3)
+    msg = server.recv()
+    assert msg["type"] == "sample"
+    assert (msg["seq"], msg["t"], msg["q"], msg["h"], msg["ts"], msg["k"], msg["a"]) == (
+        7, 5000, [0.1, -0.2], 20_000, T0, 4.0, 3)
+    assert "d" not in msg
+    assert up.send_sample(8, 6000, np.array([0.1, -0.2]), 0, T0 + 1, 4.0, acked=0)  # 0 is an ack too
+    assert server.recv()["a"] == 0
+    deriv = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert up.send_sample(9, 7000, np.array([0.1, -0.2]), 0, T0 + 2, 4.0, deriv=deriv)
+    msg = server.recv()
+    assert "a" not in msg and msg["d"] == [1.0, 2.0, 3.0, 4.0]
+    assert up.stats.samples_on_wire == 3 and up.stats.packets_sent == 3
+
+
+def test_in_flight_until_the_reply_of_every_sample_is_read(make_uplink: Callable[..., Uplink],
+                                                            server: Server) -> None:
+    up = make_uplink()
+    assert not up.in_flight()
+    up.send_sample(1, 5000, np.zeros(2), 0, T0, 1.0)
+    up.send_sample(2, 6000, np.zeros(2), 0, T0 + 1000, 1.0)
+    assert up.in_flight()
+    server.recv_types(2)
+    server.send("pong", ts=T0, srv_us=0)  # not an answer to a sample
+    server.send("pred", **pred_msg(1, T0, 5000, pred_seq=1))
+    got = read_replies(up, T0 + 1500)
+    while up.stats.replies < 2:
+        got += read_replies(up, T0 + 1500)
+    assert [reply_t0(m) for m in got] == [5000]
+    assert up.in_flight()  # sample 2 is still unanswered
+    server.send("pred", **pred_msg(2, T0 + 1000, 6000, pred_seq=2))
+    got = read_replies(up, T0 + 2600)
+    assert [reply_t0(m) for m in got] == [6000]
+    assert not up.in_flight()
+    assert up.stats.pred_replies == up.stats.samples_on_wire == 2
+    assert list(up.rtts_us)[-2:] == [1500, 1600]  # now - the sample's send time
+
+
+def test_bad_replies_are_counted_and_skipped(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    server.send_raw(b"\xc1 not msgpack")
+    server.send("pong", ts=T0, srv_us=0)
+    got: list[dict[str, Any]] = []
+    while up.stats.replies + up.stats.bad_replies < 2:
+        got += read_replies(up, T0 + 10)
+    assert got == [] and up.stats.bad_replies == 1 and up.stats.bad_reasons == {"malformed": 1}
+    assert up.stats.replies == 1 and up.link_up  # the good one still counts
+
+
+def test_no_session_error_makes_the_device_say_hello_again(make_uplink: Callable[..., Uplink],
+                                                           server: Server) -> None:
+    up = make_uplink(hello=HELLO)
+    up.tick(T0)
+    server.recv_types(2)
+    welcome(up, server, T0 + 100)
+    up.tick(T0 + HEARTBEAT_US)
+    assert server.recv_types(1) == ["hb"]
+    server.send("error", code="no-session", msg="send hello first")  # e.g. the server restarted
+    read_replies(up, T0 + HEARTBEAT_US + 100)
+    assert up.stats.errors_from_server == 1
+    up.tick(T0 + 2 * HEARTBEAT_US)
+    assert server.recv_types(2) == ["hello", "hb"]
+
+
+def test_close_says_bye_when_the_link_is_up(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    welcome(up, server, T0)
+    up.close()
+    assert server.recv()["type"] == "bye"
+    assert up.sock.closed
+
+
+def test_link_emulation_holds_messages_until_their_release_time(make_uplink: Callable[..., Uplink],
+                                                                server: Server) -> None:
+    up = make_uplink(link=LinkSpec(delay_ms=5.0))
+    up.set_hello(HELLO, T0)  # control messages take the constant delay too
+    assert up.next_release_us() == T0 + 5000 and up.stats.packets_sent == 0
+    up.flush_due(T0 + 4999)
+    assert up.stats.packets_sent == 0
+    up.flush_due(T0 + 5000)
+    assert up.stats.packets_sent == 1 and server.recv()["type"] == "hello"
+    assert up.next_release_us() is None and not up.in_flight()  # a hello is not a sample in flight
+
+    t_send = T0 + 10_000
+    assert up.send_sample(1, 9000, np.zeros(2), 0, t_send, 1.0)
+    assert up.in_flight() and up.stats.samples_on_wire == 0
+    assert up.next_release_us() == t_send + 5000
+    up.flush_due(t_send + 4999)
+    assert up.stats.samples_on_wire == 0
+    up.flush_due(t_send + 5000)
+    assert up.stats.samples_on_wire == 1
+    msg = server.recv()
+    assert msg["type"] == "sample" and msg["ts"] == t_send and msg["t"] == 9000
+    assert up.in_flight()  # on the wire, no reply yet
+
+    server.send("pred", **pred_msg(1, t_send, 9000))
+    t_back = t_send + 6000
+    assert read_replies(up, t_back) == []  # read from the socket, held by the emulated downlink
+    assert up.stats.pred_replies == 1 and up.in_flight()
+    assert up.next_release_us() == t_back + 5000
+    assert up.poll_replies(t_back + 4999) == []
+    got = up.poll_replies(t_back + 5000)
+    assert [reply_t0(m) for m in got] == [9000]
+    assert not up.in_flight() and up.next_release_us() is None
+    assert list(up.rtts_us) == [t_back + 5000 - t_send]  # the RTT includes both emulated delays
+    assert list(up.release_lateness_us) == [0, 0]
+
+
+def test_emulated_loss_is_keyed_to_the_sample_both_ways(make_uplink: Callable[..., Uplink], server: Server) -> None:
+    spec = LinkSpec(loss=0.5, seed=3)
+    t_samples = [100_000 + 1000 * i for i in range(24)]
+    # The fates the simulator would draw for these sends (same model, same keys).
+    ref = LinkModel(spec)
+    keys = ref.keys(t_samples)
+    up_lost, _ = ref.up.fates(keys)
+    down_lost, _ = ref.down.fates(keys)
+    reached = [t for t, lost in zip(t_samples, up_lost, strict=True) if not lost]
+    delivered = {t for t, lu, ld in zip(t_samples, up_lost, down_lost, strict=True) if not lu and not ld}
+    assert 0 < len(delivered) < len(reached) < len(t_samples)  # the seed exercises both kinds of loss
+
+    up = make_uplink(link=spec)
+    up.set_hello(HELLO, T0)
+    up.flush_due(T0)  # zero delay: due at once; control messages are never lost
+    assert server.recv()["type"] == "hello"
+    for i, t in enumerate(t_samples):
+        assert up.send_sample(i, t, np.zeros(2), 0, T0, 1.0)  # a lost send still "left the device"
+    up.flush_due(T0)
+    got_t = [server.recv()["t"] for _ in reached]
+    assert got_t == reached
+    assert up.stats.emulated_lost_up == len(t_samples) - len(reached)
+    assert up.stats.packets_sent == 1 + len(t_samples) and up.stats.samples_on_wire == len(reached)
+    # Reply in reverse order: each reply's fate follows the sample it answers, not its place in the order.
+    for n, t in enumerate(reversed(reached)):
+        server.send("pred", **pred_msg(n, T0, t, pred_seq=n + 1))
+    back: list[dict[str, Any]] = []
+    while up.stats.pred_replies < len(reached):
+        back += read_replies(up, T0 + 1000)
+    assert {reply_t0(m) for m in back} == delivered
+    assert up.stats.emulated_lost_down == len(reached) - len(delivered)
+    assert not up.in_flight()
+
+
+def test_reply_t0_is_the_newest_prediction_t0() -> None:
+    assert reply_t0({"preds": [[1, 100, 0, 1, [0.0]], [2, 250, 0, 1, [0.0]]]}) == 250
+    assert reply_t0({"preds": []}) == -1
+    assert reply_t0({}) == -1
