@@ -14,7 +14,7 @@ def add_parser(sub: Any, name: str) -> None:
         help="write a session as CSV: t_s, q_<joint> (deg), qhat_<joint> (deg), sent",
         description="One row per measured sample: device time in seconds, measured angles, what the twin "
         "displayed (empty before the first prediction, or if the session was never sent) and whether the "
-        "sample was sent (0/1).",
+        "sample was sent (0/1). LF line endings; 'armtwin import' reads it back (t_s and q_<joint>).",
         epilog="example:\n  armtwin export out.mcap --csv out.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -12,9 +12,11 @@ def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(
         name,
         help="turn a CSV of joint angles into a session file",
-        description="CSV header 't_s,<joint>,...': time in seconds, one column per joint in degrees. The data "
-        "must be a 1 kHz stream unless --resample is given, which interpolates it onto a 1 kHz grid (cubic "
-        "Hermite) and marks the session as resampled. Angles are stored at the serial resolution (1 µrad).",
+        description="CSV header 't_s,<joint>,...': time in seconds (counted from the first row), one column per "
+        "joint in degrees. The data must be a 1 kHz stream unless --resample is given, which interpolates it onto "
+        "a 1 kHz grid (cubic Hermite) and marks the session as resampled. Angles are stored at the serial "
+        "resolution (1 µrad). A CSV written by 'armtwin export' imports back: its q_<joint> columns are read, its "
+        "qhat_<joint> and sent columns ignored.",
         epilog="examples:\n  armtwin import log.csv -o log.mcap\n  armtwin import mocap_60hz.csv -o m.mcap --resample",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from armtwin.cli import main
 from tests.conftest import Proc, synthetic_session
 from twin.csv_io import CsvError, export_csv, import_csv
 from twin.session import SessionError, SessionWriter, load_session, write_session
@@ -112,3 +113,27 @@ def test_import_info_export_cli(tmp_path: Path, procs: list[Proc]) -> None:
     procs.append(bad)
     code, _, err = bad.finish()
     assert code == 2 and "error:" in err
+
+
+def test_export_writes_lf_and_imports_back(tmp_path: Path) -> None:
+    """``export`` writes LF lines (awk's $NF sees '1', not '1\\r') and ``import`` reads its own export back:
+    t_s and q_<joint> are read, qhat_<joint> (empty before the first prediction) and sent are ignored."""
+    src = synthetic_session(2.0, joints=3)
+    src.t_us = src.t_us + 7_000_123  # device time does not start at 0
+    src.qhat = np.roll(src.q, 20, axis=0)
+    src.qhat[:50] = np.nan
+    src.sent = np.arange(len(src.t_us)) % 25 == 0
+    path, csv_path, back = tmp_path / "s.mcap", tmp_path / "s.csv", tmp_path / "back.mcap"
+    write_session(path, src)
+    assert main(["export", str(path), "--csv", str(csv_path)]) == 0
+    raw = csv_path.read_bytes()
+    assert b"\r" not in raw
+    rows = raw.decode().splitlines()
+    assert sum(line.split(",")[-1] == "1" for line in rows[1:]) == int(src.sent.sum())  # awk -F, '$NF==1'
+    assert main(["import", str(csv_path), "-o", str(back)]) == 0
+    s = load_session(back)
+    assert s.joint_names == src.joint_names
+    assert s.sent is None and s.qhat is None
+    # Time is counted from the first row; t_s is printed with 6 decimals (1 µs), angles with 7 (1e-7 deg).
+    np.testing.assert_allclose(s.t_us, src.t_us - src.t_us[0], atol=1)
+    np.testing.assert_allclose(np.degrees(s.q), np.degrees(src.q), atol=1e-7)
