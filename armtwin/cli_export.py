@@ -19,17 +19,19 @@ def add_parser(sub: Any, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", type=Path)
-    p.add_argument("--csv", type=Path, required=True, help="output CSV path")
+    p.add_argument("--csv", type=Path, required=True, help="output CSV path (missing parent directories are created)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from twin.csv_io import export_csv
+    from twin.paths import OutputPathError, prepare_output
     from twin.session import SessionError, load_session
 
     try:
         session = load_session(args.session)
-    except SessionError as exc:
+        prepare_output(args.csv)
+    except (SessionError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = export_csv(session, args.csv)

@@ -32,7 +32,8 @@ def add_parser(sub: Any, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", type=Path)
-    p.add_argument("-o", "--out", type=Path, required=True, help="output file: .mp4, .gif or .png")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output file: .mp4, .gif or .png (missing parent directories are created)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second of session time (default 30)")
     p.add_argument("--layout", choices=("side", "overlay"), default="side",
                    help="side: measured (blue) left of the twin (orange); overlay: one arm over the other")
@@ -133,6 +134,7 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     """Render per ``args`` (the verb's options); returns frames, size and timing. Raises RenderError."""
     import numpy as np
 
+    from twin.paths import prepare_output
     from twin.session import load_session
     from viewer.arm import ArmModel, JointLimitWarning, JointMap
     from viewer.scene import MEASURED_RGBA, TWIN_RGBA, Scene
@@ -170,6 +172,7 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
         print(f"warning: {w.message}", file=sys.stderr)
     err_deg = np.degrees(np.abs(q - qhat)).max(axis=1) if qhat is not None else np.full(len(q), np.nan)
 
+    prepare_output(args.out)  # after every check: a refused render leaves no directory behind
     sink = _Sink(args.out, fps, sheet)
     t_start = time.perf_counter()
     try:
@@ -214,12 +217,13 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    from twin.paths import OutputPathError
     from twin.session import SessionError
     from viewer.arm import ArmModelError
 
     try:
         render_session(args)
-    except (RenderError, ArmModelError, SessionError) as exc:
+    except (RenderError, ArmModelError, SessionError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
