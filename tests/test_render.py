@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from armtwin.cli import main
+from tests.conftest import REPO
 from twin.session import Session, write_session
 from viewer.cli_render import frame_indices
 from viewer.scene import MEASURED_RGBA, Scene
@@ -168,3 +171,36 @@ def test_merged_twin_ghost_urdf_loads(urdf: str, tmp_path: Path) -> None:
         assert len(pb.getVisualShapeData(pair, physicsClientId=client)) == 2 * shapes
     finally:
         pb.disconnect(physicsClientId=client)
+
+
+# Runs argv as a child of a fresh interpreter and prints that child's peak RSS (KiB): RUSAGE_CHILDREN of this
+# process is the render alone (and the ffmpeg it waits for), not whatever the test process started before.
+_PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def render_peak_rss_kib(session: Path, out: Path) -> int:
+    argv = [sys.executable, "-m", "armtwin", "render", str(session), "-o", str(out), "--fps", "2", "--width", "320",
+            "--height", "240", "--layout", "overlay", "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *argv], cwd=REPO, capture_output=True, text=True,
+                          check=True, timeout=240)
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("ext", [".gif", ".mp4"])
+def test_render_memory_is_flat_in_session_length(tmp_path: Path, ext: str) -> None:
+    """Frames stream to the file: a 60 s render peaks no higher than a 10 s one plus 10 %. (The old GIF path kept
+    every frame until the end and every path kept the session's decoded JSON: +39 MB (gif) and +32 MB (mp4) here,
+    1.76 GB for 60 s at 640x480 and 30 fps; now +7 MB, the session's arrays.)"""
+    if ext == ".mp4":
+        pytest.importorskip("imageio_ffmpeg", reason="mp4 needs the imageio-ffmpeg package")
+    peaks = {}
+    for seconds in (10, 60):
+        path = tmp_path / f"s{seconds}.mcap"
+        write_session(path, kuka_session(float(seconds)))
+        peaks[seconds] = render_peak_rss_kib(path, tmp_path / f"s{seconds}{ext}")
+    print(f"peak RSS {ext}: 10 s {peaks[10] / 1024:.0f} MB, 60 s {peaks[60] / 1024:.0f} MB")
+    assert peaks[60] <= 1.1 * peaks[10], f"60 s costs {(peaks[60] - peaks[10]) / 1024:.0f} MB more than 10 s"

@@ -24,7 +24,8 @@ def add_parser(sub: Any, name: str) -> None:
         "(headless TinyRenderer): side by side, or overlaid with the measured arm translucent. Each frame "
         "shows the time, the largest joint error and the end-effector error. Frame count = round(duration × "
         "fps). PNG writes the frame at --start, or a contact sheet with --sheet. GIF frame delays are whole "
-        "1/100 s, so use fps 25 or 50 for exact timing; mp4 needs the imageio-ffmpeg package.",
+        "1/100 s, so use fps 25 or 50 for exact timing; mp4 needs the imageio-ffmpeg package. Frames go to the "
+        "file as they are rendered: memory does not grow with the duration.",
         epilog="examples:\n  armtwin render demo-out/session.mcap -o twin.gif --duration 5\n"
         "  armtwin render session.mcap -o twin.mp4 --layout overlay --fps 30 --start 10 --duration 20\n"
         "  armtwin render session.mcap -o sheet.png --sheet 3x3\n"
@@ -67,7 +68,8 @@ def _sheet(spec: str | None) -> tuple[int, int] | None:
 
 
 class _Sink:
-    """Where frames go: a gif/mp4 writer streaming frame by frame, or png (one frame / contact sheet)."""
+    """Where frames go: a gif/mp4 writer streaming each frame to the file (memory flat in the render's length),
+    or png (one frame / a contact sheet of at most 100)."""
 
     def __init__(self, path: Path, fps: float, sheet: tuple[int, int] | None) -> None:
         self.path, self.fps, self.sheet = path, fps, sheet
@@ -85,16 +87,14 @@ class _Sink:
             self._w = iio2.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
                                       pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
         elif self.ext == ".gif":
-            import imageio.v3 as iio
+            from viewer.gif_writer import GifWriter
 
-            self._w = iio.imopen(path, "w", plugin="pillow")
+            # GIF delays are centiseconds.
+            self._w = GifWriter(path, duration_ms=max(round(100 / fps), 1) * 10, loop=0)
 
     def add(self, frame: np.ndarray) -> None:
-        if self.ext == ".mp4":
+        if self._w is not None:
             self._w.append_data(frame)
-        elif self.ext == ".gif":
-            # GIF delays are centiseconds; bits=8 keeps each queued frame as 8-bit palette (1 byte/pixel).
-            self._w.write(frame, duration=max(round(100 / self.fps), 1) * 10, loop=0, bits=8)
         else:
             self.frames.append(frame)
 
