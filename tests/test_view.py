@@ -18,11 +18,13 @@ import pytest
 import zmq
 from PIL import Image
 
+from armtwin.cli import main
 from server.twin_server import TwinServer
 from tests.conftest import Proc
 from twin.display import Prediction
 from twin.schema import Wire, prediction_to_wire
-from viewer.cli_view import DeviceView, TwinFeed, local_us
+from viewer.cli_view import NOTHING_ARRIVED
+from viewer.feed import DeviceView, TwinFeed, local_us
 
 JOINTS = [f"joint_{i + 1}" for i in range(7)]
 
@@ -247,4 +249,26 @@ def test_no_display_falls_back_to_headless(procs: list[Proc], tmp_path: Path, di
     assert reason in view.wait_line("view: no display")
     assert "mode=headless" in view.wait_line("view: mode=")
     rc, stdout, _ = view.finish(timeout=30)
-    assert rc == 0 and "view stopped after" in stdout
+    assert rc == NOTHING_ARRIVED and "view stopped after" in stdout  # nothing listens on port 9
+
+
+def test_view_given_a_session_file_points_to_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """view watches a live server; a session path gets one line saying so and the render command, exit 2."""
+    session = tmp_path / "s.mcap"
+    assert main(["view", "--headless", str(session)]) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and out.err.startswith("error: ") and not out.out, out
+    assert "live" in out.err and "--sub" in out.err
+    assert f"armtwin render {session} -o out.mp4" in out.err
+
+
+def test_headless_view_that_received_nothing_says_what_it_waited_for(procs: list[Proc], tmp_path: Path) -> None:
+    """No twin state before --duration ended: name the endpoint, what to check, and exit non-zero."""
+    endpoint = "tcp://127.0.0.1:9"  # nothing publishes there
+    view = Proc("view", "--sub", endpoint, "--headless", "--duration", "0.3", "--out", str(tmp_path / "snaps"))
+    procs.append(view)
+    rc, _, err = view.finish(timeout=30)
+    assert rc == NOTHING_ARRIVED != 0
+    line = next(ln for ln in err.splitlines() if "no twin state" in ln)
+    assert endpoint in line and "--pub" in line and "device is streaming" in line, line
+    assert not (tmp_path / "snaps").exists()
