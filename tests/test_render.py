@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +206,45 @@ def test_render_memory_is_flat_in_session_length(tmp_path: Path, ext: str) -> No
         peaks[seconds] = render_peak_rss_kib(path, tmp_path / f"s{seconds}{ext}")
     print(f"peak RSS {ext}: 10 s {peaks[10] / 1024:.0f} MB, 60 s {peaks[60] / 1024:.0f} MB")
     assert peaks[60] <= 1.1 * peaks[10], f"60 s costs {(peaks[60] - peaks[10]) / 1024:.0f} MB more than 10 s"
+
+
+def leaning_session(seconds: float = 2.0) -> Session:
+    """The iiwa leaning far out to one side (shoulder pitched 1.1 rad), swaying a little; the twin lags."""
+    t_us = np.arange(int(seconds * 1000), dtype=np.int64) * 1000
+    sway = 0.1 * np.sin(2 * np.pi * 0.5 * t_us * 1e-6)[:, None]
+    q = np.array([0.4, 1.1, 0.0, -0.7, 0.0, 0.6, 0.0]) + sway
+    qhat = np.roll(q, 40, axis=0)
+    qhat[:100] = np.nan
+    return Session(t_us=t_us, q=q, joint_names=JOINTS, qhat=qhat, meta={"urdf": "kuka_iiwa/model.urdf"})
+
+
+def arm_coverage(img: np.ndarray) -> tuple[float, float, float]:
+    """(fraction of the image, centroid row / height, centroid column / width) of the arm's pixels: coloured ones
+    (the black/grey overlay text is not counted)."""
+    rgb = img.astype(np.int16)
+    arm = (rgb.max(axis=2) - rgb.min(axis=2)) > 40
+    ys, xs = np.nonzero(arm)
+    return float(arm.mean()), float(ys.mean() / img.shape[0]), float(xs.mean() / img.shape[1])
+
+
+@pytest.mark.parametrize("layout", ["overlay", "side"])
+def test_render_frames_the_arm_and_explains_the_ghost(tmp_path: Path, layout: str) -> None:
+    """The camera is fitted to the arm's bounding box over the session's poses (it used to aim at a fixed point:
+    4 % of the image, off to one side), and the overlay says which arm is measured and which the twin."""
+    from armtwin.cli import build_parser
+    from viewer.cli_render import render_session
+
+    path, out = tmp_path / "lean.mcap", tmp_path / "frame.png"
+    write_session(path, leaning_session())
+    args = build_parser().parse_args(["render", str(path), "-o", str(out), "--start", "1", "--width", "320",
+                                      "--height", "240", "--layout", layout])
+    info = render_session(args, out=io.StringIO())
+    fraction, cy, cx = arm_coverage(np.asarray(Image.open(out).convert("RGB")))
+    # Two arms share a side-by-side frame: each gets about half of what one arm gets (both were ~4 % before).
+    assert fraction > (0.10 if layout == "overlay" else 0.08), f"the arms cover only {fraction:.1%} of the frame"
+    assert abs(cy - 0.5) < 0.08 and abs(cx - 0.5) < 0.08, f"arm centroid at ({cx:.2f}, {cy:.2f}) of the frame"
+    text = "\n".join(info["overlay"])
+    if layout == "overlay":
+        assert re.search(r"twin.*prediction", text) and re.search(r"ghost.*measured", text), text
+    else:
+        assert re.search(r"measured.*left", text) and re.search(r"twin.*prediction.*right", text), text

@@ -272,3 +272,32 @@ def test_headless_view_that_received_nothing_says_what_it_waited_for(procs: list
     line = next(ln for ln in err.splitlines() if "no twin state" in ln)
     assert endpoint in line and "--pub" in line and "device is streaming" in line, line
     assert not (tmp_path / "snaps").exists()
+
+
+def test_headless_snapshot_frames_the_arm_and_explains_the_ghost(tmp_path: Path) -> None:
+    """A snapshot of an arm leaning far out: the camera fits the arm (home pose and the poses seen), and the
+    overlay says the opaque arm is the twin and the translucent ghost the measured arm."""
+    from armtwin.cli import build_parser
+    from tests.test_render import arm_coverage
+    from viewer.cli_view import Viewer
+
+    args = build_parser().parse_args(["view", "--headless", "--out", str(tmp_path), "--width", "320", "--height",
+                                      "240", "--sub", "tcp://127.0.0.1:9"])
+    viewer = Viewer(args, False, threading.Event())
+    viewer.feed = TwinFeed(["tcp://127.0.0.1:9"], None)
+    try:
+        with viewer.scene:
+            now = local_us()
+            lean = np.array([0.4, 1.1, 0.0, -0.7, 0.0, 0.6, 0.0])
+            dv = viewer.feed.devices["armA"] = DeviceView("armA", JOINTS, "kuka_iiwa/model.urdf", 0)
+            dv.observe(now, now)
+            dv.pred, dv.rx, dv.q_last = Prediction(now, 50_000, (lean + 0.1)[None, :]), now, lean
+            viewer._load(dv, now)
+            viewer._snapshot(now)
+            overlay = "\n".join(viewer.scene.overlay_lines())
+    finally:
+        viewer.feed.close()
+    fraction, cy, cx = arm_coverage(np.asarray(Image.open(tmp_path / "snap_00001_armA.png").convert("RGB")))
+    assert fraction > 0.08, f"the arm covers only {fraction:.1%} of the snapshot"
+    assert abs(cy - 0.5) < 0.1 and abs(cx - 0.5) < 0.1, f"arm centroid at ({cx:.2f}, {cy:.2f}) of the snapshot"
+    assert re.search(r"twin.*prediction", overlay) and re.search(r"ghost.*measured", overlay), overlay

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # numpy is imported where it is used: `armtwin --help` stays 
     import numpy as np
 
 FORMATS = (".mp4", ".gif", ".png")
+SIDE_GAP_M = 0.25  # side layout: the closest the two arms come to each other (m)
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -137,6 +138,7 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     from twin.paths import prepare_output
     from twin.session import load_session
     from viewer.arm import ArmModel, JointLimitWarning, JointMap
+    from viewer.overlay import LEGEND_GHOST, LEGEND_SIDE
     from viewer.scene import MEASURED_RGBA, TWIN_RGBA, Scene
 
     ext = args.out.suffix.lower()
@@ -175,19 +177,36 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     prepare_output(args.out)  # after every check: a refused render leaves no directory behind
     sink = _Sink(args.out, fps, sheet)
     t_start = time.perf_counter()
+    side = args.layout == "side"
+    # Which colour is which arm (the twin's entry goes when there is no twin), and what changes per frame.
+    legend = [e for e in (LEGEND_SIDE if side else LEGEND_GHOST) if qhat is not None or "measured" in e]
+
+    def caption(i: int) -> list[str]:
+        head = f"{args.session.name}   t = {times[i]:7.2f} s"
+        if qhat is None:
+            return [head, "measured only: this session has no twin display (qhat) recorded"]
+        return [head, "twin: nothing displayed yet" if np.isnan(ee[i]) else
+                f"max |e| {err_deg[i]:.3f} deg   end-effector error {ee[i]:.1f} mm"]
+
+    # The camera is fitted once, to every pose the video will show (up to 60 of them): a steady view.
+    some = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), 60)).astype(int))
+    shown = np.concatenate([q[some], qhat[some]]) if qhat is not None else q[some]
     try:
         with Scene(width=width, height=height) as scene:
-            side = args.layout == "side"
-            if side:  # two opaque arms next to each other
-                scene.add_arm("measured", urdf, s.joint_names, jmap, (0.0, -0.7, 0.0), MEASURED_RGBA, label="measured")
-                scene.add_arm("twin", urdf, s.joint_names, jmap, (0.0, 0.7, 0.0), TWIN_RGBA, label="twin")
-                legend = "measured (blue) | twin (orange)"
+            if side:  # two opaque arms next to each other, as close as their poses allow (bigger in the frame)
+                scene.add_arm("probe", urdf, s.joint_names, jmap)
+                y = scene.arm_points(["probe"], {"probe": shown})[:, 1]
+                scene.remove_arm("probe")
+                half = max((float(y.max() - y.min()) + SIDE_GAP_M) / 2, SIDE_GAP_M) if len(y) else 0.7
+                scene.add_arm("measured", urdf, s.joint_names, jmap, (0.0, -half, 0.0), MEASURED_RGBA,
+                              label="measured")
+                scene.add_arm("twin", urdf, s.joint_names, jmap, (0.0, half, 0.0), TWIN_RGBA, label="twin")
+                poses = {"measured": q[some], "twin": shown}
             else:  # the twin with the measured arm as its translucent ghost, as in `armtwin view`
                 scene.add_arm("arm", urdf, s.joint_names, jmap, (0.0, 0.0, 0.0), TWIN_RGBA, MEASURED_RGBA)
-                legend = "twin (orange) over measured (translucent blue)"
-            scene.frame(yaw=90.0 if side else None)
-            if qhat is None:
-                legend = "measured only: this session has no twin display (qhat) recorded"
+                poses = {"arm": shown}
+            scene.legend, scene.caption = legend, caption(0)
+            scene.frame(yaw=90.0 if side else None, poses=poses)
             nan = np.full(q.shape[1], np.nan)
             frames: Iterable[int] = range(len(idx))
             if not args.no_progress and sys.stderr.isatty():  # no bar (nor tqdm's monitor thread) in logs/pipes
@@ -201,15 +220,13 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
                     scene.set_q("twin", twin_q)
                 else:
                     scene.set_q("arm", twin_q, ghost_q=q[i])
-                scene.caption = [f"{args.session.name}   t = {times[i]:7.2f} s", legend]
-                if qhat is not None:
-                    scene.caption.append("twin: nothing displayed yet" if np.isnan(ee[i]) else
-                                         f"max |e| {err_deg[i]:.3f} deg   end-effector error {ee[i]:.1f} mm")
+                scene.caption = caption(i)
                 sink.add(scene.render())
+            overlay = scene.overlay_lines()
     finally:
         sink.close()
     elapsed = time.perf_counter() - t_start
-    info = {"frames": len(idx), "width": width, "height": height, "fps": fps, "seconds": elapsed,
+    info = {"frames": len(idx), "width": width, "height": height, "fps": fps, "seconds": elapsed, "overlay": overlay,
             "frames_per_s": len(idx) / elapsed if elapsed > 0 else float("inf")}
     print(f"wrote {args.out}: {len(idx)} frame(s) {width}x{height} in {elapsed:.1f} s "
           f"({info['frames_per_s']:.1f} frames/s)", file=out)

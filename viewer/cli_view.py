@@ -22,6 +22,7 @@ from viewer.feed import DeviceView, TwinFeed, local_us
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
 STATUS_EVERY_S = 5.0
 NOTHING_ARRIVED = 3  # exit code: the view ended before any twin state arrived
+FRAME_MEMORY = 20  # snapshots whose poses the camera keeps in view
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -92,10 +93,13 @@ class Viewer:
     """The display loop: absolute frame deadlines, never a busy poll, snapshots, cadence report."""
 
     def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event) -> None:
+        from viewer.overlay import LEGEND_VIEW
         from viewer.scene import Scene
 
         self.args, self.gui = args, gui
         self.scene = Scene(gui=gui, width=args.width, height=args.height)
+        self.scene.legend = list(LEGEND_VIEW)  # which arm is the twin, which the measured ghost
+        self._seen: dict[str, deque[Any]] = {}  # device key -> link box corners at the poses of recent frames
         self.feed: TwinFeed | None = None
         self.stop = stop
         self.frames = self.overruns = self.snapshots = 0
@@ -103,7 +107,9 @@ class Viewer:
         self.update_ms: deque[float] = deque(maxlen=10_000)  # recent per-frame pose/text update times
         self.render_ms: deque[float] = deque(maxlen=1000)
 
-    def _load(self, dv: DeviceView) -> None:
+    def _load(self, dv: DeviceView, now: int) -> None:
+        import numpy as np
+
         from viewer.arm import ArmModelError
         from viewer.scene import MEASURED_RGBA, TWIN_RGBA
 
@@ -117,7 +123,28 @@ class Viewer:
             return
         dv.loaded = True
         print(f"device={dv.dev} joints={len(dv.joints)} urdf={urdf or 'default'}", flush=True)
-        self.scene.frame()
+        if self.gui:  # one camera for all arms, which the user may move: fit it once, as each arm comes
+            self._pose(dv, now)
+            # Room for the motion to come: the zero pose (upright, for most arms) and the pose now turned half a
+            # turn about the base (any turn of the base joint stays in view).
+            pts = np.concatenate([self.scene.arm_points([dv.key]),
+                                  self.scene.arm_points([dv.key], {dv.key: np.zeros((1, len(dv.joints)))})])
+            turned = pts.copy()
+            turned[:, :2] = 2 * np.asarray(base[:2]) - pts[:, :2]
+            self._seen[dv.key] = deque([pts, turned], maxlen=FRAME_MEMORY)
+            self._frame([d.key for d in self.feed.devices.values() if d.loaded] if self.feed else [dv.key])
+
+    def _frame(self, keys: list[str]) -> None:
+        """Fit the camera to the arms ``keys`` as posed now and in the last ``FRAME_MEMORY`` framings: close on
+        the arm, following it without jumping from one snapshot to the next."""
+        import numpy as np
+
+        from viewer.camera import Camera
+
+        for k in keys:
+            self._seen.setdefault(k, deque(maxlen=FRAME_MEMORY)).append(self.scene.arm_points([k]))
+        points = np.concatenate([p for k in keys for p in self._seen[k]])
+        self.scene.frame_points(points, yaw=90.0 if len(keys) > 1 else Camera.yaw, keys=keys)
 
     def _pose(self, dv: DeviceView, now: int) -> None:
         self.scene.set_q(dv.key, dv.twin_q(now), dv.q_last if dv.ghost_dirty else None)  # one reset in the GUI
@@ -140,7 +167,7 @@ class Viewer:
         for dv in [] if self.gui else shown:
             self._pose(dv, now)
             self.scene.set_text(dv.key, dv.overlay(now, self.args.stale_after))
-            self.scene.frame([dv.key])
+            self._frame([dv.key])
             path = self.args.out / f"snap_{self.snapshots:05d}_{dv.key}.png"
             Image.fromarray(self.scene.render(keys=[dv.key])).save(path)
             print(f"snapshot={path}", flush=True)
@@ -166,7 +193,7 @@ class Viewer:
                     wait_ms = min([100, *(-(-(d - now) // 1000) for d in deadlines)])
                     for dv in self.feed.poll(int(wait_ms)):
                         if not dv.loaded and dv.error is None:
-                            self._load(dv)
+                            self._load(dv, local_us())
                     now = local_us()
                     if end is not None and now >= end:
                         break
@@ -234,7 +261,7 @@ class Viewer:
 
 def run(args: argparse.Namespace) -> int:
     from viewer.arm import ArmModelError, JointMap
-    from viewer.scene import native_output_silenced
+    from viewer.native_io import native_output_silenced
 
     if args.session is not None:
         print(f"error: armtwin view watches a live twin server (--sub ENDPOINT), not a session file; to watch "
