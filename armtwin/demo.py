@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SESSION = REPO / "data" / "sessions" / "default.mcap"
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_POLICY = "dead-reckoning:delta=0.1,h=200"
+DEFAULT_EPSILON = 0.002  # deg²: the tighter of the two constraints the docs evaluate (docs/sync_science.md)
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -40,7 +41,25 @@ def add_parser(sub: Any, name: str) -> None:
                    "a random port if it is taken)")
     p.add_argument("--predictor", default=DEFAULT_PREDICTOR,
                    help=f"server predictor (default {DEFAULT_PREDICTOR})")
+    p.add_argument("--epsilon", type=float, default=None, metavar="DEG2",
+                   help="constraint ε (MSE bound, deg²) drawn in the plot's error panel (default: the one a "
+                   f"kc-td3/td3 policy was trained for, else {DEFAULT_EPSILON:g})")
     p.set_defaults(run=run)
+
+
+def plot_epsilon(policy: str, given: float | None) -> tuple[float, str]:
+    """The ε to draw and where it comes from: ``given`` (--epsilon), the policy's own constraint (a trained
+    kc-td3/td3 checkpoint carries its ε), else ``DEFAULT_EPSILON``."""
+    if given is not None:
+        return given, "--epsilon"
+    from device.policies.base import PolicySpecError
+    from device.policies.registry import parse_policy
+
+    try:
+        eps = getattr(parse_policy(policy), "eps", None)
+    except (PolicySpecError, ValueError):  # the device reports a bad policy; the plot still gets an ε
+        eps = None
+    return (float(eps), "the policy's constraint") if eps is not None else (DEFAULT_EPSILON, "default")
 
 
 def _read_key(proc: subprocess.Popen[str], key: str) -> str:
@@ -121,8 +140,10 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads(summary_path.read_text())
     session = load_session(rec)
     png = args.out / "tracking.png"
+    eps, eps_from = plot_epsilon(args.policy, args.epsilon)
     plot_tracking(session, png, title=f"armtwin demo: {args.policy}, predictor {args.predictor} - "
-                  f"load {summary['load']:.3f}, MSE {summary['mse_deg2']:.3g} deg²")
+                  f"load {summary['load']:.3f}, MSE {summary['mse_deg2']:.3g} deg² (ε = {eps:g}, {eps_from})",
+                  eps=eps)
     print(f"demo result: load={summary['load']:.3f} mse={summary['mse_deg2']:.4g}deg2 "
           f"rmse={summary['rmse_deg']:.4g}deg frames_lost={summary['frames_lost']} samples={summary['samples']}")
     print(f"wrote {summary_path}, {rec}, {png}")

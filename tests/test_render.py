@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,7 @@ import pytest
 from PIL import Image
 
 from armtwin.cli import main
+from tests.conftest import REPO
 from twin.session import Session, write_session
 from viewer.cli_render import frame_indices
 from viewer.scene import MEASURED_RGBA, Scene
@@ -168,3 +173,78 @@ def test_merged_twin_ghost_urdf_loads(urdf: str, tmp_path: Path) -> None:
         assert len(pb.getVisualShapeData(pair, physicsClientId=client)) == 2 * shapes
     finally:
         pb.disconnect(physicsClientId=client)
+
+
+# Runs argv as a child of a fresh interpreter and prints that child's peak RSS (KiB): RUSAGE_CHILDREN of this
+# process is the render alone (and the ffmpeg it waits for), not whatever the test process started before.
+_PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def render_peak_rss_kib(session: Path, out: Path) -> int:
+    argv = [sys.executable, "-m", "armtwin", "render", str(session), "-o", str(out), "--fps", "2", "--width", "320",
+            "--height", "240", "--layout", "overlay", "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *argv], cwd=REPO, capture_output=True, text=True,
+                          check=True, timeout=240)
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("ext", [".gif", ".mp4"])
+def test_render_memory_is_flat_in_session_length(tmp_path: Path, ext: str) -> None:
+    """Frames stream to the file: a 60 s render peaks no higher than a 10 s one plus 10 %. (The old GIF path kept
+    every frame until the end and every path kept the session's decoded JSON: +39 MB (gif) and +32 MB (mp4) here,
+    1.76 GB for 60 s at 640x480 and 30 fps; now +7 MB, the session's arrays.)"""
+    if ext == ".mp4":
+        pytest.importorskip("imageio_ffmpeg", reason="mp4 needs the imageio-ffmpeg package")
+    peaks = {}
+    for seconds in (10, 60):
+        path = tmp_path / f"s{seconds}.mcap"
+        write_session(path, kuka_session(float(seconds)))
+        peaks[seconds] = render_peak_rss_kib(path, tmp_path / f"s{seconds}{ext}")
+    print(f"peak RSS {ext}: 10 s {peaks[10] / 1024:.0f} MB, 60 s {peaks[60] / 1024:.0f} MB")
+    assert peaks[60] <= 1.1 * peaks[10], f"60 s costs {(peaks[60] - peaks[10]) / 1024:.0f} MB more than 10 s"
+
+
+def leaning_session(seconds: float = 2.0) -> Session:
+    """The iiwa leaning far out to one side (shoulder pitched 1.1 rad), swaying a little; the twin lags."""
+    t_us = np.arange(int(seconds * 1000), dtype=np.int64) * 1000
+    sway = 0.1 * np.sin(2 * np.pi * 0.5 * t_us * 1e-6)[:, None]
+    q = np.array([0.4, 1.1, 0.0, -0.7, 0.0, 0.6, 0.0]) + sway
+    qhat = np.roll(q, 40, axis=0)
+    qhat[:100] = np.nan
+    return Session(t_us=t_us, q=q, joint_names=JOINTS, qhat=qhat, meta={"urdf": "kuka_iiwa/model.urdf"})
+
+
+def arm_coverage(img: np.ndarray) -> tuple[float, float, float]:
+    """(fraction of the image, centroid row / height, centroid column / width) of the arm's pixels: coloured ones
+    (the black/grey overlay text is not counted)."""
+    rgb = img.astype(np.int16)
+    arm = (rgb.max(axis=2) - rgb.min(axis=2)) > 40
+    ys, xs = np.nonzero(arm)
+    return float(arm.mean()), float(ys.mean() / img.shape[0]), float(xs.mean() / img.shape[1])
+
+
+@pytest.mark.parametrize("layout", ["overlay", "side"])
+def test_render_frames_the_arm_and_explains_the_ghost(tmp_path: Path, layout: str) -> None:
+    """The camera is fitted to the arm's bounding box over the session's poses (it used to aim at a fixed point:
+    4 % of the image, off to one side), and the overlay says which arm is measured and which the twin."""
+    from armtwin.cli import build_parser
+    from viewer.cli_render import render_session
+
+    path, out = tmp_path / "lean.mcap", tmp_path / "frame.png"
+    write_session(path, leaning_session())
+    args = build_parser().parse_args(["render", str(path), "-o", str(out), "--start", "1", "--width", "320",
+                                      "--height", "240", "--layout", layout])
+    info = render_session(args, out=io.StringIO())
+    fraction, cy, cx = arm_coverage(np.asarray(Image.open(out).convert("RGB")))
+    # Two arms share a side-by-side frame: each gets about half of what one arm gets (both were ~4 % before).
+    assert fraction > (0.10 if layout == "overlay" else 0.08), f"the arms cover only {fraction:.1%} of the frame"
+    assert abs(cy - 0.5) < 0.08 and abs(cx - 0.5) < 0.08, f"arm centroid at ({cx:.2f}, {cy:.2f}) of the frame"
+    text = "\n".join(info["overlay"])
+    if layout == "overlay":
+        assert re.search(r"twin.*prediction", text) and re.search(r"ghost.*measured", text), text
+    else:
+        assert re.search(r"measured.*left", text) and re.search(r"twin.*prediction.*right", text), text

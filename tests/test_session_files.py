@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from armtwin.cli import main
 from tests.conftest import Proc, synthetic_session
 from twin.csv_io import CsvError, export_csv, import_csv
 from twin.session import SessionError, SessionWriter, load_session, write_session
@@ -112,3 +113,56 @@ def test_import_info_export_cli(tmp_path: Path, procs: list[Proc]) -> None:
     procs.append(bad)
     code, _, err = bad.finish()
     assert code == 2 and "error:" in err
+
+
+def test_export_writes_lf_and_imports_back(tmp_path: Path) -> None:
+    """``export`` writes LF lines (awk's $NF sees '1', not '1\\r') and ``import`` reads its own export back:
+    t_s and q_<joint> are read, qhat_<joint> (empty before the first prediction) and sent are ignored."""
+    src = synthetic_session(2.0, joints=3)
+    src.t_us = src.t_us + 7_000_123  # device time does not start at 0
+    src.qhat = np.roll(src.q, 20, axis=0)
+    src.qhat[:50] = np.nan
+    src.sent = np.arange(len(src.t_us)) % 25 == 0
+    path, csv_path, back = tmp_path / "s.mcap", tmp_path / "s.csv", tmp_path / "back.mcap"
+    write_session(path, src)
+    assert main(["export", str(path), "--csv", str(csv_path)]) == 0
+    raw = csv_path.read_bytes()
+    assert b"\r" not in raw
+    rows = raw.decode().splitlines()
+    assert sum(line.split(",")[-1] == "1" for line in rows[1:]) == int(src.sent.sum())  # awk -F, '$NF==1'
+    assert main(["import", str(csv_path), "-o", str(back)]) == 0
+    s = load_session(back)
+    assert s.joint_names == src.joint_names
+    assert s.sent is None and s.qhat is None
+    # Time is counted from the first row; t_s is printed with 6 decimals (1 µs), angles with 7 (1e-7 deg).
+    np.testing.assert_allclose(s.t_us, src.t_us - src.t_us[0], atol=1)
+    np.testing.assert_allclose(np.degrees(s.q), np.degrees(src.q), atol=1e-7)
+
+
+def _verb_args(verb: str, tmp_path: Path, out: Path) -> list[str]:
+    """argv writing ``out`` with ``verb`` (render: one small PNG frame)."""
+    session, csv_in = tmp_path / "s.mcap", tmp_path / "in.csv"
+    if not session.exists():
+        write_session(session, synthetic_session(1.0, joints=7))
+        t = np.arange(1000) * 1e-3
+        _write_csv(csv_in, t, np.stack([np.sin(t), t], axis=1))
+    return {"render": ["render", str(session), "-o", str(out), "--width", "32", "--height", "32"],
+            "export": ["export", str(session), "--csv", str(out)],
+            "import": ["import", str(csv_in), "-o", str(out)]}[verb]
+
+
+@pytest.mark.parametrize(("verb", "name"), [("render", "x.png"), ("export", "x.csv"), ("import", "x.mcap")])
+def test_output_parent_directory_is_created_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       verb: str, name: str) -> None:
+    """One rule for every verb that writes a file: missing parents are created; a parent that cannot be (a
+    regular file is in the way) is a one-line 'error: ...' with exit code 2, not a traceback."""
+    out = tmp_path / "new" / "dir" / name
+    assert main(_verb_args(verb, tmp_path, out)) == 0
+    assert out.is_file() and out.stat().st_size > 0
+    capsys.readouterr()
+    (tmp_path / "plain").write_text("a file, not a directory")
+    blocked = tmp_path / "plain" / "sub" / name
+    assert main(_verb_args(verb, tmp_path, blocked)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(tmp_path / "plain") in err and "not a directory" in err

@@ -18,11 +18,13 @@ import pytest
 import zmq
 from PIL import Image
 
+from armtwin.cli import main
 from server.twin_server import TwinServer
 from tests.conftest import Proc
 from twin.display import Prediction
 from twin.schema import Wire, prediction_to_wire
-from viewer.cli_view import DeviceView, TwinFeed, local_us
+from viewer.cli_view import NOTHING_ARRIVED
+from viewer.feed import DeviceView, TwinFeed, local_us
 
 JOINTS = [f"joint_{i + 1}" for i in range(7)]
 
@@ -247,4 +249,55 @@ def test_no_display_falls_back_to_headless(procs: list[Proc], tmp_path: Path, di
     assert reason in view.wait_line("view: no display")
     assert "mode=headless" in view.wait_line("view: mode=")
     rc, stdout, _ = view.finish(timeout=30)
-    assert rc == 0 and "view stopped after" in stdout
+    assert rc == NOTHING_ARRIVED and "view stopped after" in stdout  # nothing listens on port 9
+
+
+def test_view_given_a_session_file_points_to_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """view watches a live server; a session path gets one line saying so and the render command, exit 2."""
+    session = tmp_path / "s.mcap"
+    assert main(["view", "--headless", str(session)]) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and out.err.startswith("error: ") and not out.out, out
+    assert "live" in out.err and "--sub" in out.err
+    assert f"armtwin render {session} -o out.mp4" in out.err
+
+
+def test_headless_view_that_received_nothing_says_what_it_waited_for(procs: list[Proc], tmp_path: Path) -> None:
+    """No twin state before --duration ended: name the endpoint, what to check, and exit non-zero."""
+    endpoint = "tcp://127.0.0.1:9"  # nothing publishes there
+    view = Proc("view", "--sub", endpoint, "--headless", "--duration", "0.3", "--out", str(tmp_path / "snaps"))
+    procs.append(view)
+    rc, _, err = view.finish(timeout=30)
+    assert rc == NOTHING_ARRIVED != 0
+    line = next(ln for ln in err.splitlines() if "no twin state" in ln)
+    assert endpoint in line and "--pub" in line and "device is streaming" in line, line
+    assert not (tmp_path / "snaps").exists()
+
+
+def test_headless_snapshot_frames_the_arm_and_explains_the_ghost(tmp_path: Path) -> None:
+    """A snapshot of an arm leaning far out: the camera fits the arm (home pose and the poses seen), and the
+    overlay says the opaque arm is the twin and the translucent ghost the measured arm."""
+    from armtwin.cli import build_parser
+    from tests.test_render import arm_coverage
+    from viewer.cli_view import Viewer
+
+    args = build_parser().parse_args(["view", "--headless", "--out", str(tmp_path), "--width", "320", "--height",
+                                      "240", "--sub", "tcp://127.0.0.1:9"])
+    viewer = Viewer(args, False, threading.Event())
+    viewer.feed = TwinFeed(["tcp://127.0.0.1:9"], None)
+    try:
+        with viewer.scene:
+            now = local_us()
+            lean = np.array([0.4, 1.1, 0.0, -0.7, 0.0, 0.6, 0.0])
+            dv = viewer.feed.devices["armA"] = DeviceView("armA", JOINTS, "kuka_iiwa/model.urdf", 0)
+            dv.observe(now, now)
+            dv.pred, dv.rx, dv.q_last = Prediction(now, 50_000, (lean + 0.1)[None, :]), now, lean
+            viewer._load(dv, now)
+            viewer._snapshot(now)
+            overlay = "\n".join(viewer.scene.overlay_lines())
+    finally:
+        viewer.feed.close()
+    fraction, cy, cx = arm_coverage(np.asarray(Image.open(tmp_path / "snap_00001_armA.png").convert("RGB")))
+    assert fraction > 0.08, f"the arm covers only {fraction:.1%} of the snapshot"
+    assert abs(cy - 0.5) < 0.1 and abs(cx - 0.5) < 0.1, f"arm centroid at ({cx:.2f}, {cy:.2f}) of the snapshot"
+    assert re.search(r"twin.*prediction", overlay) and re.search(r"ghost.*measured", overlay), overlay

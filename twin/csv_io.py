@@ -2,7 +2,9 @@
 
 Import format: a header ``t_s,<joint>,<joint>...``, time in seconds, angles in degrees. Data must already be a
 1 kHz stream (period 1 ms ± 10 %, as a real encoder log) unless ``resample=True``, which interpolates irregular or
-slower data onto an exact 1 kHz grid with a cubic Hermite spline and marks the session ``resampled``.
+slower data onto an exact 1 kHz grid with a cubic Hermite spline and marks the session ``resampled``. What
+``export`` writes imports back: a header with ``qhat_<joint>`` or ``sent`` columns is an export, whose
+``q_<joint>`` columns are the joints (named without ``q_``) and whose q̂ and sent columns are ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from twin.session import Session
 
 PERIOD_US = 1000
+IGNORED_PREFIXES = ("qhat_", "q̂_")  # what the twin displayed: an export's, not a measurement
+IGNORED_COLUMNS = ("sent",)
 
 
 class CsvError(ValueError):
@@ -35,7 +39,9 @@ def read_joint_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
         header = next(rows, None)
         if not header or header[0].strip() != "t_s" or len(header) < 2:
             raise CsvError(f"{path}: first line must be a header 't_s,<joint>,...' (got {header!r})")
-        names = [h.strip() for h in header[1:]]
+        keep, names = joint_columns([h.strip() for h in header])
+        if not keep:
+            raise CsvError(f"{path}: no joint column besides t_s and the ignored q̂/sent columns")
         if len(set(names)) != len(names) or any(not n for n in names):
             raise CsvError(f"{path}: joint names must be unique and non-empty")
         data: list[list[float]] = []
@@ -44,8 +50,8 @@ def read_joint_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
                 continue
             if len(row) != len(header):
                 raise CsvError(f"{path}:{lineno}: {len(row)} columns, header has {len(header)}")
-            try:
-                vals = [float(c) for c in row]
+            try:  # only t_s and the joints: an export's q̂ cells are empty before the first prediction
+                vals = [float(row[i]) for i in [0, *keep]]
             except ValueError:
                 raise CsvError(f"{path}:{lineno}: non-numeric value in {row!r}") from None
             if not all(math.isfinite(v) for v in vals):
@@ -59,6 +65,16 @@ def read_joint_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
         bad = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 3
         raise CsvError(f"{path}:{bad}: time does not increase")
     return t, arr[:, 1:], names
+
+
+def joint_columns(header: list[str]) -> tuple[list[int], list[str]]:
+    """Indices and names of the joint columns of a header whose first column is t_s (see module docstring)."""
+    cols = header[1:]
+    exported = any(c.startswith(IGNORED_PREFIXES) or c in IGNORED_COLUMNS for c in cols)
+    if not exported:
+        return list(range(1, len(header))), cols
+    keep = [i for i, c in enumerate(header) if i > 0 and c.startswith("q_")]
+    return keep, [header[i].removeprefix("q_") for i in keep]
 
 
 def cubic_resample(t: np.ndarray, y: np.ndarray, t_new: np.ndarray) -> np.ndarray:
@@ -104,7 +120,7 @@ def export_csv(session: Session, out: str | os.PathLike[str]) -> int:
     q = np.degrees(session.q)
     qhat = np.degrees(session.qhat) if session.qhat is not None else None
     with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")  # the csv default is CRLF: awk's $NF would end in '\r'
         w.writerow(["t_s", *(f"q_{n}" for n in names), *(f"qhat_{n}" for n in names), "sent"])
         for i in range(len(session.t_us)):
             row: list[str] = [f"{session.t_us[i] * 1e-6:.6f}"]

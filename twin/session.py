@@ -153,6 +153,21 @@ def write_session(path: str | os.PathLike[str], session: Session, block: int = 1
     w.close(session.summary)
 
 
+def _decode_block(data: bytes) -> dict[str, np.ndarray]:
+    """One samples message -> arrays at once: decoded JSON lists cost ~60 bytes per angle (an hour would be GBs),
+    arrays 8, so a long session loads at the size of its arrays."""
+    b = json.loads(data)
+    out = {"t_us": np.asarray(b["t_us"], dtype=np.int64), "seq": np.asarray(b["seq"], dtype=np.int64),
+           "q": np.asarray(b["q_urad"], dtype=np.float64) * 1e-6}
+    if "sent" in b:
+        out["sent"] = np.asarray(b["sent"], dtype=bool)
+    if "qhat_urad" in b:
+        width = out["q"].shape[1] if out["q"].ndim == 2 else 0
+        rows = [r if r is not None else [np.nan] * width for r in b["qhat_urad"]]
+        out["qhat"] = np.asarray(rows, dtype=np.float64) * 1e-6  # NaN (nothing displayed yet) stays NaN
+    return out
+
+
 def load_session(path: str | os.PathLike[str]) -> Session:
     """Read a session; a file cut short by a crash loads up to its last complete chunk (``truncated=True``)."""
     path = Path(path)
@@ -161,7 +176,7 @@ def load_session(path: str | os.PathLike[str]) -> Session:
     channels: dict[int, str] = {}
     meta: dict[str, Any] = {}
     summary: dict[str, Any] | None = None
-    blocks: list[dict[str, Any]] = []
+    blocks: list[dict[str, np.ndarray]] = []
     status: list[dict[str, Any]] = []
     truncated = False
 
@@ -172,7 +187,7 @@ def load_session(path: str | os.PathLike[str]) -> Session:
         elif isinstance(rec, Message):
             topic = channels.get(rec.channel_id)
             if topic == SAMPLES_TOPIC:
-                blocks.append(json.loads(rec.data))
+                blocks.append(_decode_block(rec.data))
             elif topic == STATUS_TOPIC:
                 status.append(json.loads(rec.data))
         elif isinstance(rec, Metadata):
@@ -200,16 +215,14 @@ def load_session(path: str | os.PathLike[str]) -> Session:
     if not blocks:
         raise SessionError(f"{path}: session holds no samples")
     names = list(meta.pop("joint_names"))
-    t = np.concatenate([np.asarray(b["t_us"], dtype=np.int64) for b in blocks])
-    seq = np.concatenate([np.asarray(b["seq"], dtype=np.int64) for b in blocks])
-    q = np.concatenate([np.asarray(b["q_urad"], dtype=np.float64).reshape(-1, len(names)) for b in blocks]) * 1e-6
+    t = np.concatenate([b["t_us"] for b in blocks])
+    seq = np.concatenate([b["seq"] for b in blocks])
+    q = np.concatenate([b["q"].reshape(-1, len(names)) for b in blocks])
     sent = qhat = None
     if all("sent" in b for b in blocks):
-        sent = np.concatenate([np.asarray(b["sent"], dtype=bool) for b in blocks])
-    if all("qhat_urad" in b for b in blocks):
-        rows = [r if r is not None else [np.nan] * len(names) for b in blocks for r in b["qhat_urad"]]
-        qhat = np.asarray(rows, dtype=np.float64).reshape(-1, len(names))
-        qhat = np.where(np.isnan(qhat), np.nan, qhat * 1e-6)
+        sent = np.concatenate([b["sent"] for b in blocks])
+    if all("qhat" in b for b in blocks):
+        qhat = np.concatenate([b["qhat"].reshape(-1, len(names)) for b in blocks])
     order = np.argsort(t, kind="stable")
     if np.any(order != np.arange(len(t))):  # blocks written out of order (should not happen) - keep time order
         t, seq, q = t[order], seq[order], q[order]

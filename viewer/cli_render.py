@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # numpy is imported where it is used: `armtwin --help` stays 
     import numpy as np
 
 FORMATS = (".mp4", ".gif", ".png")
+SIDE_GAP_M = 0.25  # side layout: the closest the two arms come to each other (m)
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -24,7 +25,8 @@ def add_parser(sub: Any, name: str) -> None:
         "(headless TinyRenderer): side by side, or overlaid with the measured arm translucent. Each frame "
         "shows the time, the largest joint error and the end-effector error. Frame count = round(duration × "
         "fps). PNG writes the frame at --start, or a contact sheet with --sheet. GIF frame delays are whole "
-        "1/100 s, so use fps 25 or 50 for exact timing; mp4 needs the imageio-ffmpeg package.",
+        "1/100 s, so use fps 25 or 50 for exact timing; mp4 needs the imageio-ffmpeg package. Frames go to the "
+        "file as they are rendered: memory does not grow with the duration.",
         epilog="examples:\n  armtwin render demo-out/session.mcap -o twin.gif --duration 5\n"
         "  armtwin render session.mcap -o twin.mp4 --layout overlay --fps 30 --start 10 --duration 20\n"
         "  armtwin render session.mcap -o sheet.png --sheet 3x3\n"
@@ -32,7 +34,8 @@ def add_parser(sub: Any, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", type=Path)
-    p.add_argument("-o", "--out", type=Path, required=True, help="output file: .mp4, .gif or .png")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output file: .mp4, .gif or .png (missing parent directories are created)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second of session time (default 30)")
     p.add_argument("--layout", choices=("side", "overlay"), default="side",
                    help="side: measured (blue) left of the twin (orange); overlay: one arm over the other")
@@ -66,7 +69,8 @@ def _sheet(spec: str | None) -> tuple[int, int] | None:
 
 
 class _Sink:
-    """Where frames go: a gif/mp4 writer streaming frame by frame, or png (one frame / contact sheet)."""
+    """Where frames go: a gif/mp4 writer streaming each frame to the file (memory flat in the render's length),
+    or png (one frame / a contact sheet of at most 100)."""
 
     def __init__(self, path: Path, fps: float, sheet: tuple[int, int] | None) -> None:
         self.path, self.fps, self.sheet = path, fps, sheet
@@ -84,16 +88,14 @@ class _Sink:
             self._w = iio2.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
                                       pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
         elif self.ext == ".gif":
-            import imageio.v3 as iio
+            from viewer.gif_writer import GifWriter
 
-            self._w = iio.imopen(path, "w", plugin="pillow")
+            # GIF delays are centiseconds.
+            self._w = GifWriter(path, duration_ms=max(round(100 / fps), 1) * 10, loop=0)
 
     def add(self, frame: np.ndarray) -> None:
-        if self.ext == ".mp4":
+        if self._w is not None:
             self._w.append_data(frame)
-        elif self.ext == ".gif":
-            # GIF delays are centiseconds; bits=8 keeps each queued frame as 8-bit palette (1 byte/pixel).
-            self._w.write(frame, duration=max(round(100 / self.fps), 1) * 10, loop=0, bits=8)
         else:
             self.frames.append(frame)
 
@@ -133,8 +135,10 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     """Render per ``args`` (the verb's options); returns frames, size and timing. Raises RenderError."""
     import numpy as np
 
+    from twin.paths import prepare_output
     from twin.session import load_session
     from viewer.arm import ArmModel, JointLimitWarning, JointMap
+    from viewer.overlay import LEGEND_GHOST, LEGEND_SIDE
     from viewer.scene import MEASURED_RGBA, TWIN_RGBA, Scene
 
     ext = args.out.suffix.lower()
@@ -170,21 +174,39 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
         print(f"warning: {w.message}", file=sys.stderr)
     err_deg = np.degrees(np.abs(q - qhat)).max(axis=1) if qhat is not None else np.full(len(q), np.nan)
 
+    prepare_output(args.out)  # after every check: a refused render leaves no directory behind
     sink = _Sink(args.out, fps, sheet)
     t_start = time.perf_counter()
+    side = args.layout == "side"
+    # Which colour is which arm (the twin's entry goes when there is no twin), and what changes per frame.
+    legend = [e for e in (LEGEND_SIDE if side else LEGEND_GHOST) if qhat is not None or "measured" in e]
+
+    def caption(i: int) -> list[str]:
+        head = f"{args.session.name}   t = {times[i]:7.2f} s"
+        if qhat is None:
+            return [head, "measured only: this session has no twin display (qhat) recorded"]
+        return [head, "twin: nothing displayed yet" if np.isnan(ee[i]) else
+                f"max |e| {err_deg[i]:.3f} deg   end-effector error {ee[i]:.1f} mm"]
+
+    # The camera is fitted once, to every pose the video will show (up to 60 of them): a steady view.
+    some = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), 60)).astype(int))
+    shown = np.concatenate([q[some], qhat[some]]) if qhat is not None else q[some]
     try:
         with Scene(width=width, height=height) as scene:
-            side = args.layout == "side"
-            if side:  # two opaque arms next to each other
-                scene.add_arm("measured", urdf, s.joint_names, jmap, (0.0, -0.7, 0.0), MEASURED_RGBA, label="measured")
-                scene.add_arm("twin", urdf, s.joint_names, jmap, (0.0, 0.7, 0.0), TWIN_RGBA, label="twin")
-                legend = "measured (blue) | twin (orange)"
+            if side:  # two opaque arms next to each other, as close as their poses allow (bigger in the frame)
+                scene.add_arm("probe", urdf, s.joint_names, jmap)
+                y = scene.arm_points(["probe"], {"probe": shown})[:, 1]
+                scene.remove_arm("probe")
+                half = max((float(y.max() - y.min()) + SIDE_GAP_M) / 2, SIDE_GAP_M) if len(y) else 0.7
+                scene.add_arm("measured", urdf, s.joint_names, jmap, (0.0, -half, 0.0), MEASURED_RGBA,
+                              label="measured")
+                scene.add_arm("twin", urdf, s.joint_names, jmap, (0.0, half, 0.0), TWIN_RGBA, label="twin")
+                poses = {"measured": q[some], "twin": shown}
             else:  # the twin with the measured arm as its translucent ghost, as in `armtwin view`
                 scene.add_arm("arm", urdf, s.joint_names, jmap, (0.0, 0.0, 0.0), TWIN_RGBA, MEASURED_RGBA)
-                legend = "twin (orange) over measured (translucent blue)"
-            scene.frame(yaw=90.0 if side else None)
-            if qhat is None:
-                legend = "measured only: this session has no twin display (qhat) recorded"
+                poses = {"arm": shown}
+            scene.legend, scene.caption = legend, caption(0)
+            scene.frame(yaw=90.0 if side else None, poses=poses)
             nan = np.full(q.shape[1], np.nan)
             frames: Iterable[int] = range(len(idx))
             if not args.no_progress and sys.stderr.isatty():  # no bar (nor tqdm's monitor thread) in logs/pipes
@@ -198,15 +220,13 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
                     scene.set_q("twin", twin_q)
                 else:
                     scene.set_q("arm", twin_q, ghost_q=q[i])
-                scene.caption = [f"{args.session.name}   t = {times[i]:7.2f} s", legend]
-                if qhat is not None:
-                    scene.caption.append("twin: nothing displayed yet" if np.isnan(ee[i]) else
-                                         f"max |e| {err_deg[i]:.3f} deg   end-effector error {ee[i]:.1f} mm")
+                scene.caption = caption(i)
                 sink.add(scene.render())
+            overlay = scene.overlay_lines()
     finally:
         sink.close()
     elapsed = time.perf_counter() - t_start
-    info = {"frames": len(idx), "width": width, "height": height, "fps": fps, "seconds": elapsed,
+    info = {"frames": len(idx), "width": width, "height": height, "fps": fps, "seconds": elapsed, "overlay": overlay,
             "frames_per_s": len(idx) / elapsed if elapsed > 0 else float("inf")}
     print(f"wrote {args.out}: {len(idx)} frame(s) {width}x{height} in {elapsed:.1f} s "
           f"({info['frames_per_s']:.1f} frames/s)", file=out)
@@ -214,12 +234,13 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    from twin.paths import OutputPathError
     from twin.session import SessionError
     from viewer.arm import ArmModelError
 
     try:
         render_session(args)
-    except (RenderError, ArmModelError, SessionError) as exc:
+    except (RenderError, ArmModelError, SessionError, OutputPathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,29 +1,28 @@
 """``armtwin view``: watch the live twin of every device a twin server publishes (PyBullet window or headless).
 
 Per device the viewer shows the twin (opaque orange) = the newest prediction evaluated now, and a translucent
-blue ghost at the last sample the server received. "Now" is server time: the viewer keeps the lower envelope of
-(local receive time - server ``rx``) per device, so the same code is right on the server's machine (offset ~ the
-PUB latency) and on another one (offset = clock difference + the smallest latency; followed at up to 100 ppm).
+blue ghost at the last sample the server received, "now" being server time (``viewer.feed`` receives the twin
+states and maps the clocks). This module is the display loop: frames, snapshots, status lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from viewer.feed import DeviceView, TwinFeed, local_us
+
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
 STATUS_EVERY_S = 5.0
-DRIFT_PPM = 100
-MAX_DRAIN = 2000
+NOTHING_ARRIVED = 3  # exit code: the view ended before any twin state arrived
+FRAME_MEMORY = 20  # snapshots whose poses the camera keeps in view
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -34,8 +33,11 @@ def add_parser(sub: Any, name: str) -> None:
         "server's newest prediction evaluated now, clamped to its horizon) and a translucent ghost at the last "
         "received sample, with load, MSE, k, H, RTT and link state. Without a display (no $DISPLAY, or the "
         "window cannot open) it runs headless and writes PNG snapshots into --out. Exits on Ctrl-C, SIGTERM, "
-        "closing the window or --duration.",
-        epilog="examples:\n  armtwin view --sub tcp://127.0.0.1:5556\n"
+        "closing the window or --duration. It watches a live server: to watch a recorded session, render it "
+        "(armtwin render SESSION -o out.mp4).",
+        epilog=f"exit codes:\n  0  twin states arrived\n  2  bad arguments\n  {NOTHING_ARRIVED}  no twin state "
+        "arrived before the view ended (check the server's --pub address\n     and that a device is streaming)\n\n"
+        "examples:\n  armtwin view --sub tcp://127.0.0.1:5556\n"
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
         "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
@@ -58,11 +60,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=600, help="window / snapshot height (default 600)")
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
+    # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
+    p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
-
-
-def local_us() -> int:
-    return time.monotonic_ns() // 1000
 
 
 def gui_available() -> tuple[bool, str]:
@@ -89,150 +89,17 @@ def gui_available() -> tuple[bool, str]:
     return True, ""
 
 
-@dataclass
-class DeviceView:
-    """Newest twin state of one device, and where it sits in the scene."""
-
-    dev: str
-    joints: list[str]
-    urdf: str
-    slot: int
-    pred: Any = None  # twin.display.Prediction
-    rx: int = 0
-    q_last: Any = None  # np.ndarray (J,)
-    status: dict[str, Any] = field(default_factory=dict)
-    offset_us: int | None = None  # local clock - server clock (lower envelope)
-    last_local_us: int = 0
-    messages: int = 0
-    loaded: bool = False
-    error: str | None = None
-    ghost_dirty: bool = True
-
-    @property
-    def key(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.dev) or "device"
-
-    def observe(self, now: int, rx: int) -> None:
-        cand = now - rx
-        if self.offset_us is None or cand < self.offset_us or cand - self.offset_us > 1_000_000:
-            self.offset_us = cand  # first message, a faster path, or a server restarted with another clock
-        else:  # follow a slowly drifting clock upward too
-            self.offset_us += min(cand - self.offset_us, (now - self.last_local_us) * DRIFT_PPM // 1_000_000)
-        self.last_local_us = now
-
-    def twin_q(self, now: int) -> Any:
-        """The prediction evaluated at server time now (clamped to its horizon by Prediction.evaluate)."""
-        server_now = now - (self.offset_us or 0)
-        return self.pred.evaluate(self.pred.t0_us + server_now - self.rx)
-
-    def overlay(self, now: int, stale_after_s: float) -> list[str]:
-        st = self.status
-
-        def num(key: str, fmt: str) -> str:
-            v = st.get(key)
-            return format(v, fmt) if isinstance(v, int | float) and v == v else "-"
-
-        age = (now - self.last_local_us) / 1e6
-        link = {True: "up", False: "DOWN"}.get(bool(st["link_up"])) if "link_up" in st else "-"
-        lines = [f"{self.dev}   load {num('load', '.3f')}   MSE {num('mse_deg2', '.3g')} deg^2",
-                 f"k {num('k', '.3g')}   H {num('h_ms', '.4g')} ms   RTT {num('rtt_ms', '.2f')} ms   link {link}"]
-        if age > stale_after_s:
-            lines.append(f"STALE: no update for {age:.0f} s")
-        return lines
-
-
-class TwinFeed:
-    """SUB socket(s) to twin servers; keeps the newest state per device, counts what it drops."""
-
-    def __init__(self, endpoints: list[str], devices: list[str] | None) -> None:
-        import zmq
-
-        self.zmq = zmq
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # twin states are ~300 bytes: refuse absurd ones
-        self.wanted = set(devices) if devices else None
-        for topic in sorted(self.wanted) if self.wanted else [""]:
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        for ep in endpoints:
-            self.sock.connect(ep)
-        self.poller = zmq.Poller()
-        self.poller.register(self.sock, zmq.POLLIN)
-        self.devices: dict[str, DeviceView] = {}
-        self.messages = 0
-        self.bad = 0
-
-    def poll(self, timeout_ms: int) -> list[DeviceView]:
-        """Wait up to ``timeout_ms`` for messages, take what is queued (at most ``MAX_DRAIN``, so a flood cannot
-        starve the display); returns the devices seen for the first time."""
-        new: list[DeviceView] = []
-        if not self.poller.poll(max(timeout_ms, 0)):
-            return new
-        for _ in range(MAX_DRAIN):
-            try:
-                frames = self.sock.recv_multipart(flags=self.zmq.NOBLOCK)
-            except self.zmq.Again:
-                return new
-            now = local_us()
-            self.messages += 1
-            try:
-                dv = self._apply(frames, now)
-            except (ValueError, TypeError, KeyError, IndexError):
-                self.bad += 1
-                continue
-            if dv is not None:
-                new.append(dv)
-        return new
-
-    def _apply(self, frames: list[bytes], now: int) -> DeviceView | None:
-        import msgpack
-        import numpy as np
-
-        from twin.schema import ProtocolError, prediction_from_wire
-
-        if len(frames) != 2:
-            raise ValueError("expected [topic, body]")
-        msg = msgpack.unpackb(frames[1], raw=False)
-        if not isinstance(msg, dict) or msg.get("type") != "twin" or not isinstance(msg.get("dev"), str):
-            raise ValueError("not a twin state")
-        dev = msg["dev"]
-        if self.wanted is not None and dev not in self.wanted:
-            return None  # SUBSCRIBE matches prefixes: "arm1" also lets "arm10" through
-        joints = [str(j) for j in msg["joints"]]
-        try:
-            _, pred = prediction_from_wire(msg["pred"], len(joints))
-        except ProtocolError as exc:
-            raise ValueError(str(exc)) from None
-        q_last = np.asarray(msg["q_last"], dtype=np.float64)
-        rx = msg["rx"]
-        if q_last.shape != (len(joints),) or not isinstance(rx, int):
-            raise ValueError("bad q_last/rx")
-        dv = self.devices.get(dev)
-        is_new = dv is None or dv.joints != joints
-        if dv is None or dv.joints != joints:
-            dv = DeviceView(dev, joints, str(msg.get("urdf") or ""), dv.slot if dv else len(self.devices))
-            self.devices[dev] = dv
-        dv.observe(now, rx)
-        dv.pred, dv.rx, dv.q_last, dv.ghost_dirty = pred, rx, q_last, True
-        if isinstance(msg.get("status"), dict):
-            dv.status = msg["status"]
-        dv.messages += 1
-        return dv if is_new else None
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
-        self.ctx.term()
-
-
 class Viewer:
     """The display loop: absolute frame deadlines, never a busy poll, snapshots, cadence report."""
 
     def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event) -> None:
+        from viewer.overlay import LEGEND_VIEW
         from viewer.scene import Scene
 
         self.args, self.gui = args, gui
         self.scene = Scene(gui=gui, width=args.width, height=args.height)
+        self.scene.legend = list(LEGEND_VIEW)  # which arm is the twin, which the measured ghost
+        self._seen: dict[str, deque[Any]] = {}  # device key -> link box corners at the poses of recent frames
         self.feed: TwinFeed | None = None
         self.stop = stop
         self.frames = self.overruns = self.snapshots = 0
@@ -240,7 +107,9 @@ class Viewer:
         self.update_ms: deque[float] = deque(maxlen=10_000)  # recent per-frame pose/text update times
         self.render_ms: deque[float] = deque(maxlen=1000)
 
-    def _load(self, dv: DeviceView) -> None:
+    def _load(self, dv: DeviceView, now: int) -> None:
+        import numpy as np
+
         from viewer.arm import ArmModelError
         from viewer.scene import MEASURED_RGBA, TWIN_RGBA
 
@@ -254,7 +123,28 @@ class Viewer:
             return
         dv.loaded = True
         print(f"device={dv.dev} joints={len(dv.joints)} urdf={urdf or 'default'}", flush=True)
-        self.scene.frame()
+        if self.gui:  # one camera for all arms, which the user may move: fit it once, as each arm comes
+            self._pose(dv, now)
+            # Room for the motion to come: the zero pose (upright, for most arms) and the pose now turned half a
+            # turn about the base (any turn of the base joint stays in view).
+            pts = np.concatenate([self.scene.arm_points([dv.key]),
+                                  self.scene.arm_points([dv.key], {dv.key: np.zeros((1, len(dv.joints)))})])
+            turned = pts.copy()
+            turned[:, :2] = 2 * np.asarray(base[:2]) - pts[:, :2]
+            self._seen[dv.key] = deque([pts, turned], maxlen=FRAME_MEMORY)
+            self._frame([d.key for d in self.feed.devices.values() if d.loaded] if self.feed else [dv.key])
+
+    def _frame(self, keys: list[str]) -> None:
+        """Fit the camera to the arms ``keys`` as posed now and in the last ``FRAME_MEMORY`` framings: close on
+        the arm, following it without jumping from one snapshot to the next."""
+        import numpy as np
+
+        from viewer.camera import Camera
+
+        for k in keys:
+            self._seen.setdefault(k, deque(maxlen=FRAME_MEMORY)).append(self.scene.arm_points([k]))
+        points = np.concatenate([p for k in keys for p in self._seen[k]])
+        self.scene.frame_points(points, yaw=90.0 if len(keys) > 1 else Camera.yaw, keys=keys)
 
     def _pose(self, dv: DeviceView, now: int) -> None:
         self.scene.set_q(dv.key, dv.twin_q(now), dv.q_last if dv.ghost_dirty else None)  # one reset in the GUI
@@ -277,7 +167,7 @@ class Viewer:
         for dv in [] if self.gui else shown:
             self._pose(dv, now)
             self.scene.set_text(dv.key, dv.overlay(now, self.args.stale_after))
-            self.scene.frame([dv.key])
+            self._frame([dv.key])
             path = self.args.out / f"snap_{self.snapshots:05d}_{dv.key}.png"
             Image.fromarray(self.scene.render(keys=[dv.key])).save(path)
             print(f"snapshot={path}", flush=True)
@@ -303,7 +193,7 @@ class Viewer:
                     wait_ms = min([100, *(-(-(d - now) // 1000) for d in deadlines)])
                     for dv in self.feed.poll(int(wait_ms)):
                         if not dv.loaded and dv.error is None:
-                            self._load(dv)
+                            self._load(dv, local_us())
                     now = local_us()
                     if end is not None and now >= end:
                         break
@@ -343,7 +233,19 @@ class Viewer:
                 fps = max(self.frames - 1, 0) / max((self.frame_span[1] - self.frame_span[0]) / 1e6, 1e-9)
                 self._report(f"view stopped after {elapsed:.1f} s:", fps)
                 self.feed.close()
+        if not self.feed.devices:
+            self._nothing_arrived(elapsed)
+            return NOTHING_ARRIVED
         return 0
+
+    def _nothing_arrived(self, elapsed: float) -> None:
+        """Say what the view waited for: an empty window or no snapshot alone does not tell what is wrong."""
+        assert self.feed is not None
+        subs = ",".join(self.args.sub or [DEFAULT_SUB])
+        wanted = f" for device {','.join(self.args.device)}" if self.args.device else ""
+        got = f" ({self.feed.messages} message(s), none a twin state{wanted})" if self.feed.messages else ""
+        print(f"view: no twin state{wanted} arrived from {subs} in {elapsed:.1f} s{got}: check the server's --pub "
+              "address and that a device is streaming to that server", file=sys.stderr, flush=True)
 
     def _report(self, head: str, fps: float) -> None:
         import numpy as np
@@ -360,8 +262,12 @@ class Viewer:
 def run(args: argparse.Namespace) -> int:
     from twin.endpoints import EndpointError, endpoint
     from viewer.arm import ArmModelError, JointMap
-    from viewer.scene import native_output_silenced
+    from viewer.native_io import native_output_silenced
 
+    if args.session is not None:
+        print(f"error: armtwin view watches a live twin server (--sub ENDPOINT), not a session file; to watch "
+              f"{args.session} run: armtwin render {args.session} -o out.mp4", file=sys.stderr)
+        return 2
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec
         args.sub = [endpoint(ep) for ep in (args.sub or [])]  # HOST:PORT is accepted too

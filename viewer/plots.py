@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
 from twin.session import Session
 
+WINDOW_S = 0.1  # the 100 ms windows whose MSE the constraint ε bounds (docs/architecture.md)
+# Measured thick and light under a thin dark twin: both stay visible where they agree (most of the time).
+MEASURED_STYLE = {"lw": 2.6, "color": "#9ecae1", "zorder": 2, "solid_capstyle": "butt"}
+TWIN_STYLE = {"lw": 0.9, "color": "#a63603", "zorder": 3}
 
-def plot_tracking(session: Session, out: str | os.PathLike[str], joints: int = 3, title: str = "") -> None:
-    """Measured vs displayed angles for the first ``joints`` joints (the most active first) and send instants."""
+
+def plot_tracking(session: Session, out: str | os.PathLike[str], joints: int = 3, title: str = "",
+                  eps: float | None = None) -> Any:
+    """Measured vs displayed angles for the first ``joints`` joints (the most active first), a zoom on individual
+    sends, and the squared error over time with the 100 ms window MSE and, if given, the constraint ``eps``
+    (deg², an MSE bound) as a horizontal line. Saves to ``out``; returns the (closed) matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,29 +30,46 @@ def plot_tracking(session: Session, out: str | os.PathLike[str], joints: int = 3
     order = np.argsort(-np.ptp(q, axis=0))[:joints]
     fig, axes = plt.subplots(len(order) + 2, 1, figsize=(11, 2.2 * (len(order) + 2)))
     for ax, j in zip(axes[: len(order)], order, strict=True):
-        ax.plot(t, q[:, j], lw=1.2, label="measured q")
+        ax.plot(t, q[:, j], label="measured q", **MEASURED_STYLE)
         if session.qhat is not None:
-            ax.plot(t, np.degrees(session.qhat[:, j]), lw=0.9, ls="--", label="twin displayed q̂")
+            ax.plot(t, np.degrees(session.qhat[:, j]), label="twin displayed q̂", **TWIN_STYLE)
         ax.set_ylabel(f"{session.joint_names[j]}\n(deg)")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=8, ncol=2)
     _zoom(axes[len(order)], session, t, q, int(order[0]))
-    ax = axes[-1]
-    if session.qhat is not None:
-        err = np.degrees(session.q - session.qhat)
-        ok = ~np.isnan(err).any(axis=1)  # nothing displayed yet before the first prediction
-        ax.plot(t[ok], np.sqrt(np.mean(err[ok] ** 2, axis=1)), lw=0.8, color="tab:red")
-        ax.set_yscale("log")
-    ax.set_ylabel("RMS error\n(deg)")
-    ax.set_xlabel("time (s)")
-    ax.grid(alpha=0.3)
+    _error(axes[-1], session, t, eps)
     fig.suptitle(title or "armtwin: measured arm vs twin")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def _zoom(ax: object, session: Session, t: np.ndarray, q: np.ndarray, j: int) -> None:
+def _error(ax: Any, session: Session, t: np.ndarray, eps: float | None) -> None:
+    """Per-sample mean squared error over joints (deg²), its 100 ms window MSE, and ε: the quantities the
+    constraint compares (a window above ε counts in the tail fraction)."""
+    if session.qhat is not None:
+        sq = np.mean(np.degrees(session.q - session.qhat) ** 2, axis=1)
+        ok = ~np.isnan(sq)  # nothing displayed yet before the first prediction
+        if ok.any():
+            ax.plot(t[ok], np.maximum(sq[ok], 1e-12), lw=0.5, color="tab:red", alpha=0.35,
+                    label="squared error (mean over joints)")
+            win = (t[ok] // WINDOW_S).astype(np.int64)
+            sums, counts = np.bincount(win - win[0], weights=sq[ok]), np.bincount(win - win[0])
+            has = counts > 0
+            ax.step((np.flatnonzero(has) + win[0]) * WINDOW_S, np.maximum(sums[has] / counts[has], 1e-12),
+                    where="post", lw=1.1, color="darkred", label="100 ms window MSE")
+            ax.set_yscale("log")
+    if eps is not None:
+        ax.axhline(eps, color="k", ls="--", lw=1.0, zorder=4, label=f"ε = {eps:g} deg² (MSE bound)")
+    ax.set_ylabel("squared error\n(deg²)")
+    ax.set_xlabel("time (s)")
+    ax.grid(alpha=0.3)
+    if ax.get_lines():  # below the data: at the top it would hide the ε line
+        ax.legend(loc="lower right", fontsize=8, ncol=3, framealpha=0.9)
+
+
+def _zoom(ax: Any, session: Session, t: np.ndarray, q: np.ndarray, j: int) -> None:
     """0.3 s around the largest error: individual sends and the twin's extrapolation between them."""
     if session.qhat is not None and not np.isnan(session.qhat).all():
         err = np.nan_to_num(np.abs(q[:, j] - np.degrees(session.qhat[:, j])))
@@ -51,12 +77,12 @@ def _zoom(ax: object, session: Session, t: np.ndarray, q: np.ndarray, j: int) ->
     else:
         centre = float(t[len(t) // 2])
     sel = (t >= centre - 0.15) & (t <= centre + 0.15)
-    ax.plot(t[sel], q[sel, j], lw=1.5, label="measured q")  # type: ignore[attr-defined]
+    ax.plot(t[sel], q[sel, j], label="measured q", **MEASURED_STYLE)
     if session.qhat is not None:
-        ax.plot(t[sel], np.degrees(session.qhat[sel, j]), lw=1.0, ls="--", label="twin q̂")  # type: ignore[attr-defined]
+        ax.plot(t[sel], np.degrees(session.qhat[sel, j]), label="twin q̂", **TWIN_STYLE)
     if session.sent is not None:
         s = sel & session.sent
-        ax.plot(t[s], q[s, j], "o", ms=3, color="k", label="sent samples")  # type: ignore[attr-defined]
-    ax.set_ylabel(f"zoom {session.joint_names[j]}\n(deg)")  # type: ignore[attr-defined]
-    ax.legend(loc="upper right", fontsize=8, ncol=3)  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+        ax.plot(t[s], q[s, j], "o", ms=3, color="k", zorder=4, label="sent samples")
+    ax.set_ylabel(f"zoom {session.joint_names[j]}\n(deg)")
+    ax.legend(loc="upper right", fontsize=8, ncol=3)
+    ax.grid(alpha=0.3)

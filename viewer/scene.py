@@ -5,19 +5,18 @@ Each arm is a twin (opaque) with an optional translucent ghost of the same URDF.
 for the window's render loop, so twin and ghost are loaded as ONE merged multibody and posed by one reset per frame
 (two calls per frame halved the frame rate under Xvfb). ``Scene()`` is headless (DIRECT + TinyRenderer, which
 ignores alpha): the ghost is a separate body drawn in a second pass and blended by depth (the opaque twin wins
-ties, so a shared base does not z-fight), and text is drawn onto the image with PIL.
+ties, so a shared base does not z-fight), and text is drawn onto the image with PIL (`viewer.overlay`). The camera
+is fitted to the corners of the arms' link boxes at the poses to show (`viewer.camera`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import os
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,44 +32,11 @@ from viewer.arm import (
     resolve_map,
     resolve_urdf,
 )
+from viewer.camera import GUI_FOV, Camera, fit_camera
+from viewer.overlay import GHOST_ALPHA, MEASURED_RGBA, TWIN_RGBA, draw_overlay, text_bands
 
-TWIN_RGBA = (0.95, 0.50, 0.10, 1.0)  # the twin (what the server predicts): opaque orange
-MEASURED_RGBA = (0.20, 0.45, 0.95, 1.0)  # the measured arm: blue (translucent when it is the ghost)
-GHOST_ALPHA = 0.35
-BACKGROUND = (255, 255, 255)
+__all__ = ["MEASURED_RGBA", "TWIN_RGBA", "Camera", "Scene", "SceneArm", "merged_urdf"]
 _HIDDEN_Z = -1000.0  # hidden bodies are parked far below the camera's far plane
-
-
-def fflush_c_stdio() -> None:
-    """Flush C stdio buffers (what a C extension printed) before an fd is redirected or restored."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).fflush(None)
-
-
-@contextlib.contextmanager
-def native_output_silenced() -> Iterator[None]:
-    """Send what C code writes on fds 1 and 2 to /dev/null (PyBullet's OpenGL/thread chatter in GUI mode) while
-    Python's ``sys.stdout``/``sys.stderr`` keep writing to the real streams through duplicated fds."""
-    old = (sys.stdout, sys.stderr)
-    for stream in old:
-        stream.flush()
-    fflush_c_stdio()
-    saved, devnull = (os.dup(1), os.dup(2)), os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    sys.stdout, sys.stderr = (open(fd, "w", buffering=1, closefd=False, encoding=st.encoding or "utf-8",  # noqa: SIM115
-                                   errors="replace") for fd, st in zip(saved, old, strict=True))
-    try:
-        yield
-    finally:
-        sys.stdout.close()
-        sys.stderr.close()
-        sys.stdout, sys.stderr = old
-        fflush_c_stdio()
-        for fd, orig in zip((1, 2), saved, strict=True):
-            os.dup2(orig, fd)
-            os.close(orig)
 
 
 def merged_urdf(path: Path, prefixes: Sequence[str]) -> str:
@@ -116,17 +82,6 @@ class SceneArm:
     text_ids: list[int] = field(default_factory=list)
 
 
-@dataclass
-class Camera:
-    """Orbit camera: target point, distance (m), yaw and pitch (deg), vertical field of view (deg)."""
-
-    target: tuple[float, float, float] = (0.0, 0.0, 0.55)
-    distance: float = 2.3
-    yaw: float = 60.0
-    pitch: float = -20.0
-    fov: float = 45.0
-
-
 class Scene:
     """Arms in a PyBullet client the scene owns (``connect``/``disconnect`` or ``with``); no physics stepping."""
 
@@ -134,8 +89,8 @@ class Scene:
         self.gui, self.width, self.height, self.client = gui, width, height, -1
         self.arms: dict[str, SceneArm] = {}
         self.camera = Camera()
-        self.caption: list[str] = []
-        self._font: Any = None
+        self.caption: list[str] = []  # top left: what is shown, time, errors
+        self.legend: list[str] = []  # bottom left: which colour is which arm
         self._placed: dict[int, bool] = {}  # headless: body -> at its base (False: parked out of view)
         self._home: dict[int, Any] = {}  # body -> base (centre of mass) pose as loaded
 
@@ -292,15 +247,65 @@ class Scene:
         arm.text_ids = ids
 
     # -- camera --------------------------------------------------------------------------------------------------
-    def frame(self, keys: Iterable[str] | None = None, yaw: float | None = None) -> Camera:
-        """Aim the camera so the bases of ``keys`` (default: all arms) fit; several arms are seen from yaw 90."""
-        arms = [self.arms[k] for k in (keys if keys is not None else self.arms)]
-        bases = np.array([a.base for a in arms]) if arms else np.zeros((1, 3))
-        lo, hi = bases.min(axis=0), bases.max(axis=0)
-        span = float(np.linalg.norm(hi[:2] - lo[:2]))
-        center = (lo + hi) / 2
-        cam = Camera((float(center[0]), float(center[1]), 0.55), (2.3 + 0.75 * span) * (0.7 if self.gui else 1),
-                     yaw if yaw is not None else 90.0 if span > 0 else Camera.yaw, self.camera.pitch)
+    def arm_points(self, keys: Iterable[str] | None = None,
+                   poses: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Corners (N, 3) of the link boxes (AABBs) of the arms ``keys`` (default all) at ``poses[key]`` (recorded
+        q rows, rad; NaN rows skipped), or as posed now (twin and ghost) for an arm without poses: what the camera
+        must see. The arms' poses are left as they were."""
+        pb, c = self.pb, self.client
+        boxes: list[tuple[Any, Any]] = []
+        for key in keys if keys is not None else list(self.arms):
+            arm = self.arms[key]
+            bodies = [arm.body] + ([arm.ghost_body] if arm.ghost_body not in (-1, arm.body) else [])
+            for body in bodies:
+                self._place(body, True)  # a hidden body is parked 1 km down; render re-places it
+            rows = poses.get(key) if poses is not None else None
+            if rows is None:
+                for body in bodies:
+                    boxes += self._link_boxes(body)
+                continue
+            idx = arm.map.joint_index.tolist()
+            saved = [[st[0]] for st in pb.getJointStates(arm.body, idx, physicsClientId=c)]
+            for qu in arm.map.apply(np.asarray(rows, dtype=np.float64).reshape(-1, len(arm.map.recorded))):
+                if not np.isnan(qu).any():
+                    pb.resetJointStatesMultiDof(arm.body, idx, [[v] for v in qu.tolist()], physicsClientId=c)
+                    boxes += self._link_boxes(arm.body)
+            pb.resetJointStatesMultiDof(arm.body, idx, saved, physicsClientId=c)
+        if not boxes:
+            return np.zeros((0, 3))
+        lo, hi = np.array([b[0] for b in boxes]), np.array([b[1] for b in boxes])
+        return np.concatenate([np.where(np.array(m, dtype=bool), hi, lo)
+                               for m in np.ndindex(2, 2, 2)])  # the 8 corners of every box
+
+    def _link_boxes(self, body: int) -> list[tuple[Any, Any]]:
+        return [self.pb.getAABB(body, j, physicsClientId=self.client)
+                for j in range(-1, self.pb.getNumJoints(body, physicsClientId=self.client))]
+
+    def frame(self, keys: Iterable[str] | None = None, yaw: float | None = None,
+              poses: Mapping[str, np.ndarray] | None = None) -> Camera:
+        """Fit the camera to the arms ``keys`` (default all) at ``poses`` (see ``arm_points``); several arms side
+        by side are seen from yaw 90. Set the caption and legend first: the arm is fitted between them."""
+        keys = list(keys if keys is not None else self.arms)
+        bases = {self.arms[k].base for k in keys}
+        yaw = yaw if yaw is not None else 90.0 if len(bases) > 1 else Camera.yaw
+        return self.frame_points(self.arm_points(keys, poses), yaw=yaw, keys=keys)
+
+    def frame_points(self, points: np.ndarray, yaw: float = Camera.yaw, keys: Iterable[str] | None = None) -> Camera:
+        """Fit the camera to ``points`` (world, m) between the caption (and the labels of ``keys``' arms, drawn
+        at the top) and the legend at the bottom; the default view if there are none."""
+        if len(points) == 0:
+            return self._set(Camera(yaw=yaw))
+        pitch, fov = self.camera.pitch, GUI_FOV if self.gui else Camera.fov
+        view = np.asarray(self.pb.computeViewMatrixFromYawPitchRoll([0, 0, 0], 1.0, yaw, pitch, 0, 2))
+        labels = max([len(([a.label] if a.label else []) + a.text) for k, a in self.arms.items()
+                      if keys is None or k in set(keys)] or [0])
+        top, bottom = (0.0, 0.0) if self.gui else text_bands(self.height, len(self.caption) + labels,
+                                                             len(self.legend))
+        rot = view.reshape(4, 4).T[:3, :3]  # PyBullet's matrices are column-major
+        return self._set(fit_camera(points, rot, self.width / self.height, yaw, pitch, fov, span_y=1 - top - bottom,
+                                    centre_y=(bottom - top) / 2))
+
+    def _set(self, cam: Camera) -> Camera:
         self.set_camera(cam)
         return cam
 
@@ -357,43 +362,25 @@ class Scene:
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[..., :3]
         return self.draw_text(rgb, view, proj)
 
-    def _font_for(self, size: int) -> Any:
-        from PIL import ImageFont
-
-        if self._font is None:
-            try:
-                self._font = ImageFont.load_default(size=size)
-            except TypeError:  # Pillow < 10.1: fixed bitmap font
-                self._font = ImageFont.load_default()
-        return self._font
+    def overlay_lines(self, keys: Iterable[str] | None = None) -> list[str]:
+        """Every text line a frame of the arms ``keys`` shows: caption, legend, then each arm's label and text."""
+        shown = set(keys) if keys is not None else set(self.arms)
+        arms = [([a.label] if a.label else []) + a.text for a in self.arms.values() if a.key in shown]
+        return [*self.caption, *self.legend, *(line for lines in arms for line in lines)]
 
     def draw_text(self, rgb: np.ndarray, view: Sequence[float], proj: Sequence[float],
                   keys: Iterable[str] | None = None) -> np.ndarray:
-        """Caption at the top left and each arm's label/text above its base (projected into the image)."""
-        from PIL import Image, ImageDraw
-
+        """Caption at the top left, legend at the bottom left, each arm's label/text above its base."""
         h, w = rgb.shape[:2]
-        font = self._font_for(max(11, h // 40))
-        img = Image.fromarray(rgb)
-        draw = ImageDraw.Draw(img)
-        line_h = max(12, h // 34)
-        for i, line in enumerate(self.caption):
-            draw.text((8, 6 + i * line_h), line, fill=(0, 0, 0), font=font)
         mvp = np.asarray(proj, dtype=np.float64).reshape(4, 4).T @ np.asarray(view, dtype=np.float64).reshape(4, 4).T
         shown = set(keys) if keys is not None else set(self.arms)
         groups: dict[tuple[float, float, float], list[str]] = {}  # arms sharing a base share one text block
         for arm in self.arms.values():
             if arm.key in shown:
                 groups.setdefault(arm.base, []).extend(([arm.label] if arm.label else []) + arm.text)
+        labels = []
         for base, lines in groups.items():
             clip = mvp @ np.array([base[0], base[1], 1.45, 1.0])
-            if not lines or clip[3] <= 0:
-                continue
-            x = (clip[0] / clip[3] + 1) / 2 * w
-            y = (1 - clip[1] / clip[3]) / 2 * h - line_h * len(lines)
-            y = max(y, 10 + len(self.caption) * line_h)
-            for i, line in enumerate(lines):
-                tw = draw.textlength(line, font=font)
-                draw.text((int(min(max(x - tw / 2, 4), w - tw - 4)), int(y + i * line_h)), line, fill=(0, 0, 0),
-                          font=font)
-        return np.asarray(img)
+            if lines and clip[3] > 0:
+                labels.append(((clip[0] / clip[3] + 1) / 2 * w, (1 - clip[1] / clip[3]) / 2 * h, lines))
+        return draw_overlay(rgb, self.caption, self.legend, labels)
