@@ -51,7 +51,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--duration", type=float,
                    help="stop S seconds after the first sample (or after S seconds with none); a replay from "
                    "the mock arm also ends the run when it ends")
-    p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here")
+    p.add_argument("--record", type=Path, help="write the session (every sample, sends, twin display) here; missing "
+                   "directories are created; an existing file is refused unless --force")
+    p.add_argument("--force", action="store_true", help="let --record overwrite an existing file")
     p.add_argument("--summary-json", type=Path, help="write the final summary as JSON here")
     p.add_argument("--lag-ms", type=float, default=DEFAULT_SCORE_LAG_MS,
                    help=f"how long samples wait for predictions before being scored "
@@ -79,9 +81,16 @@ def run(args: argparse.Namespace) -> int:
     from device.summary import format_summary, write_summary
     from firmware_interfaces.ports import port_problem
     from twin.endpoints import EndpointError, endpoint
+    from twin.paths import OutputPathError, prepare_output
 
     try:
         server = endpoint(args.server)  # HOST:PORT is accepted too
+        if args.record is not None:
+            if args.record.exists() and not args.force:
+                raise OutputPathError(f"{args.record} exists: give another --record path, or --force to overwrite it")
+            prepare_output(args.record)
+        if args.summary_json is not None:
+            prepare_output(args.summary_json)
         policy = parse_policy(args.policy)
         if args.online_learning and not policy.supports_online:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
@@ -92,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning)
-    except (PolicySpecError, EndpointError, ValueError) as exc:
+    except (PolicySpecError, EndpointError, OutputPathError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     problem = port_problem(cfg.port)

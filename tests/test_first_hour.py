@@ -137,3 +137,18 @@ def test_server_says_who_connects_and_leaves_and_sums_up(procs: list[Proc], shor
     assert code == 0
     assert "server stopped: " in out and "200 samples answered" in out and "sessions: 1 opened" in out
     assert "{" not in out.split("server stopped:")[1]  # no Python dict for a summary
+
+
+def test_record_refuses_to_overwrite_and_creates_its_directory(tmp_path: Path) -> None:
+    existing = tmp_path / "old.mcap"
+    existing.write_bytes(b"precious")
+    res = _armtwin("device", "--port", "/dev/ttyNOPE", "--server", "x:1", "--record", str(existing))
+    assert res.returncode == 2 and "exists: give another --record path, or --force" in res.stderr
+    assert existing.read_bytes() == b"precious"
+    blocked = tmp_path / "afile"
+    blocked.write_text("x")
+    res = _armtwin("device", "--port", "/dev/ttyNOPE", "--server", "x:1", "--record", str(blocked / "s.mcap"))
+    assert res.returncode == 2 and "is a file" in res.stderr and "Traceback" not in res.stderr
+    res = _armtwin("device", "--port", "/dev/ttyNOPE", "--server", "x:1", "--duration", "0.2",
+                   "--record", str(tmp_path / "new" / "dir" / "s.mcap"))
+    assert res.returncode == 1 and (tmp_path / "new" / "dir").is_dir()
