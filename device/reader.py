@@ -101,6 +101,7 @@ class SerialReader:
                 self.last_error = str(exc)
                 self._stop.wait(self.reconnect_s)
                 continue
+            self.decoder.drop_partial()  # a frame cut by the last disconnect must not spoil the first new one
             self.connected.set()
             try:
                 self._read_loop(self._ser)

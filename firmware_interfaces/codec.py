@@ -96,6 +96,11 @@ class FrameDecoder:
     _last_seq: int | None = None
     _overflowed: bool = False
 
+    def drop_partial(self) -> None:
+        """Forget a frame cut short (the port went away mid-frame): the next port's bytes start a new one."""
+        self._buf.clear()
+        self._overflowed = False
+
     def feed(self, data: bytes) -> list[Frame]:
         self.stats.bytes_in += len(data)
         out: list[Frame] = []

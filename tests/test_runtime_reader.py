@@ -264,8 +264,6 @@ def test_missing_port_at_start_is_retried_until_it_appears(rig: Rig, ptys: Calla
     assert rig.wait_samples(1)[0].seq == 0
 
 
-@pytest.mark.xfail(strict=True, reason="device/reader.py _run keeps the decoder's partial frame across a "
-                   "reconnect: it is glued to the new port's first frame, which is lost and counted as a CRC error")
 def test_partial_frame_of_a_lost_port_does_not_spoil_the_first_frame_after_reconnect(
         rig: Rig, ptys: Callable[[], Pty]) -> None:
     first = ptys()

@@ -125,11 +125,9 @@ def test_a_full_disk_sets_error_and_close_does_not_hang() -> None:
         assert rec.error is not None and "No space left on device" in rec.error
     finally:
         with contextlib.suppress(OSError):
-            writer._fh.close()  # see the xfail below
+            writer._fh.close()  # already closed by close(); harmless
 
 
-@pytest.mark.xfail(strict=True, reason="twin/session.py SessionWriter.close: when finishing the file fails "
-                   "(disk full), the file handle is never closed (no try/finally) and _closed blocks a retry")
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (every write fails with ENOSPC)")
 def test_a_full_disk_does_not_leak_the_session_file_handle() -> None:
     writer = SessionWriter("/dev/full", NAMES, {})

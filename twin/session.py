@@ -129,10 +129,12 @@ class SessionWriter:
         if self._closed:
             return
         self._closed = True
-        if summary is not None:
-            self._w.add_metadata("summary", {k: json.dumps(v) for k, v in summary.items()})
-        self._w.finish()
-        self._fh.close()
+        try:  # a full disk fails finish(): the file handle must still be closed
+            if summary is not None:
+                self._w.add_metadata("summary", {k: json.dumps(v) for k, v in summary.items()})
+            self._w.finish()
+        finally:
+            self._fh.close()
 
 
 def write_session(path: str | os.PathLike[str], session: Session, block: int = 1000) -> None:
