@@ -12,6 +12,11 @@ MSE within 5 %; with online learning, λ within 1 % at every status in some runs
 (then see below), load within 1 % and MSE within 7 % (before, from the nominal link, static-resend MSE differed
 by up to 40 % and KC-TD3 load by 5 %).
 
+Three differences were removed at their root (they made this test flaky): link fates are keyed by packet
+identity, not send order (device/link_emulation.py); the device acknowledges predictions and the server repeats
+the unacknowledged ones, so the device scores the twin that was really displayed even when every reply carrying
+a prediction was lost; and the device lets the emulated link deliver its last sends before scoring the tail.
+
 What still parts live from simulated on a busy host: a reply delayed past the timeout makes an extra live resend
 (and the periodic schedule restarts there), the processing lag moves a resend by a few samples (dead reckoning's
 later triggers follow), and a delayed reply changes what the live twin showed so a window can land on the other
