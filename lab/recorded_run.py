@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from device.link_emulation import LinkSpec, LinkSpecError
 from twin.session import Session
 
 
@@ -24,6 +25,9 @@ class RecordedRun:
     status_us: list[int] = field(default_factory=list)  # when each status ran (online learning stepped)
     windows_scored: list[int | None] = field(default_factory=list)  # per status: 100 ms windows scored by then
     score_lag_us: int | None = None  # how long samples waited for predictions before being scored
+    # Median sample -> server latency the device measured, less the emulated link delay: the pipeline latency of
+    # that run (0.4 ms on a quiet host, 1 ms and more on a busy one), in place of the simulator's nominal 0.5 ms.
+    pipeline_latency_us: int | None = None
 
 
 def recorded_run(session: Session) -> RecordedRun:
@@ -39,4 +43,11 @@ def recorded_run(session: Session) -> RecordedRun:
         run.link_estimates = [(t0, float(meta["link_estimate"][0]), float(meta["link_estimate"][1]))] + [
             (int(st["t_us"]), float(st["link_estimate"][0]), float(st["link_estimate"][1]))
             for st in statuses if "link_estimate" in st]
+    p50 = (session.summary or {}).get("uplink_latency_p50_ms")
+    if isinstance(p50, int | float) and p50 == p50:  # not NaN
+        try:
+            link = LinkSpec.parse(str(meta.get("link", "")))
+        except LinkSpecError:
+            link = LinkSpec()
+        run.pipeline_latency_us = max(0, round(1000 * (p50 - link.delay_ms - link.jitter_ms / 2)))
     return run

@@ -81,6 +81,8 @@ def simulate(
     t, q = session.t_us, session.q
     n = len(t)
     replay = replay or RecordedRun()
+    if replay.pipeline_latency_us is not None:  # the latency that run measured
+        latency_us = replay.pipeline_latency_us
     prepare(policy, link, latency_us, replay.ack_timeouts)
     # A recording made with KC-TD3 may be replayed with another policy: only policies that use link estimates
     # follow them.

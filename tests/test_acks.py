@@ -151,3 +151,16 @@ def test_dead_reckoning_resend_is_chunk_invariant_and_repairs_loss() -> None:
                           simulate(s, parse_policy(plain), keep=True).sent)
     lossy = simulate(s, parse_policy(spec), link=link).metrics
     assert lossy["mse_deg2"] < 0.5 * simulate(s, parse_policy(plain), link=link).metrics["mse_deg2"]
+
+
+def test_a_replay_uses_the_pipeline_latency_the_device_measured() -> None:
+    """The device's median sample -> server latency, less the emulated link delay, replaces the nominal 0.5 ms."""
+    s = synthetic_session(seconds=2.0)
+    assert recorded_run(s).pipeline_latency_us is None
+    s.meta["link"] = "delay_ms=20,jitter_ms=2,loss=0"
+    s.summary = {"uplink_latency_p50_ms": 22.1}
+    assert recorded_run(s).pipeline_latency_us == 1100
+    late = simulate(s, StaticPolicy(40, 100), link=LinkSpec(delay_ms=20, jitter_ms=2), replay=recorded_run(s))
+    s.summary = {"uplink_latency_p50_ms": 21.5}
+    nominal = simulate(s, StaticPolicy(40, 100), link=LinkSpec(delay_ms=20, jitter_ms=2), replay=recorded_run(s))
+    assert late.metrics["mse_deg2"] != nominal.metrics["mse_deg2"]
