@@ -48,8 +48,10 @@ TIMING = pytest.mark.unmodelled_timing
 CASES = [  # policy, link
     ("static:k=40,h=100", ""),
     ("dead-reckoning:delta=0.15,h=200", ""),
-    ("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
-    ("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+    # Under 10 % loss the MSE is a few loss events: a send the host delayed moves one of them (11 % apart in one
+    # fresh-clone CI run for dead reckoning), the same unrecorded timing as the resend cases.
+    pytest.param("static:k=40,h=100", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", marks=TIMING),
+    pytest.param("dead-reckoning:delta=0.15,h=200", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", marks=TIMING),
     pytest.param("static:k=40,h=100,resend=1", "loss=0.1,seed=7", marks=TIMING),
     pytest.param("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", marks=TIMING),
     pytest.param("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7", marks=TIMING),
