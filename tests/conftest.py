@@ -11,9 +11,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import zmq
 
 from twin.session import Session, write_session
 
@@ -129,3 +131,11 @@ def session_file(tmp_path: Path) -> Path:
     path = tmp_path / "synthetic.mcap"
     write_session(path, synthetic_session())
     return path
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context, terminated after the test (its sockets must be closed by then)."""
+    c: zmq.Context[Any] = zmq.Context()
+    yield c
+    c.term()

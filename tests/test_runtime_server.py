@@ -76,13 +76,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    c: zmq.Context[Any] = zmq.Context()
-    yield c
-    c.term()
-
-
-@pytest.fixture
 def start_server() -> Iterator[Callable[..., TwinServer]]:
     running: list[tuple[TwinServer, threading.Thread]] = []
 

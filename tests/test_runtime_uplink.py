@@ -54,13 +54,6 @@ class Server:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    c: zmq.Context[Any] = zmq.Context()
-    yield c
-    c.term()
-
-
-@pytest.fixture
 def server(ctx: zmq.Context[Any]) -> Iterator[Server]:
     s = Server(ctx)
     yield s
