@@ -49,6 +49,9 @@ class AckTracker:
         self.declared_lost = 0  # sends with no prediction back in time
         self.misses = 0  # consecutive ones (a dead server or link: stop resending, no flood)
         self.resends = 0  # sends made because of them (several lost at once need one resend)
+        # Live runs that record: every retirement (send time, sample time it was checked at, acknowledged?), so
+        # the simulator can replay decisions that depended on the host's timing (lab.recorded_run).
+        self.log: list[tuple[int, int, bool]] | None = None
 
     def set_rtt(self, rtt_ms: float) -> None:
         """The RTT's 99th percentile (ms), as measured live; NaN (nothing measured yet) keeps the last value."""
@@ -78,20 +81,43 @@ class AckTracker:
         now = t_now + self.processing_lag_us
         while self._pending and self._pending[0][1] + self.timeout_us <= now:
             t = self._pending.popleft()[0]
-            if self._ack_at.pop(t, _NEVER) > now:
-                lost = True
-                self.declared_lost += 1
-                self.misses += 1
-            else:
-                self.misses = 0
+            lost |= self._retire(t, t_now, self._ack_at.pop(t, _NEVER) <= now)
         return lost and self.misses <= MAX_MISSES
+
+    def _retire(self, t_us: int, t_now: int, acked: bool) -> bool:
+        """Count one retired send; True if it was lost."""
+        if self.log is not None:
+            self.log.append((t_us, t_now, acked))
+        if acked:
+            self.misses = 0
+            return False
+        self.declared_lost += 1
+        self.misses += 1
+        return True
+
+    def take_log(self) -> list[tuple[int, int, bool]]:
+        """The retirements logged since the last call (empty unless ``log`` was set to a list)."""
+        if self.log is None:
+            return []
+        out, self.log = self.log, []
+        return out
+
+    def log_unchecked(self) -> None:
+        """At the end of a run: log the sends still waiting as never checked (check time -1)."""
+        if self.log is not None:
+            self.log.extend((t, -1, False) for t, _ in self._pending)
+
+    def deadline_of(self, t_us: int) -> int:
+        """Sample time at which a send made now at ``t_us`` would be checked."""
+        return t_us + self.timeout_us
 
 
 class SimulatedAcks(AckTracker):
     """``AckTracker`` whose acknowledgements come from the emulated link (simulator and training)."""
 
     def __init__(self, link: LinkModel, rtt_ms: float, latency_us: int,
-                 timeouts: list[tuple[int, int]] | None = None) -> None:
+                 timeouts: list[tuple[int, int]] | None = None,
+                 retired: dict[int, tuple[int, bool]] | None = None) -> None:
         super().__init__(rtt_ms)
         self.link, self.latency_us = link, latency_us
         # Sends that reached the server: [device time, when the device has their prediction]. A reply carries the
@@ -103,13 +129,19 @@ class SimulatedAcks(AckTracker):
         self._timeouts = deque(sorted(timeouts or []))
         if self._timeouts:  # the first value holds from the start (the device's hello round trip)
             self.timeout_us = self._timeouts.popleft()[1]
+        # A recording's retirements (send time -> (sample time checked at, acknowledged?)): when the live reply
+        # came back depended on the host's scheduling, which no model repeats. A send the live device also made is
+        # retired as it was; any other send follows the link model.
+        self._retired = retired or {}
 
-    def _follow(self, t_us: int) -> None:
+    def follow(self, t_us: int) -> None:
+        """Take the recorded timeout changes up to ``t_us`` (the simulator calls it at each replayed status too:
+        a policy reads the timeout when it decides, not only when it sends)."""
         while self._timeouts and self._timeouts[0][0] <= t_us:
             self.timeout_us = self._timeouts.popleft()[1]
 
     def sent(self, t_us: int, resend: bool = False) -> None:
-        self._follow(t_us)
+        self.follow(t_us)
         super().sent(t_us, resend)
         key = self.link.keys([t_us])
         lost, delay = self.link.up.fates(key)
@@ -132,7 +164,14 @@ class SimulatedAcks(AckTracker):
             if x[0] in self._ack_at:
                 self._ack_at[x[0]] = min(self._ack_at[x[0]], arrival)
 
+    def deadline_of(self, t_us: int) -> int:
+        rec = self._retired.get(t_us)
+        return rec[0] if rec is not None else super().deadline_of(t_us)
+
     def next_deadline_us(self) -> int | None:
+        if self._pending and self._pending[0][0] in self._retired:
+            check = self._retired[self._pending[0][0]][0]
+            return None if check < 0 else check  # < 0: the live run ended before checking it
         # A recorded timeout change applies to the sends already waiting (live: from that status on), so the
         # deadline is checked again when it comes.
         deadline = super().next_deadline_us()
@@ -141,8 +180,25 @@ class SimulatedAcks(AckTracker):
         return deadline
 
     def expire(self, t_now: int) -> bool:
-        self._follow(t_now)
-        return super().expire(t_now)
+        self.follow(t_now)
+        if not self._retired:
+            return super().expire(t_now)
+        lost = False
+        while self._pending:
+            t, sent_at = self._pending[0]
+            rec = self._retired.get(t)
+            if rec is not None:
+                if rec[0] < 0 or rec[0] > t_now:  # never checked live (the run ended), or not yet
+                    break
+                acked = rec[1]
+            elif sent_at + self.timeout_us <= t_now:
+                acked = self._ack_at.get(t, _NEVER) <= t_now
+            else:
+                break
+            self._pending.popleft()
+            self._ack_at.pop(t, None)
+            lost |= self._retire(t, t_now, acked)
+        return lost and self.misses <= MAX_MISSES
 
     def ack(self, t0_us: int) -> None:  # acknowledgements are simulated; nothing comes from outside
         return

@@ -92,6 +92,7 @@ class DeviceAgent:
         self._ring_t = np.zeros(0, dtype=np.int64)
         self._ring_q = np.zeros((0, 1))
         self.learner: Learner | None = None  # on-device learner (KC-TD3 online=1)
+        self._policy_t_us = 0
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
         self._status_lam: float | None = None
         self.ended_because = ""  # why the run ended by itself (replay over, no frames within --duration)
@@ -174,7 +175,7 @@ class DeviceAgent:
                     # Server clock -> host clock -> device (firmware) clock, with the newest estimates.
                     self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
                     # Score and record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
-                    self.tracking.finalize(now - self.fw2host_us)
+                    self.tracking.finalize(now - self.fw2host_us, self._retired())
                     next_finalize = now + FINALIZE_EVERY_US
                 if now >= next_status:
                     dt = (now - next_status) / 1e6 + cfg.status_every_s
@@ -232,8 +233,13 @@ class DeviceAgent:
                 meta["score_lag_us"] = lag_us
             self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
         self.tracking = TrackingMonitor(joints, lag_us, self.recorder)
+        if self.recorder is not None and cfg.policy.acks is not None:
+            cfg.policy.acks.log = []  # the simulator replays each resend check (lab.recorded_run)
         if cfg.policy.online:
-            self.learner = cfg.policy.make_learner().start()
+            # Stepped on the main loop at each status (below), not on its thread: a step is a few µs of arithmetic,
+            # and a λ stored by another thread at an unrecorded moment changed the decisions of whatever chunk was
+            # being selected (live and simulated λ paths parted) and could race the status's own λ update.
+            self.learner = cfg.policy.make_learner()
 
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
@@ -258,7 +264,12 @@ class DeviceAgent:
             sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, int(hz[i]), now, self.cfg.policy.k, d,
                                               self.tracking.preds.acked)
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
+        self._policy_t_us = int(t[-1])  # a status takes effect for the policy after this sample
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
+
+    def _retired(self) -> list[tuple[int, int, bool]]:
+        acks = self.cfg.policy.acks
+        return acks.take_log() if acks is not None else []
 
     def _waiting_line(self) -> None:
         r = self.reader
@@ -330,6 +341,9 @@ class DeviceAgent:
                 extra["lambda"] = self._status_lam
             if self.learner is not None:  # how far scoring had got when the learner was handed the windows
                 extra["windows_scored"] = self._kc_win
+            # The last sample the policy had selected when this status changed it: on a busy host the status runs
+            # a few ms of device time after it, and the simulator applies it where the device did.
+            extra["policy_t_us"] = self._policy_t_us
             self.recorder.status(t_dev, {
                 "t_us": t_dev, **extra, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
@@ -348,7 +362,7 @@ class DeviceAgent:
         if self.learner is not None:
             self.learner.observe(tr.acc.window_mse[self._kc_win:])
             self._kc_win = len(tr.acc.window_mse)
-            self.learner.nudge()  # one step per status, on the learner's thread (the simulator does the same)
+            self.learner.step()  # one step per status, between chunks (the simulator does the same)
         kc = policy.status()
         if not kc:
             return ""
@@ -376,9 +390,13 @@ class DeviceAgent:
                     self._handle_prediction(msg)
             if self.fw2host_us is not None:
                 self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
-            self.tracking.finalize(None)
+            if self.cfg.policy.acks is not None:
+                self.cfg.policy.acks.log_unchecked()
+            self.tracking.finalize(None, self._retired())
         summary = run_summary(self.cfg.policy, self.reader, self.tracking, self.uplink, self.cfg.link,
                               (host_us() - start_us) / 1e6, link_down_us)
+        # Samples measured after this one (drained at shutdown) never reached the policy (lab.recorded_run).
+        summary["last_selected_t_us"] = self._policy_t_us
         if self.recorder is not None:
             self.recorder.close(summary)
             if self.recorder.error:

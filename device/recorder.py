@@ -25,6 +25,9 @@ class Recorder:
     def status(self, t_us: int, status: dict[str, Any]) -> None:
         self._q.put(("status", (t_us, status)))
 
+    def timing(self, t_us: int, timing: dict[str, Any]) -> None:
+        self._q.put(("timing", (t_us, timing)))
+
     def close(self, summary: dict[str, Any]) -> None:
         self._q.put(("close", summary))
         self._thread.join()
@@ -40,6 +43,8 @@ class Recorder:
                     self.writer.write_block(*payload)
                 elif kind == "status":
                     self.writer.write_status(*payload)
+                elif kind == "timing":
+                    self.writer.write_timing(*payload)
                 else:
                     self.writer.close(payload)
                     return

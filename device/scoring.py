@@ -28,8 +28,9 @@ def score_lag_us(link: LinkSpec, lag_ms: float = DEFAULT_SCORE_LAG_MS) -> int:
 
 @dataclass
 class _Pred:
-    arrival_us: int
+    arrival_us: int  # server clock
     pred: Prediction
+    arrival_dev_us: int | None = None  # device time, fixed when first scored (see PredictionLog.freeze)
 
 
 class PredictionLog:
@@ -68,7 +69,7 @@ class PredictionLog:
         if not self._preds:
             return np.full((len(t_us), self.joints), np.nan)
         items = list(self._preds.values())
-        arrival = np.fromiter((p.arrival_us for p in items), dtype=np.int64) - self.clock_offset_us
+        arrival = np.fromiter((self._arrival_dev(p) for p in items), dtype=np.int64)
         t0 = np.fromiter((p.pred.t0_us for p in items), dtype=np.int64)
         keep = in_effect(arrival, t0)
         width = max(p.pred.coeffs.shape[0] for p in items)
@@ -79,9 +80,23 @@ class PredictionLog:
         h = np.fromiter((items[i].pred.horizon_us for i in keep), dtype=np.int64)
         return displayed(t_us, arrival[keep], t0[keep], h, coeffs)
 
+    def _arrival_dev(self, p: _Pred) -> int:
+        return p.arrival_dev_us if p.arrival_dev_us is not None else p.arrival_us - self.clock_offset_us
+
+    def freeze(self) -> list[tuple[int, int]]:
+        """Fix the device-time arrival of every prediction not yet scored with (a sample scored once is final, and
+        a later clock estimate must not move a prediction half-way through its use); returns the newly fixed
+        ones as (sample time, arrival)."""
+        fixed = []
+        for p in self._preds.values():
+            if p.arrival_dev_us is None:
+                p.arrival_dev_us = p.arrival_us - self.clock_offset_us
+                fixed.append((p.pred.t0_us, p.arrival_dev_us))
+        return fixed
+
     def prune_before(self, t_us: int) -> None:
         """Forget predictions superseded before ``t_us`` (keep the newest one that arrived by then)."""
-        old = [(s, p) for s, p in self._preds.items() if p.arrival_us - self.clock_offset_us <= t_us]
+        old = [(s, p) for s, p in self._preds.items() if self._arrival_dev(p) <= t_us]
         if len(old) <= 1:
             return
         newest = max(old, key=lambda sp: sp[1].pred.t0_us)[0]
@@ -108,6 +123,8 @@ class TrackingMonitor:
         # Diagnostics kept for the whole run: a packed int64 array (8 B per prediction), not a list of ints.
         self.uplink_latency_us = array("q")
         self._newest_pred_seq = -1
+        self._arrived_t0: set[int] = set()  # predictions fixed but whose samples are not scored yet
+        self._retired: list[tuple[int, int, bool]] = []  # resend checks not recorded yet
 
     def add_samples(self, t_us: list[int], seq: list[int], q: list[np.ndarray], sent: np.ndarray) -> None:
         self._t.extend(t_us)
@@ -135,8 +152,11 @@ class TrackingMonitor:
         arr = (np.asarray(self.uplink_latency_us, dtype=np.float64) - self.preds.clock_offset_us) / 1000
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
-    def finalize(self, now_dev_us: int | None) -> int:
-        """Score and record every pending sample older than ``now - lag`` (all of them if ``now`` is None)."""
+    def finalize(self, now_dev_us: int | None, retired: list[tuple[int, int, bool]] | None = None) -> int:
+        """Score and record every pending sample older than ``now - lag`` (all of them if ``now`` is None).
+        ``retired``: the resend tracker's retirements since the last call (``AckTracker.log``), recorded."""
+        if self.recorder is not None and retired:
+            self._retired.extend(retired)  # recorded with the next block scored
         if not self._t:
             return 0
         if now_dev_us is None:
@@ -149,13 +169,35 @@ class TrackingMonitor:
         q = np.stack(self._q[:n])
         # Samples are scored only here, so the newest clock estimate applies to all of them.
         qhat = self.preds.evaluate(t)
+        fixed = self.preds.freeze()
         self.acc.add(t, q, qhat)
         self.window.add(t, q, qhat)
         if self.recorder is not None:
-            self.recorder.block(t, np.asarray(self._seq[:n]), q, np.asarray(self._sent[:n]), qhat)
+            sent = np.asarray(self._sent[:n])
+            self.recorder.block(t, np.asarray(self._seq[:n]), q, sent, qhat)
+            self._record_timing(t, sent, fixed, self._retired)
+            self._retired = []
         del self._t[:n], self._seq[:n], self._q[:n], self._sent[:n]
         self.preds.prune_before(int(t[-1]))
         return n
+
+    def _record_timing(self, t: np.ndarray, sent: np.ndarray, fixed: list[tuple[int, int]],
+                       retired: list[tuple[int, int, bool]]) -> None:
+        """What the simulator cannot model and replays (lab.recorded_run): when each prediction took effect in
+        this block's scoring, -1 for a send of this block whose prediction has not come back (a later record
+        replaces it if it still does), and the resend tracker's retirements."""
+        assert self.recorder is not None
+        self._arrived_t0.update(t0 for t0, _ in fixed)
+        missing = [int(x) for x in t[sent] if int(x) not in self._arrived_t0]
+        last = int(t[-1])
+        self._arrived_t0 = {x for x in self._arrived_t0 if x > last}
+        if not fixed and not missing and not retired:
+            return
+        self.recorder.timing(int(t[0]), {
+            "pred_t0_us": [t0 for t0, _ in fixed] + missing,
+            "pred_arrival_us": [a for _, a in fixed] + [-1] * len(missing),
+            "ack_t_us": [r[0] for r in retired], "ack_check_us": [r[1] for r in retired],
+            "ack_ok": [int(r[2]) for r in retired]})
 
     @property
     def load(self) -> float:

@@ -83,7 +83,10 @@ class Uplink:
         self._last_hb_us = 0
         self._hello_pending = True
         self.welcomed = False
-        self.server_wants_derivatives = False
+        # Until the welcome says otherwise: a sample sent before it (a slow link delays the welcome by a round
+        # trip) must carry what a derivative-using predictor needs, or the server fits that sample another way
+        # than every later one (and than the simulator, which gives every send its derivatives).
+        self.server_wants_derivatives = True
         self.server_predictor = ""
         self.server_offset_us = 0  # server clock - host clock
         self._best_rtt_us: int | None = None

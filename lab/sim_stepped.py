@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from device.acks import SimulatedAcks
 from device.link_emulation import LinkModel, LinkSpec
 from device.policies.base import Learner, Policy
 from device.scoring import score_lag_us as device_score_lag_us
@@ -53,7 +54,7 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
     horizons = np.zeros(n, dtype=np.int64)
     model = LinkModel(link)
     lost, delay = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    twin = TwinDisplay(predictor, latency_us)
+    twin = TwinDisplay(predictor, latency_us, replay.arrivals)
     acc = ErrorAccumulator()
     lambdas: list[float] = []
 
@@ -101,6 +102,8 @@ def select_stepped(session: Session, policy: Policy, link: LinkSpec, predictor: 
         while statuses and statuses[0][0] <= now:  # each status in turn (a stalled device can run two at once)
             t_status, windows = statuses.popleft()
             apply_estimates(t_status)  # the status hands the policy its link estimates...
+            if isinstance(policy.acks, SimulatedAcks):  # ...and its resend tracker the new timeout
+                policy.acks.follow(t_status)
             lambdas.append(float(policy.lam))
             if learner is not None:  # ...and the learner the windows scored by then, then it steps
                 feed(t_status, windows)

@@ -47,7 +47,8 @@ def sample_message_bytes(joints: int, derivatives: bool = False) -> int:
 
 
 def prepare(policy: Policy, link: LinkSpec, latency_us: int = PIPELINE_LATENCY_US,
-            ack_timeouts: list[tuple[int, int]] | None = None) -> None:
+            ack_timeouts: list[tuple[int, int]] | None = None,
+            retired: dict[int, tuple[int, bool]] | None = None) -> None:
     """Reset ``policy`` for a run over ``link``: link estimates as the live uplink would measure them, and for a
     resending policy acknowledgements drawn from the emulated link (the draws the simulator's fates repeat)."""
     rtt_ms = 2 * (link.delay_ms + link.jitter_ms / 2) + 2 * latency_us / 1000  # what the live uplink measures
@@ -55,7 +56,7 @@ def prepare(policy: Policy, link: LinkSpec, latency_us: int = PIPELINE_LATENCY_U
     policy.reset()
     if policy.acks is not None:
         rtt_p99_ms = 2 * (link.delay_ms + link.jitter_ms) + 2 * latency_us / 1000
-        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us, ack_timeouts)
+        policy.acks = SimulatedAcks(LinkModel(link), rtt_p99_ms, latency_us, ack_timeouts, retired)
 
 
 def simulate(
@@ -83,7 +84,7 @@ def simulate(
     replay = replay or RecordedRun()
     if replay.pipeline_latency_us is not None:  # the latency that run measured
         latency_us = replay.pipeline_latency_us
-    prepare(policy, link, latency_us, replay.ack_timeouts)
+    prepare(policy, link, latency_us, replay.ack_timeouts, replay.retired)
     # A recording made with KC-TD3 may be replayed with another policy: only policies that use link estimates
     # follow them.
     if replay.link_estimates and policy.uses_link:  # the first holds from the start (the estimate the run began with)
@@ -95,10 +96,12 @@ def simulate(
         status_lambdas = []
         sent = policy.select(t, q)
         horizons = policy.horizons_us(n)  # KC-TD3 changes H on the fly
+    if replay.selected_until_us is not None:  # samples the live device drained at shutdown, unselected
+        sent = sent & (t <= replay.selected_until_us)
     idx = np.flatnonzero(sent)
     model = LinkModel(link)
     lost, delay = model.up.fates(model.keys(t[idx]))
-    twin = TwinDisplay(predictor, latency_us)
+    twin = TwinDisplay(predictor, latency_us, replay.arrivals)
     qhat = twin.display(t, q, idx, lost, delay, horizons[idx], t)
     acc = ErrorAccumulator()
     acc.add(t, q, qhat)

@@ -164,3 +164,37 @@ def test_a_replay_uses_the_pipeline_latency_the_device_measured() -> None:
     s.summary = {"uplink_latency_p50_ms": 21.5}
     nominal = simulate(s, StaticPolicy(40, 100), link=LinkSpec(delay_ms=20, jitter_ms=2), replay=recorded_run(s))
     assert late.metrics["mse_deg2"] != nominal.metrics["mse_deg2"]
+
+
+def test_recorded_resend_checks_override_the_link_model() -> None:
+    """A live device records each resend check (send, sample checked at, reply back?); the simulator retires
+    those sends as recorded - a reply the host delayed past the deadline is a loss even when the link model
+    delivered it - and sends it never checked (the run ended) stay pending."""
+    t = np.arange(0, 400_000, 1000, dtype=np.int64)
+    perfect = LinkModel(LinkSpec())
+    retired = {0: (6_000, True), 100_000: (107_000, False), 200_000: (205_000, True), 300_000: (-1, False)}
+    acks = SimulatedAcks(perfect, 1.0, PIPELINE_LATENCY_US, timeouts=[(0, 5_000)], retired=retired)
+    out = np.zeros(len(t), dtype=bool)
+    periodic_sends(t, out, 0, len(t), 0, 100, acks)
+    # The send at 100 ms was declared lost at 107 ms (2 ms after its nominal deadline): a resend there, and the
+    # period restarts from it; 300 ms was never checked, so no resend follows it.
+    np.testing.assert_array_equal(t[out] // 1000, [0, 100, 107, 207, 307])
+    assert acks.resends == 1 and acks.declared_lost == 1
+
+
+def test_recorded_arrivals_are_where_the_twin_took_each_prediction() -> None:
+    """Recorded arrivals replace the modelled ones for the sends they name (-1: never came back), and the last
+    record of a sample wins; sends the recording does not name follow the link model."""
+    s = synthetic_session(seconds=1.0, joints=1)
+    s.summary = {"last_selected_t_us": int(s.t_us[-1])}
+    s.timing = {"pred_t0_us": np.array([0, 100_000, 100_000, 200_000]),
+                "pred_arrival_us": np.array([500, -1, 150_000, -1]),
+                "ack_t_us": np.zeros(0, dtype=np.int64), "ack_check_us": np.zeros(0, dtype=np.int64),
+                "ack_ok": np.zeros(0, dtype=np.int64)}
+    replay = recorded_run(s)
+    res = simulate(s, StaticPolicy(100, 0), "hold", keep=True, replay=replay)
+    assert res.qhat is not None
+    q, qhat, t = s.q[:, 0], res.qhat[:, 0], s.t_us
+    assert qhat[(t >= 100_000) & (t < 150_000)] == pytest.approx(q[0])  # 100 ms's sample arrived at 150 ms
+    assert qhat[(t >= 150_000) & (t < 300_500)] == pytest.approx(q[100])  # 200 ms's never came back
+    assert qhat[(t >= 300_500) & (t < 400_500)] == pytest.approx(q[300])  # 300 ms: the modelled 0.5 ms

@@ -26,9 +26,16 @@ class BlockSink:
 
     def __init__(self) -> None:
         self.blocks: list[tuple[np.ndarray, ...]] = []
+        self.timings: list[dict[str, list[int]]] = []
 
     def block(self, *arrays: Any) -> None:
         self.blocks.append(tuple(np.asarray(a) for a in arrays))
+
+    def timing(self, t_us: int, timing: dict[str, list[int]]) -> None:
+        self.timings.append(timing)
+
+    def timing_column(self, name: str) -> list[int]:
+        return [v for tm in self.timings for v in tm[name]]
 
     def column(self, i: int) -> np.ndarray:
         return np.concatenate([b[i] for b in self.blocks])
@@ -118,6 +125,20 @@ def test_prune_before_with_one_or_no_old_prediction_keeps_everything() -> None:
     assert len(log) == 2
 
 
+def test_a_prediction_keeps_the_arrival_it_was_first_scored_with() -> None:
+    # A sample scored once is final: a later clock estimate must not move a prediction already in use, or the
+    # recording (and the simulator replaying it) would hold a display the device never scored.
+    log = PredictionLog(joints=1)
+    log.add(1, 1000, pred(0, 1.0))
+    assert np.isnan(log.evaluate(np.array([999])))[0, 0]
+    assert log.freeze() == [(0, 1000)]
+    log.clock_offset_us = 500  # the estimate improves: the arrival would now be device time 500
+    assert np.isnan(log.evaluate(np.array([600])))[0, 0]  # still 1000: fixed at first scoring
+    log.add(2, 3000, pred(2000, 2.0))
+    assert log.freeze() == [(2000, 2500)]  # new predictions use the newest estimate
+    assert log.freeze() == []
+
+
 # -- TrackingMonitor -------------------------------------------------------------------------------------------
 def test_samples_wait_for_the_lag_then_are_scored_and_recorded() -> None:
     sink = BlockSink()
@@ -196,3 +217,22 @@ def test_uplink_latency_counts_each_prediction_once() -> None:
     assert list(mon.uplink_latency_us) == [700, 1500]
     mon.set_clock(200)
     assert mon.latency_percentiles_ms() == pytest.approx((0.9, np.percentile([0.5, 1.3], 99)))
+
+
+def test_the_monitor_records_when_each_send_took_effect_and_each_resend_check() -> None:
+    sink = BlockSink()
+    mon = TrackingMonitor(joints=1, lag_us=10_000, recorder=cast(Recorder, sink))
+    t = list(range(0, 30_000, 1000))
+    sent = np.zeros(30, dtype=bool)
+    sent[[2, 5, 20]] = True
+    mon.add_samples(t, list(range(30)), [np.array([0.0])] * 30, sent)
+    mon.add_prediction(1, 2600, pred(2000, 0.0))
+    mon.finalize(9_000, [(2000, 4500, True)])  # nothing older than the lag yet: the check waits for a block
+    mon.finalize(16_000)  # samples <= 6000 scored: 5000's prediction is not back
+    mon.add_prediction(2, 7200, pred(5000, 0.0))  # it comes back late: its record replaces the -1
+    mon.finalize(None, [(5000, 8000, False)])
+    assert sink.timing_column("pred_t0_us") == [2000, 5000, 5000, 20000]
+    assert sink.timing_column("pred_arrival_us") == [2600, -1, 7200, -1]
+    assert sink.timing_column("ack_t_us") == [2000, 5000]
+    assert sink.timing_column("ack_check_us") == [4500, 8000]
+    assert sink.timing_column("ack_ok") == [1, 0]

@@ -6,6 +6,10 @@ Layout (all channels JSON with a JSON schema):
   displayed, ``null`` before the first prediction). Blocks rather than one message per sample keep an hour-long
   session loadable in seconds.
 * ``/armtwin/status``: the device's once-a-second status (link, rates, counters).
+* ``/armtwin/timing``: what the host's timing decided in a live run, for the simulator to replay
+  (``lab.recorded_run``): when each prediction took effect (``pred_t0_us`` -> ``pred_arrival_us``, device time;
+  -1: it never came back) and when each send's acknowledgement was checked (``ack_t_us`` -> ``ack_check_us``,
+  ``ack_ok``).
 * metadata ``armtwin``: joint names, units, URDF, policy, source, ``resampled`` flag...; ``summary`` at close.
 A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer).
 """
@@ -26,6 +30,8 @@ from mcap.writer import CompressionType, Writer
 FORMAT = "armtwin-session/1"
 SAMPLES_TOPIC = "/armtwin/samples"
 STATUS_TOPIC = "/armtwin/status"
+TIMING_TOPIC = "/armtwin/timing"
+TIMING_FIELDS = ("pred_t0_us", "pred_arrival_us", "ack_t_us", "ack_check_us", "ack_ok")
 _SAMPLES_SCHEMA = {
     "type": "object",
     "title": "armtwin.SampleBlock",
@@ -39,6 +45,11 @@ _SAMPLES_SCHEMA = {
     "required": ["t_us", "seq", "q_urad"],
 }
 _STATUS_SCHEMA = {"type": "object", "title": "armtwin.Status", "additionalProperties": True}
+_TIMING_SCHEMA = {
+    "type": "object",
+    "title": "armtwin.Timing",
+    "properties": {name: {"type": "array", "items": {"type": "integer"}} for name in TIMING_FIELDS},
+}
 
 
 class SessionError(RuntimeError):
@@ -59,6 +70,8 @@ class Session:
     status: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     truncated: bool = False  # the file had no footer (recorder was killed)
+    # Live timing to replay (see the module docstring): TIMING_FIELDS -> int64 arrays; None in older sessions.
+    timing: dict[str, np.ndarray] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -86,6 +99,8 @@ class SessionWriter:
         stid = self._w.register_schema("armtwin.Status", "jsonschema", json.dumps(_STATUS_SCHEMA).encode())
         self._samples = self._w.register_channel(SAMPLES_TOPIC, "json", sid)
         self._status = self._w.register_channel(STATUS_TOPIC, "json", stid)
+        tid = self._w.register_schema("armtwin.Timing", "jsonschema", json.dumps(_TIMING_SCHEMA).encode())
+        self._timing = self._w.register_channel(TIMING_TOPIC, "json", tid)
         full = {"format": FORMAT, "joint_names": joint_names, "units": "rad (stored as int µrad)", **meta}
         self._w.add_metadata("armtwin", {k: json.dumps(v) for k, v in full.items()})
         self.samples_written = 0
@@ -121,6 +136,12 @@ class SessionWriter:
         ns = max(int(t_us), 0) * 1000
         self._w.add_message(self._status, log_time=ns, data=json.dumps(status).encode(), publish_time=ns)
 
+    def write_timing(self, t_us: int, timing: dict[str, Any]) -> None:
+        """One block of live timing (``TIMING_FIELDS`` -> int sequences of equal length per pair)."""
+        ns = max(int(t_us), 0) * 1000
+        body = {k: np.asarray(timing.get(k, ()), dtype=np.int64).tolist() for k in TIMING_FIELDS}
+        self._w.add_message(self._timing, log_time=ns, data=json.dumps(body).encode(), publish_time=ns)
+
     def flush(self) -> None:
         """Push buffered data to the OS (the current chunk stays open; MCAP only frames whole chunks)."""
         self._fh.flush()
@@ -152,6 +173,8 @@ def write_session(path: str | os.PathLike[str], session: Session, block: int = 1
         )
     for st in session.status:
         w.write_status(int(st.get("t_us", 0)), st)
+    if session.timing is not None:
+        w.write_timing(int(session.t_us[0]) if len(session.t_us) else 0, session.timing)
     w.close(session.summary)
 
 
@@ -180,6 +203,7 @@ def load_session(path: str | os.PathLike[str]) -> Session:
     summary: dict[str, Any] | None = None
     blocks: list[dict[str, np.ndarray]] = []
     status: list[dict[str, Any]] = []
+    timing: list[dict[str, Any]] = []
     truncated = False
 
     def handle(rec: object) -> None:
@@ -192,6 +216,8 @@ def load_session(path: str | os.PathLike[str]) -> Session:
                 blocks.append(_decode_block(rec.data))
             elif topic == STATUS_TOPIC:
                 status.append(json.loads(rec.data))
+            elif topic == TIMING_TOPIC:
+                timing.append(json.loads(rec.data))
         elif isinstance(rec, Metadata):
             decoded = {k: json.loads(v) for k, v in rec.metadata.items()}
             if rec.name == "armtwin":
@@ -230,4 +256,8 @@ def load_session(path: str | os.PathLike[str]) -> Session:
         t, seq, q = t[order], seq[order], q[order]
         sent = None if sent is None else sent[order]
         qhat = None if qhat is None else qhat[order]
-    return Session(t, q, names, seq, sent, qhat, meta, status, summary, truncated)
+    timing_arrays = None
+    if timing:
+        timing_arrays = {k: np.asarray([v for b in timing for v in b.get(k, ())], dtype=np.int64)
+                         for k in TIMING_FIELDS}
+    return Session(t, q, names, seq, sent, qhat, meta, status, summary, truncated, timing_arrays)

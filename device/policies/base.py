@@ -40,7 +40,7 @@ class Learner(Protocol):
         ...
 
     def step(self) -> None:
-        """One step in the caller's thread (the simulator)."""
+        """One step in the caller's thread (the device at each status, and the simulator)."""
         ...
 
 

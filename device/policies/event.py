@@ -106,7 +106,7 @@ class DeadReckoningPolicy(Policy):
             snap = self._snapshot()
             part = self._select_kernel(t[i:j], q[i:j])
             hits = np.flatnonzero(part)
-            if len(hits) and t[i + hits[0]] + acks.timeout_us <= t[j - 1]:
+            if len(hits) and acks.deadline_of(int(t[i + hits[0]])) <= t[j - 1]:
                 self._restore(snap)  # the first send's deadline is inside: stop right after that send
                 j = i + int(hits[0]) + 1
                 part = self._select_kernel(t[i:j], q[i:j])
