@@ -247,7 +247,8 @@ class Viewer:
         wanted = f" for device {','.join(self.args.device)}" if self.args.device else ""
         got = f" ({self.feed.messages} message(s), none a twin state{wanted})" if self.feed.messages else ""
         print(f"view: no twin state{wanted} arrived from {subs} in {elapsed:.1f} s{got}: check the server's --pub "
-              "address and that a device is streaming to that server", file=sys.stderr, flush=True)
+              "address, that a device is streaming to that server, and that the server authorises this viewer's key "
+              "(both use --keys, or both --insecure)", file=sys.stderr, flush=True)
 
     def _report(self, head: str, fps: float) -> None:
         import numpy as np
