@@ -43,7 +43,8 @@ def add_parser(sub: Any, name: str) -> None:
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
                    "dead-reckoning:delta=DEG[,h=H_MS], kc-td3:POLICY.pt, td3:POLICY.pt; "
                    "add ,resend=1 to static / send-on-delta / "
-                   "dead-reckoning to resend at once when a sample's prediction does not come back "
+                   "dead-reckoning (built-in predictors) to resend at once when a sample's prediction does not "
+                   "come back "
                    "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
