@@ -34,6 +34,7 @@ _HANDSHAKE_REASON: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake-refused",  # a key not in the authorised dir
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake-protocol",  # plaintext vs CURVE, garbage
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake-failed"}
+EVENT_LINES = 50  # session event lines (connected / left / expired) per status period; the rest are counted
 _STATUS_KEYS = 16  # device status fields kept per session (published to viewers)
 
 
@@ -94,12 +95,15 @@ class ServerStats:
     messages: int = 0
     samples: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, int] = field(default_factory=dict)  # decoded and handled, by kind (stale samples too)
+    drops: int = 0  # sum of ``dropped``: every message is accepted or dropped, never lost uncounted
     sessions_opened: int = 0
     sessions_closed: int = 0  # bye
     sessions_expired: int = 0  # silent for SESSION_IDLE_S
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.drops += 1
 
 
 class TwinServer:
@@ -164,6 +168,7 @@ class TwinServer:
         self._clock = clock  # seconds; when a session was last seen (injectable: tests expire sessions at once)
         self.stats = ServerStats()
         self._stop = threading.Event()
+        self._events_left, self._events_suppressed = EVENT_LINES, 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -235,8 +240,11 @@ class TwinServer:
             except ProtocolError as exc:
                 self.stats.drop(exc.reason)
                 continue
+            drops = self.stats.drops
             try:
                 self._handle(ident, msg, rx)
+                if self.stats.drops == drops:
+                    self.stats.accepted[msg["type"]] = self.stats.accepted.get(msg["type"], 0) + 1
             except ProtocolError as exc:  # well-formed but inconsistent with the session (e.g. joint count)
                 self.stats.drop(exc.reason)
                 self._reply(ident, "error", code=exc.reason, msg=str(exc)[:200])
@@ -272,7 +280,7 @@ class TwinServer:
                 self._clock())
             self.stats.sessions_opened += 1
             again = " (new session: joints or name changed)" if old is not None else ""
-            self.log(f"device {msg['dev']} connected{again}: {len(joints)} joints, urdf {msg['urdf'][:80]}, "
+            self._event(f"device {msg['dev']} connected{again}: {len(joints)} joints, urdf {msg['urdf'][:80]}, "
                      f"policy {msg.get('policy', '?')[:80]}; {len(self.sessions)} connected")
             self._welcome(ident, self.sessions[ident])
             return
@@ -290,7 +298,7 @@ class TwinServer:
             gone = self.sessions.pop(ident, None)
             if gone is not None:
                 self.stats.sessions_closed += 1
-                self.log(f"device {gone.device_id} left (bye) after {gone.samples} samples; "
+                self._event(f"device {gone.device_id} left (bye) after {gone.samples} samples; "
                          f"{len(self.sessions)} connected")
             return
         if sess is None:
@@ -341,8 +349,17 @@ class TwinServer:
         for ident in [i for i, s in self.sessions.items() if now - s.last_seen > SESSION_IDLE_S]:
             gone = self.sessions.pop(ident)
             self.stats.sessions_expired += 1
-            self.log(f"device {gone.device_id} expired (silent for {SESSION_IDLE_S:g} s) after {gone.samples} "
+            self._event(f"device {gone.device_id} expired (silent for {SESSION_IDLE_S:g} s) after {gone.samples} "
                      f"samples; {len(self.sessions)} connected")
+
+    def _event(self, line: str) -> None:
+        """A session event line, at most ``EVENT_LINES`` per status period: a flood of hellos must not turn into
+        a flood of output (a full stdout pipe would stall the server); the status line counts the rest."""
+        if self._events_left > 0:
+            self._events_left -= 1
+            self.log(line)
+        else:
+            self._events_suppressed += 1
 
     def _status(self, now: float) -> None:
         """Once every ``status_every_s`` while devices are connected: devices, samples/s, drops by reason."""
@@ -351,15 +368,19 @@ class TwinServer:
             return
         rate = (self.stats.samples - self._status_samples) / dt
         self._status_at, self._status_samples = now, self.stats.samples
-        if self.sessions or rate:
+        if self.sessions or rate or self._events_suppressed:
             drops = ", ".join(f"{k}={v}" for k, v in sorted(self.stats.dropped.items())) or "none"
-            self.log(f"status: {len(self.sessions)} devices, {rate:.1f} samples/s, dropped: {drops}")
+            quiet = f"; {self._events_suppressed} session events not shown" if self._events_suppressed else ""
+            self.log(f"status: {len(self.sessions)} devices, {rate:.1f} samples/s, dropped: {drops}{quiet}")
+        self._events_left, self._events_suppressed = EVENT_LINES, 0
 
     def summary_lines(self) -> list[str]:
         """The end-of-run summary, one fact per line."""
         st = self.stats
         drops = ", ".join(f"{k}={v}" for k, v in sorted(st.dropped.items())) or "none"
+        accepted = ", ".join(f"{k}={v}" for k, v in sorted(st.accepted.items())) or "none"
         lines = [f"server stopped: {st.messages} messages, {st.samples} samples answered, dropped: {drops}",
+                 f"  accepted: {accepted}",
                  f"  sessions: {st.sessions_opened} opened, {st.sessions_closed} left, {st.sessions_expired} expired, "
                  f"{len(self.sessions)} still connected"]
         lines += [f"  {s.device_id}: {s.samples} samples, {s.stale} stale (reordered)" for s in self.sessions.values()]
