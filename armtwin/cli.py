@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "mock-arm": ("armtwin.mock_arm_cli", None),
     "device": ("device.cli", None),
     "server": ("server.cli", None),
+    "keys": ("armtwin.cli_keys", None),
     "info": ("armtwin.cli_info", None),
     "import": ("armtwin.cli_import", None),
     "export": ("armtwin.cli_export", None),
@@ -33,10 +34,11 @@ VERBS: dict[str, tuple[str, str | None]] = {
 
 EPILOG = """examples:
   armtwin demo --seconds 20 --out demo-out
+  armtwin keys init keys                    # CURVE keys: server, clients 'device' and 'viewer'
   armtwin import motion.csv -o motion.mcap
   armtwin mock-arm motion.mcap              # prints port=/dev/pts/N
-  armtwin server --bind tcp://*:5555 --pub tcp://*:5556
-  armtwin device --port /dev/pts/N --server tcp://127.0.0.1:5555 --policy static:k=10,h=0 --duration 10
+  armtwin server --keys keys --bind tcp://*:5555 --pub tcp://*:5556
+  armtwin device --keys keys --port /dev/pts/N --server tcp://127.0.0.1:5555 --policy static:k=10,h=0
 run 'armtwin <verb> --help' for the options of a verb."""
 
 

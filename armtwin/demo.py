@@ -28,7 +28,8 @@ def add_parser(sub: Any, name: str) -> None:
         help="run mock arm, server and device on the bundled session; print load/error, write a plot",
         description="Replay a recorded session through a mock serial port (a real pty) into the device agent, "
         "which sends samples to a twin server on loopback and scores the twin online. Prints the summary and "
-        "writes summary.json, session.mcap and tracking.png into --out.",
+        "writes summary.json, session.mcap and tracking.png into --out. The link is CURVE-encrypted with keys made "
+        "fresh in --out/keys (or --keys DIR); --insecure runs it in plaintext.",
         epilog="examples:\n  armtwin demo\n  armtwin demo --seconds 5 --out /tmp/demo --policy static:k=5,h=20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,7 +45,23 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--epsilon", type=float, default=None, metavar="DEG2",
                    help="constraint ε (MSE bound, deg²) drawn in the plot's error panel (default: the one a "
                    f"kc-td3/td3 policy was trained for, else {DEFAULT_EPSILON:g})")
+    p.add_argument("--keys", type=Path, default=None, metavar="DIR",
+                   help="use these CURVE keys (armtwin keys init DIR) instead of fresh ones in --out/keys")
+    p.add_argument("--insecure", action="store_true", help="plaintext ZeroMQ (every process warns)")
     p.set_defaults(run=run)
+
+
+def demo_security(args: argparse.Namespace) -> list[str]:
+    """The security flags every child gets: --insecure, or --keys with the given or freshly made keys."""
+    if args.insecure:
+        return ["--insecure"]
+    if args.keys is not None:
+        return ["--keys", str(args.keys)]
+    from twin.security import init_keys
+
+    keys = args.out / "keys"
+    init_keys(keys, ["device", "viewer"], force=True)  # fresh for every demo: nothing to manage
+    return ["--keys", str(keys)]
 
 
 def plot_epsilon(policy: str, given: float | None) -> tuple[float, str]:
@@ -103,16 +120,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     rec, summary_path = args.out / "session.mcap", args.out / "summary.json"
+    sec = demo_security(args)
     procs: list[subprocess.Popen[str]] = []
     try:
-        server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", args.pub, "--predictor", args.predictor],
-                        stderr=subprocess.PIPE)
+        server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", args.pub, "--predictor", args.predictor,
+                         *sec], stderr=subprocess.PIPE)
         try:
             endpoint = _read_key(server, "bind")
         except RuntimeError:  # the PUB port is taken (another server or demo): publish on a random port
             _stop(server)
             server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
-                             "--predictor", args.predictor])
+                             "--predictor", args.predictor, *sec])
             endpoint = _read_key(server, "bind")
         procs.append(server)
         pub = _read_key(server, "pub")
@@ -122,13 +140,15 @@ def run(args: argparse.Namespace) -> int:
         port = _read_key(arm, "port")
         print(f"demo: mock arm on {port}, server on {endpoint}, policy {args.policy}, {args.seconds:g} s",
               flush=True)
-        print(f"demo: watch the twin with: armtwin view --sub {pub}   (or --headless --snapshot-every 1 --out snaps)",
+        print(f"demo: link {'PLAINTEXT (--insecure)' if sec == ['--insecure'] else 'CURVE, keys in ' + sec[1]}",
               flush=True)
+        print(f"demo: watch the twin with: armtwin view --sub {pub} {' '.join(sec)}   (or --headless "
+              "--snapshot-every 1 --out snaps)", flush=True)
         device = subprocess.run(
             [sys.executable, "-m", "armtwin", "device", "--port", port, "--server", endpoint, "--policy",
              args.policy, "--duration", str(args.seconds), "--record", str(rec), "--summary-json",
              str(summary_path), "--joint-names", ",".join(src.joint_names),
-             "--urdf", str(src.meta.get("urdf", DEFAULT_URDF))],
+             "--urdf", str(src.meta.get("urdf", DEFAULT_URDF)), *sec],
             check=False,
         )
         if device.returncode != 0:

@@ -28,6 +28,7 @@ from firmware_interfaces.ports import DEFAULT_BAUD
 from twin.constants import DEFAULT_URDF
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.schema import ProtocolError, Wire, prediction_from_wire
+from twin.security import Security
 from twin.session import SessionWriter
 
 FINALIZE_EVERY_US = 100_000
@@ -50,6 +51,7 @@ class DeviceConfig:
     lag_ms: float = DEFAULT_SCORE_LAG_MS
     status_every_s: float = 1.0
     key: bytes | None = None
+    security: Security | None = None  # CURVE keys for the uplink (None: plaintext, as --insecure)
     link: LinkSpec = field(default_factory=LinkSpec)
     meta: dict[str, Any] = field(default_factory=dict)
     online_learning: bool = False  # KC-TD3: adapt λ on the device (background thread, bounded CPU)
@@ -108,7 +110,7 @@ class DeviceAgent:
     # -- main loop -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.uplink = Uplink(self.ctx, cfg.server, None, Wire(cfg.key), link=cfg.link)
+        self.uplink = Uplink(self.ctx, cfg.server, None, Wire(cfg.key), link=cfg.link, security=cfg.security)
         self._await_link(timeout_s=2.0)
         if cfg.policy.acks is not None:  # the resend timeout starts from the RTT of the hello exchange
             cfg.policy.acks.set_rtt(self.uplink.rtt_percentiles_ms()[1])
@@ -292,8 +294,8 @@ class DeviceAgent:
         for item in msg["preds"]:
             try:
                 pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
-            except ProtocolError:
-                self.uplink.stats.bad_replies += 1
+            except ProtocolError as exc:  # e.g. a prediction for another joint count: counted by reason
+                self.uplink.stats.bad(exc.reason)
                 continue
             # Server receive time in the server's clock; redundant older predictions carry their own (item 5).
             rx = int(msg["rx"]) if len(item) < 6 else int(item[5])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.constants import DEFAULT_URDF
+from twin.security import add_security_args
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub: Any, name: str) -> None:
         "twin server, reconstruct what the twin displayed from the predictions sent back, and report load and "
         "tracking error once a second. Ctrl-C or SIGTERM ends the run with a summary.",
         epilog="examples:\n"
-        "  armtwin device --port /dev/ttyACM0 --server tcp://edge-pc:5555\n"
+        "  armtwin device --port /dev/ttyACM0 --server tcp://edge-pc:5555 --keys keys\n"
         "  armtwin device --port /dev/pts/3 --server tcp://127.0.0.1:5555 --policy static:k=10,h=0 \\\n"
         "      --duration 10 --record out.mcap --summary-json out.json\n"
         "  armtwin device --port spy:///dev/ttyACM0 ...   (any pyserial URL works)\n\n"
@@ -32,7 +33,8 @@ def add_parser(sub: Any, name: str) -> None:
         "honours; rtt=p50/p99 = sample sent -> its prediction back, ms; lost = frames missing in the sequence;\n"
         "crc = corrupt frames; dropped = sends the socket refused (no server); link = server reachable.\n\n"
         "exit status: 0 = ran and scored; 1 = no samples from the arm; 2 = bad arguments, or the port can never\n"
-        "be a serial device; 3 = samples came but nothing was scored (no prediction came back from the server).",
+        "be a serial device, or no keys (--keys DIR or --insecure); 3 = samples came but nothing was scored (no\n"
+        "prediction came back from the server: wrong address, or keys the server does not authorise).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True, help="serial device path or pyserial URL")
@@ -41,7 +43,8 @@ def add_parser(sub: Any, name: str) -> None:
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
                    "dead-reckoning:delta=DEG[,h=H_MS], kc-td3:POLICY.pt, td3:POLICY.pt; "
                    "add ,resend=1 to static / send-on-delta / "
-                   "dead-reckoning to resend at once when a sample's prediction does not come back "
+                   "dead-reckoning (built-in predictors) to resend at once when a sample's prediction does not "
+                   "come back "
                    "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
@@ -61,7 +64,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--link", default="", help="emulate an impaired link (uplink and downlink): "
                    "delay_ms=D,jitter_ms=J,loss=P[,burst=B][,seed=S]; the simulator models the same")
     p.add_argument("--key-env", default="ARMTWIN_KEY", metavar="VAR",
-                   help="environment variable holding the shared HMAC key, if the server uses one")
+                   help="environment variable holding the shared HMAC key, if the server uses one (defence in "
+                   "depth on top of CURVE)")
+    add_security_args(p, "client", "device")
     p.add_argument("--online-learning", action="store_true",
                    help="KC-TD3 policies: adapt λ on the device from the scored error (background thread, ~1 Hz; "
                         "same as online=1 in the policy spec)")
@@ -82,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     from firmware_interfaces.ports import port_problem
     from twin.endpoints import EndpointError, endpoint
     from twin.paths import OutputPathError, prepare_output
+    from twin.security import security_from_args
 
     try:
+        security = security_from_args(args, "client", "device")
         server = endpoint(args.server)  # HOST:PORT is accepted too
         if args.record is not None:
             if args.record.exists() and not args.force:
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
-            online_learning=args.online_learning)
+            online_learning=args.online_learning, security=security)
     except (PolicySpecError, EndpointError, OutputPathError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

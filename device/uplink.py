@@ -19,10 +19,13 @@ import numpy as np
 import zmq
 
 from device.link_emulation import LinkModel, LinkSpec
-from twin.schema import ProtocolError, Wire
+from twin.schema import MAX_MESSAGE_BYTES, ProtocolError, Wire
+from twin.security import Security
 
 HEARTBEAT_US = 200_000
 LINK_TIMEOUT_US = 1_000_000
+BYE_LINGER_MS = 500  # how long close() lets the bye leave
+_DEVICE_BOUND = frozenset({"pred", "pong", "welcome", "error"})  # what a server may send a device
 
 
 def reply_t0(msg: dict[str, Any]) -> int:
@@ -50,6 +53,49 @@ class UplinkStats:
     samples_on_wire: int = 0  # sample messages the socket took (after any emulated delay)
     pred_replies: int = 0  # prediction replies read from the socket (before any emulated downlink loss)
     bad_reasons: dict[str, int] = field(default_factory=dict)
+    epochs: int = 0  # server sessions seen (a restarted server or an expired session starts a new one)
+
+    def bad(self, reason: str) -> None:
+        self.bad_replies += 1
+        self.bad_reasons[reason] = self.bad_reasons.get(reason, 0) + 1
+
+
+class EpochMap:
+    """Device-wide prediction numbers across server sessions.
+
+    A server numbers its predictions from 1 in every session (``epoch`` in its welcome and replies); a restarted
+    server or an expired session starts again. The device de-duplicates, acknowledges and measures latency by
+    prediction number, so each epoch is placed after everything seen before it: device number = base + pred_seq.
+    """
+
+    KEEP = 8  # epochs remembered (a late reply of an old session still maps to its own numbers)
+
+    def __init__(self) -> None:
+        self.bases: dict[int, int] = {}
+        self.current: int | None = None
+        self.top = 0  # highest device-wide number handed out
+
+    def enter(self, epoch: int) -> bool:
+        """Make ``epoch`` current (new epochs start above everything seen); True if it is new."""
+        new = epoch not in self.bases
+        if new:
+            # Right after the last number seen: replies are renumbered in socket order, and one connection keeps
+            # order, so no reply of the old session can follow the new session's first message.
+            self.bases[epoch] = self.top
+            while len(self.bases) > self.KEEP:
+                del self.bases[next(iter(self.bases))]
+        self.current = epoch
+        return new
+
+    def to_device(self, epoch: int | None, pred_seq: int) -> int:
+        base = self.bases.get(epoch, 0) if epoch is not None else self.bases.get(self.current, 0)  # type: ignore[arg-type]
+        n = base + pred_seq
+        self.top = max(self.top, n)
+        return n
+
+    def to_server(self, acked: int) -> int:
+        """The device's acknowledgement in the current session's numbers (0 = nothing of this session yet)."""
+        return max(0, acked - self.bases.get(self.current, 0)) if self.current is not None else acked  # type: ignore[arg-type]
 
 
 class Uplink:
@@ -63,12 +109,15 @@ class Uplink:
         wire: Wire | None = None,
         hwm: int = 1000,
         link: LinkSpec | None = None,
+        security: Security | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hello = hello
         self.wire = wire or Wire()
         self.sock = ctx.socket(zmq.DEALER)
+        (security or Security.insecure()).client_socket(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)  # a broken server cannot make us buffer more
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -89,6 +138,7 @@ class Uplink:
         self.server_wants_derivatives = True
         self.server_predictor = ""
         self.server_offset_us = 0  # server clock - host clock
+        self.epochs = EpochMap()
         self._best_rtt_us: int | None = None
         self._offset_age = 0
         # Link emulation: impaired messages wait in heaps until their release time (same LinkModel as the
@@ -127,7 +177,7 @@ class Uplink:
         the newer ones in its reply)."""
         extra: dict[str, Any] = {} if deriv is None else {"d": deriv.ravel().tolist()}
         if acked is not None:
-            extra["a"] = acked
+            extra["a"] = self.epochs.to_server(acked)
         frames = self.wire.encode("sample", seq=seq, t=t_us, q=q.tolist(), h=horizon_us, ts=now_us, k=k, **extra)
         if self._model is None:
             return self._send(frames)
@@ -200,9 +250,12 @@ class Uplink:
             try:
                 msg = self.wire.decode(frames)
             except ProtocolError as exc:
-                self.stats.bad_replies += 1
-                self.stats.bad_reasons[exc.reason] = self.stats.bad_reasons.get(exc.reason, 0) + 1
+                self.stats.bad(exc.reason)
                 continue
+            if msg["type"] not in _DEVICE_BOUND:
+                self.stats.bad("unexpected")
+                continue
+            self._renumber(msg)
             if msg["type"] == "pred":
                 self.stats.pred_replies += 1
             if self._model is None:
@@ -218,6 +271,19 @@ class Uplink:
         while self._down_q and self._down_q[0][0] <= now_us:
             self._deliver(heapq.heappop(self._down_q)[2], now_us, preds)
         return preds
+
+    def _renumber(self, msg: dict[str, Any]) -> None:
+        """Server prediction numbers -> device-wide ones (in socket order, before any emulated delay)."""
+        epoch = msg.get("epoch")
+        if msg["type"] == "welcome" and epoch is not None:
+            if self.epochs.enter(epoch):
+                self.stats.epochs += 1
+        elif msg["type"] == "pred":
+            if epoch is not None and epoch != self.epochs.current and epoch not in self.epochs.bases:
+                # A reply of a session whose welcome was lost or is late (the hello crossed a restart).
+                self.epochs.enter(epoch)
+                self.stats.epochs += 1
+            msg["preds"] = [[self.epochs.to_device(epoch, p[0]), *p[1:]] for p in msg["preds"]]
 
     def _deliver(self, msg: dict[str, Any], now_us: int, preds: list[dict[str, Any]]) -> None:
         """A reply reaches the device (after emulated delay, if any)."""
@@ -268,10 +334,10 @@ class Uplink:
 
     def close(self) -> None:
         """Say bye (the server ends the session at once instead of after its idle timeout) and close. The bye gets
-        up to 0.5 s to leave: with linger 0 it was usually discarded still queued."""
+        up to ``BYE_LINGER_MS`` to leave: with linger 0 it was usually discarded still queued."""
         sent = False
         try:
-            if self.link_up:
+            if self.welcomed:
                 sent = self._send(self.wire.encode("bye"), control=True)
         finally:
-            self.sock.close(linger=500 if sent else 0)
+            self.sock.close(linger=BYE_LINGER_MS if sent else 0)

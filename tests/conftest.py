@@ -17,9 +17,44 @@ import numpy as np
 import pytest
 import zmq
 
+from twin.security import KEYS_ENV, Security, init_keys
 from twin.session import Session, write_session
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def curve_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """CURVE keys for the whole run (server, clients 'device' and 'viewer'), made like `armtwin keys init`.
+
+    ``$ARMTWIN_KEYS`` points at them, so every armtwin process a test starts (server, device, view, demo) runs
+    encrypted and authenticated by default, exactly as a user's would; a test of plaintext passes --insecure.
+    """
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    init_keys(keys, ["device", "viewer"])
+    old = os.environ.get(KEYS_ENV)
+    os.environ[KEYS_ENV] = str(keys)
+    yield keys
+    if old is None:
+        os.environ.pop(KEYS_ENV, None)
+    else:
+        os.environ[KEYS_ENV] = old
+
+
+@pytest.fixture
+def server_security(curve_keys: Path) -> Security:
+    """The in-process server's CURVE settings (admits the 'device' and 'viewer' keys)."""
+    return Security.for_server(curve_keys)
+
+
+@pytest.fixture
+def device_security(curve_keys: Path) -> Security:
+    return Security.for_client(curve_keys, "device")
+
+
+@pytest.fixture
+def viewer_security(curve_keys: Path) -> Security:
+    return Security.for_client(curve_keys, "viewer")
 
 
 def _fds() -> set[str]:

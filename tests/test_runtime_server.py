@@ -15,6 +15,7 @@ import zmq
 from server.twin_server import SESSION_IDLE_S, TwinServer, reply_preds
 from twin.constants import REDUNDANCY, REPEAT_MAX
 from twin.schema import Wire, prediction_from_wire
+from twin.security import Security
 
 TIMEOUT_MS = 5000
 
@@ -22,8 +23,10 @@ TIMEOUT_MS = 5000
 class Device:
     """One device's DEALER (its own ROUTER identity, so its own session)."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, security: Security | None = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
+        if security is not None:
+            security.client_socket(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.wire = Wire()
@@ -76,11 +79,11 @@ class FakeClock:
 
 
 @pytest.fixture
-def start_server() -> Iterator[Callable[..., TwinServer]]:
+def start_server(server_security: Security) -> Iterator[Callable[..., TwinServer]]:
     running: list[tuple[TwinServer, threading.Thread]] = []
 
     def start(**kwargs: Any) -> TwinServer:
-        srv = TwinServer("tcp://127.0.0.1:*", None, "linear", **kwargs)
+        srv = TwinServer("tcp://127.0.0.1:*", None, "linear", **{"security": server_security, **kwargs})
         th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, name="test-twin-server")
         th.start()
         running.append((srv, th))
@@ -99,11 +102,12 @@ def server(start_server: Callable[..., TwinServer]) -> TwinServer:
 
 
 @pytest.fixture
-def devices(ctx: zmq.Context[Any], server: TwinServer) -> Iterator[Callable[[], Device]]:
+def devices(ctx: zmq.Context[Any], server: TwinServer,
+            device_security: Security) -> Iterator[Callable[[], Device]]:
     made: list[Device] = []
 
     def make() -> Device:
-        made.append(Device(ctx, server.endpoint))
+        made.append(Device(ctx, server.endpoint, device_security))
         return made[-1]
 
     yield make
@@ -145,7 +149,7 @@ def test_a_hello_with_other_joints_or_device_id_opens_a_new_session(server: Twin
     assert pred_seqs(rep) == [1]  # a fresh session: numbering restarts...
     _, p = prediction_from_wire(rep["preds"][-1], 3)
     np.testing.assert_allclose(p.coeffs[1], [0.0, 0.0, 0.0])  # ...and the predictor has no history
-    assert d.sample(4, 30_000, [0.0, 0.0])["code"] == "invalid"  # the old joint count no longer fits
+    assert d.sample(4, 30_000, [0.0, 0.0])["code"] == "joint-count"  # the old joint count no longer fits
     d.hello("other-arm", 3)  # same socket, same joints, another device id
     assert pred_seqs(d.sample(5, 40_000, [0.0, 0.0, 0.0])) == [1]
     assert server.stats.sessions_opened == 3 and len(server.sessions) == 1
@@ -229,10 +233,11 @@ def test_reply_preds_selection() -> None:
     assert reply_preds(deque(maxlen=REPEAT_MAX), 0) == []
 
 
-def test_an_idle_session_expires(start_server: Callable[..., TwinServer], ctx: zmq.Context[Any]) -> None:
+def test_an_idle_session_expires(start_server: Callable[..., TwinServer], ctx: zmq.Context[Any],
+                                 device_security: Security) -> None:
     clock = FakeClock()
     srv = start_server(clock=clock)
-    idle, busy = Device(ctx, srv.endpoint), Device(ctx, srv.endpoint)
+    idle, busy = Device(ctx, srv.endpoint, device_security), Device(ctx, srv.endpoint, device_security)
     try:
         idle.hello("idle", 1)
         busy.hello("busy", 1)
@@ -248,3 +253,24 @@ def test_an_idle_session_expires(start_server: Callable[..., TwinServer], ctx: z
     finally:
         idle.sock.close(linger=0)
         busy.sock.close(linger=0)
+
+
+def test_a_new_session_has_a_new_epoch(start_server: Callable[..., TwinServer], ctx: zmq.Context[Any],
+                                       device_security: Security) -> None:
+    """Session expiry (like a server restart) numbers predictions from 1 again: the welcome and every reply
+    carry the session's epoch so the device can tell the new 1 from the old one (issue 10, defect 3)."""
+    clock = FakeClock()
+    srv = start_server(clock=clock)
+    d = Device(ctx, srv.endpoint, device_security)
+    try:
+        first = d.hello("e", 1)
+        again = d.hello("e", 1)  # a repeated hello keeps the session, so its epoch
+        rep = d.sample(1, 0, [0.0])
+        assert first["epoch"] == again["epoch"] == rep["epoch"] and pred_seqs(rep) == [1]
+        clock.advance(SESSION_IDLE_S + 1)
+        assert d.sample(2, 1000, [0.0])["code"] == "no-session"
+        second = d.hello("e", 1)
+        rep = d.sample(3, 2000, [0.0])
+        assert second["epoch"] != first["epoch"] and rep["epoch"] == second["epoch"] and pred_seqs(rep) == [1]
+    finally:
+        d.sock.close(linger=0)

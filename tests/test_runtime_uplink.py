@@ -16,7 +16,7 @@ import zmq
 
 from device.link_emulation import LinkModel, LinkSpec
 from device.uplink import HEARTBEAT_US, LINK_TIMEOUT_US, Uplink, reply_t0
-from twin.schema import Wire
+from twin.schema import ProtocolError, Wire, prediction_from_wire
 
 TIMEOUT_MS = 5000
 T0 = 10_000_000  # synthetic device/host time (µs) the tests start at
@@ -338,3 +338,108 @@ def test_reply_t0_is_the_newest_prediction_t0() -> None:
     assert reply_t0({"preds": [[1, 100, 0, 1, [0.0]], [2, 250, 0, 1, [0.0]]]}) == 250
     assert reply_t0({"preds": []}) == -1
     assert reply_t0({}) == -1
+
+
+# -- a hostile or broken server (issue 10, defect 9) ------------------------------------------------------------
+GOOD_ITEM = [1, 0, 10_000, 1, [0.0, 0.0], 0]
+ODD_REPLIES: list[tuple[str, dict[str, Any]]] = [
+    ("bad-pred", {"preds": [["x", 0, 10_000, 1, [0.0, 0.0], 0]]}),  # non-integer prediction sequence number
+    ("bad-pred", {"preds": [[1.5, 0, 10_000, 1, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[True, 0, 10_000, 1, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[0, 0, 10_000, 1, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[1, "0", 10_000, 1, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[1, 0, -5, 1, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[1, 0, 10_000, 9, [0.0, 0.0], 0]]}),
+    ("bad-pred", {"preds": [[1, 0, 10_000, 2, [0.0, 0.0, 0.0], 0]]}),  # 3 coefficients, degree+1 = 2
+    ("bad-pred", {"preds": [[1, 0, 10_000, 1, [0.0, 0.0], 1.5]]}),
+    ("bad-pred", {"preds": [[1, 0]]}),
+    ("bad-pred", {"preds": [{"seq": 1}]}),
+    ("bad-pred", {"preds": []}),
+    ("non-finite", {"preds": [[1, 0, 10_000, 1, [float("nan"), 0.0], 0]]}),
+    ("non-finite", {"preds": [[1, 0, 10_000, 1, [0.0, float("inf")], 0]]}),
+    ("out-of-range", {"preds": [[1, 0, 10_000, 1, [1e300, 0.0], 0]]}),
+    ("bad-field", {"preds": "everything"}),
+    ("bad-field", {"preds": [GOOD_ITEM], "rx": "now"}),
+    ("bad-field", {"preds": [GOOD_ITEM], "ts": None}),
+    ("bad-field", {"preds": [GOOD_ITEM], "epoch": "new"}),
+    ("out-of-range", {"preds": [GOOD_ITEM], "rx": 2**63}),
+]
+
+
+@pytest.mark.parametrize(("reason", "fields"), ODD_REPLIES)
+def test_odd_prediction_replies_are_counted_by_reason(make_uplink: Callable[..., Uplink], server: Server,
+                                                      reason: str, fields: dict[str, Any]) -> None:
+    """Well-formed msgpack, wrong content: dropped and counted by reason, never raised (it used to end the run)."""
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    server.send("pred", **{"seq": 1, "ts": T0, "rx": 0, **fields})
+    server.send("pong", ts=T0, srv_us=0)  # one connection keeps order: the reply was handled before this
+    assert read_replies(up, T0 + 100) == []
+    assert up.stats.bad_reasons == {reason: 1} and up.stats.bad_replies == 1 and up.stats.pred_replies == 0
+
+
+@pytest.mark.parametrize("raw", [b"\xc1", b"\x91" * 5000 + b"\x00", b"\x93\x01\x02\x03"])
+def test_garbage_and_wrong_kinds_from_the_server_are_counted(make_uplink: Callable[..., Uplink], server: Server,
+                                                             raw: bytes) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    server.send_raw(raw)
+    server.send("sample", seq=1, t=0, q=[0.0], h=0, ts=0)  # a kind only devices send
+    server.send("pong", ts=T0, srv_us=0)
+    read_replies(up, T0 + 100)
+    assert up.stats.bad_reasons == {"malformed": 1, "unexpected": 1}
+
+
+def test_a_prediction_for_another_joint_count_is_refused_with_a_protocol_error() -> None:
+    """The agent checks the joint count itself: prediction_from_wire raises only ProtocolError (counted)."""
+    with pytest.raises(ProtocolError, match="joints") as exc:
+        prediction_from_wire([1, 0, 10_000, 1, [0.0, 0.0, 0.0], 0], joints=2)
+    assert exc.value.reason == "bad-pred"
+
+
+# -- session epochs (issue 10, defect 3) ----------------------------------------------------------------------
+def pred_epoch(pred_seq: int, epoch: int, t0: int) -> dict[str, Any]:
+    return {"seq": pred_seq, "ts": T0, "rx": 0, "epoch": epoch, "preds": [[pred_seq, t0, 10_000, 1, [0.0, 0.0], 0]]}
+
+
+def test_a_new_session_epoch_continues_the_device_numbering(make_uplink: Callable[..., Uplink],
+                                                            server: Server) -> None:
+    """A restarted server numbers from 1 again; the uplink places the new epoch after the old one and translates
+    the device's acknowledgement into the new session's numbers."""
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    welcome(up, server, T0, epoch=111)
+    for n in (1, 2, 3):
+        server.send("pred", **pred_epoch(n, 111, n * 1000))
+    got = [m["preds"][0][0] for m in read_all(up, 3)]
+    assert got == [1, 2, 3]
+    welcome(up, server, T0, epoch=222)  # the server restarted
+    server.send("pred", **pred_epoch(1, 222, 4000))
+    server.send("pred", **pred_epoch(2, 222, 5000))
+    assert [m["preds"][0][0] for m in read_all(up, 2)] == [4, 5]
+    assert up.stats.epochs == 2
+    up.send_sample(9, 6000, np.zeros(2), 0, T0, 1.0, acked=4)  # device-wide 4 = the new session's 1
+    assert server.recv()["a"] == 1
+    up.send_sample(10, 7000, np.zeros(2), 0, T0, 1.0, acked=3)  # nothing of the new session yet
+    assert server.recv()["a"] == 0
+
+
+def test_a_reply_of_a_session_whose_welcome_was_lost_opens_its_epoch(make_uplink: Callable[..., Uplink],
+                                                                     server: Server) -> None:
+    up = make_uplink()
+    up.set_hello(HELLO, T0)
+    server.recv()
+    welcome(up, server, T0, epoch=1)
+    server.send("pred", **pred_epoch(7, 1, 1000))
+    server.send("pred", **pred_epoch(1, 2, 2000))  # epoch 2's welcome never came
+    assert [m["preds"][0][0] for m in read_all(up, 2)] == [7, 8]
+
+
+def read_all(up: Uplink, n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        out += read_replies(up, T0 + 100)
+    return out

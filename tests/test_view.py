@@ -23,6 +23,7 @@ from server.twin_server import TwinServer
 from tests.conftest import Proc
 from twin.display import Prediction
 from twin.schema import Wire, prediction_to_wire
+from twin.security import Security
 from viewer.cli_view import NOTHING_ARRIVED
 from viewer.feed import DeviceView, TwinFeed, local_us
 
@@ -41,9 +42,9 @@ class FakeDevices(threading.Thread):
     Sockets live and die in this thread. Sending is paced at ~200 Hz by waiting on the sockets for replies.
     """
 
-    def __init__(self, endpoint: str, names: list[str]) -> None:
+    def __init__(self, endpoint: str, names: list[str], security: Security) -> None:
         super().__init__(name="fake-devices", daemon=True)
-        self.endpoint, self.names = endpoint, names
+        self.endpoint, self.names, self.security = endpoint, names, security
         self.stop = threading.Event()
         self.welcomed = {n: threading.Event() for n in names}
         self.preds = 0
@@ -57,6 +58,7 @@ class FakeDevices(threading.Thread):
             poller = zmq.Poller()
             for n in self.names:
                 s = socks[n] = ctx.socket(zmq.DEALER)
+                self.security.client_socket(s)
                 s.setsockopt(zmq.LINGER, 0)
                 s.connect(self.endpoint)
                 poller.register(s, zmq.POLLIN)
@@ -92,12 +94,13 @@ class FakeDevices(threading.Thread):
 
 
 @pytest.fixture
-def live_twin() -> Iterator[tuple[TwinServer, FakeDevices]]:
-    """A TwinServer on random loopback ports (own thread) fed by two fake devices 'armA' and 'armB'."""
-    server = TwinServer("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+def live_twin(server_security: Security, device_security: Security) -> Iterator[tuple[TwinServer, FakeDevices]]:
+    """A TwinServer on random loopback ports (own thread, CURVE: the viewer process gets $ARMTWIN_KEYS) fed by two
+    fake devices 'armA' and 'armB'."""
+    server = TwinServer("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", security=server_security)
     srv_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_ms": 20}, name="twin-server")
     srv_thread.start()
-    devices = FakeDevices(server.endpoint, ["armA", "armB"])
+    devices = FakeDevices(server.endpoint, ["armA", "armB"], device_security)
     devices.start()
     try:
         for ev in devices.welcomed.values():

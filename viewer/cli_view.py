@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from twin.security import add_security_args
 from viewer.feed import DeviceView, TwinFeed, local_us
 
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
@@ -37,7 +38,7 @@ def add_parser(sub: Any, name: str) -> None:
         "(armtwin render SESSION -o out.mp4).",
         epilog=f"exit codes:\n  0  twin states arrived\n  2  bad arguments\n  {NOTHING_ARRIVED}  no twin state "
         "arrived before the view ended (check the server's --pub address\n     and that a device is streaming)\n\n"
-        "examples:\n  armtwin view --sub tcp://127.0.0.1:5556\n"
+        "examples:\n  armtwin view --sub tcp://127.0.0.1:5556 --keys keys   (the viewer's cert: keys/clients/viewer)\n"
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
         "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
@@ -60,6 +61,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=600, help="window / snapshot height (default 600)")
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
+    add_security_args(p, "client", "viewer")
     # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
     p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
@@ -183,7 +185,7 @@ class Viewer:
             next_frame, next_snap = start, start + int(every * 1e6) if every > 0 else None
             next_status, last_status = start + int(STATUS_EVERY_S * 1e6), (start, 0)
             next_text = start
-            self.feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device)
+            self.feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))
             try:
                 print(f"view: mode={'gui' if self.gui else 'headless'} sub={','.join(args.sub or [DEFAULT_SUB])}"
                       + (f" snapshots every {every:g} s into {args.out}" if every > 0 else ""), flush=True)
@@ -245,7 +247,8 @@ class Viewer:
         wanted = f" for device {','.join(self.args.device)}" if self.args.device else ""
         got = f" ({self.feed.messages} message(s), none a twin state{wanted})" if self.feed.messages else ""
         print(f"view: no twin state{wanted} arrived from {subs} in {elapsed:.1f} s{got}: check the server's --pub "
-              "address and that a device is streaming to that server", file=sys.stderr, flush=True)
+              "address, that a device is streaming to that server, and that the server authorises this viewer's key "
+              "(both use --keys, or both --insecure)", file=sys.stderr, flush=True)
 
     def _report(self, head: str, fps: float) -> None:
         import numpy as np
@@ -261,6 +264,7 @@ class Viewer:
 
 def run(args: argparse.Namespace) -> int:
     from twin.endpoints import EndpointError, endpoint
+    from twin.security import SecurityError, security_from_args
     from viewer.arm import ArmModelError, JointMap
     from viewer.native_io import native_output_silenced
 
@@ -271,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec
         args.sub = [endpoint(ep) for ep in (args.sub or [])]  # HOST:PORT is accepted too
-    except (ArmModelError, EndpointError) as exc:
+        args.security = security_from_args(args, "client", "viewer")
+    except (ArmModelError, EndpointError, SecurityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fps <= 0 or (args.snapshot_every is not None and args.snapshot_every < 0):

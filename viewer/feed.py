@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from twin.security import Security
+
 DRIFT_PPM = 100
 MAX_DRAIN = 2000
 
@@ -75,12 +77,13 @@ class DeviceView:
 class TwinFeed:
     """SUB socket(s) to twin servers; keeps the newest state per device, counts what it drops."""
 
-    def __init__(self, endpoints: list[str], devices: list[str] | None) -> None:
+    def __init__(self, endpoints: list[str], devices: list[str] | None, security: Security | None = None) -> None:
         import zmq
 
         self.zmq = zmq
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
+        (security or Security.insecure()).client_socket(self.sock)  # CURVE: the server admits known keys only
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # twin states are ~300 bytes: refuse absurd ones
         self.wanted = set(devices) if devices else None

@@ -40,6 +40,11 @@ class DeadReckoningPolicy(Policy):
         if norm not in trigger_kernel.NORMS:
             raise PolicySpecError("norm must be 'max' (largest joint error), 'rms' (over joints) or 'energy' "
                                   "(squared error accumulated since the last send)")
+        if resend and predictor not in trigger_kernel.KINDS:
+            # Resend runs inside the compiled trigger kernel; the numpy path of other predictors has none, and
+            # accepting resend=1 there would silently run without it (issue 10, defect 10).
+            raise PolicySpecError(f"resend=1 needs a predictor with a compiled trigger kernel "
+                                  f"({', '.join(trigger_kernel.KINDS)}); pred={predictor} has none: drop resend=1")
         self.norm = norm
         self.resend = resend
         self.delta_deg = float(delta_deg)
@@ -62,7 +67,7 @@ class DeadReckoningPolicy(Policy):
         # Derivative-fed predictors need the last measured samples before each chunk (device-side estimate).
         self._tail_t = np.zeros(0, dtype=np.int64)
         self._tail_q: np.ndarray | None = None
-        # Resend (device.acks) runs on the compiled path only; the numpy reference path ignores it.
+        # Resend (device.acks) runs on the compiled path only (the constructor refuses resend=1 without it).
         self.acks = AckTracker() if self.resend and self._kind >= 0 else None
 
     @property
