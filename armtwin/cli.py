@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "export": ("armtwin.cli_export", None),
     "view": ("viewer.cli_view", "viewer"),
     "render": ("viewer.cli_render", "viewer"),
+    "plot": ("viewer.cli_plot", "viewer"),
     "simulate": ("lab.cli_simulate", "lab"),
     "evaluate": ("lab.cli_evaluate", "lab"),
     "train": ("lab.cli_train", "lab"),
