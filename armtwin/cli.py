@@ -20,6 +20,8 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "mock-arm": ("armtwin.mock_arm_cli", None),
     "device": ("device.cli", None),
     "server": ("server.cli", None),
+    "doctor": ("device.cli_doctor", None),
+    "find-port": ("device.cli_find_port", None),
     "info": ("armtwin.cli_info", None),
     "import": ("armtwin.cli_import", None),
     "export": ("armtwin.cli_export", None),

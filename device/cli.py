@@ -35,7 +35,9 @@ def add_parser(sub: Any, name: str) -> None:
         "be a serial device; 3 = samples came but nothing was scored (no prediction came back from the server).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    p.add_argument("--port", required=True,
+                   help="serial device path, pyserial URL, or a stable USB selector: VID:PID, VID:PID:SERIAL or "
+                   "serial:SERIAL (survives a replug that renames the port; `armtwin find-port` lists them)")
     p.add_argument("--server", required=True, help="twin server endpoint: tcp://HOST:PORT or HOST:PORT")
     p.add_argument("--policy", default="static:k=1,h=0",
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from device.policies.base import PolicySpecError
     from device.policies.registry import parse_policy
     from device.summary import format_summary, write_summary
-    from firmware_interfaces.ports import port_problem
+    from firmware_interfaces.ports import PortError, port_problem, resolve_port
     from twin.endpoints import EndpointError, endpoint
     from twin.paths import OutputPathError, prepare_output
 
@@ -96,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
         cfg = DeviceConfig(
-            port=args.port, server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning)
-    except (PolicySpecError, EndpointError, OutputPathError, ValueError) as exc:
+    except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     problem = port_problem(cfg.port)
