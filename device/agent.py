@@ -64,7 +64,8 @@ class DeviceConfig:
 class DeviceAgent:
     """Runs until ``duration_s`` elapses or ``stop()`` is called (Ctrl-C / SIGTERM in the CLI)."""
 
-    def __init__(self, cfg: DeviceConfig, out: TextIO = sys.stdout) -> None:
+    def __init__(self, cfg: DeviceConfig, out: TextIO = sys.stdout, source: Any = None) -> None:
+        """``source``: a ``device.sample_source.SampleSource`` feeding samples instead of the serial port."""
         self.cfg = cfg
         self.out = out
         self._stop = threading.Event()
@@ -82,7 +83,9 @@ class DeviceAgent:
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
         cfg.policy.reset()
         quad_fit(np.array([0, 1000, 2000]), np.zeros((3, 1)), np.array([2]), DERIV_WINDOW)
-        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake)
+        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake) if source is None else source
+        if source is not None:
+            source.on_data = self._wake
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
         self.recorder: Recorder | None = None
