@@ -48,7 +48,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
-    p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
+    p.add_argument("--joint-names", help="comma-separated joint names (default: the URDF's movable joints when "
+                   "their count matches the frames, else joint_1..N)")
     p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")
     p.add_argument("--duration", type=float,
                    help="stop S seconds after the first sample (or after S seconds with none); a replay from "
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from firmware_interfaces.ports import PortError, port_problem, resolve_port
     from twin.endpoints import EndpointError, endpoint
     from twin.paths import OutputPathError, prepare_output
+    from twin.urdf_names import movable_joint_names
 
     try:
         server = endpoint(args.server)  # HOST:PORT is accepted too
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = DeviceConfig(
             port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
-            joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
+            joint_names=args.joint_names.split(",") if args.joint_names else movable_joint_names(args.urdf),
+            urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning)
     except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:

@@ -74,7 +74,8 @@ class UrdfAssets:
             if path is not None and root is not None and not path.is_relative_to(root):
                 path = None  # ../ out of the URDF's folder
         elif m:  # a URDF naming its own package (package://pkg/meshes/x.stl): look under every URDF folder
-            path = next((p for r in self.roots.values() for p in (r / m.group(2), r.parent / m.group(2))
+            pkg, rel = m.group(1), m.group(2)
+            path = next((p for r in self.roots.values() for p in (r / rel, r / pkg / rel, r.parent / pkg / rel)
                          if p.is_file() and p.resolve().is_relative_to(r.parent)), None)
         if path is None or not path.is_file():
             self.refused += 1
