@@ -53,6 +53,7 @@ class DeviceConfig:
     link: LinkSpec = field(default_factory=LinkSpec)
     meta: dict[str, Any] = field(default_factory=dict)
     online_learning: bool = False  # KC-TD3: adapt λ on the device (background thread, bounded CPU)
+    urdf_joint_names: list[str] | None = None  # used when joint_names is None and the counts match
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and self.duration_s <= 0:
@@ -213,6 +214,8 @@ class DeviceAgent:
     def _start_session(self, joints: int, now: int) -> None:
         cfg = self.cfg
         names = cfg.joint_names or [f"joint_{i + 1}" for i in range(joints)]
+        if cfg.joint_names is None and cfg.urdf_joint_names is not None and len(cfg.urdf_joint_names) == joints:
+            names = list(cfg.urdf_joint_names)  # the URDF's movable joints, when their count fits the frames
         if len(names) != joints:
             print(f"warning: {len(names)} joint names given but the arm sends {joints}; using generic names",
                   file=sys.stderr)

@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = DeviceConfig(
             port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
-            joint_names=args.joint_names.split(",") if args.joint_names else movable_joint_names(args.urdf),
-            urdf=args.urdf,
+            joint_names=args.joint_names.split(",") if args.joint_names else None,
+            urdf_joint_names=movable_joint_names(args.urdf), urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning)
     except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:
