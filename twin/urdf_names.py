@@ -19,7 +19,10 @@ def find_urdf(urdf: str | os.PathLike[str]) -> Path | None:
     cand = Path(urdf).expanduser()
     if cand.is_file():
         return cand
-    spec = importlib.util.find_spec("pybullet_data")
+    try:
+        spec = importlib.util.find_spec("pybullet_data")
+    except (ImportError, ValueError):  # not installed (the controller's light install)
+        return None
     if spec is not None and spec.submodule_search_locations:
         for root in spec.submodule_search_locations:
             if (Path(root) / str(urdf)).is_file():
