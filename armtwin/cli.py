@@ -11,7 +11,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from armtwin.config import CONFIG_VERBS, ConfigError, apply_config, config_path
 from armtwin.extras import install_hint, missing_extra
 
 # verb -> (module providing add_parser(subparsers, name) and run(args) -> int, the extra it needs or None)
@@ -21,11 +23,14 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "device": ("device.cli", None),
     "server": ("server.cli", None),
     "keys": ("armtwin.cli_keys", None),
+    "doctor": ("device.cli_doctor", None),
+    "find-port": ("device.cli_find_port", None),
     "info": ("armtwin.cli_info", None),
     "import": ("armtwin.cli_import", None),
     "export": ("armtwin.cli_export", None),
     "view": ("viewer.cli_view", "viewer"),
     "render": ("viewer.cli_render", "viewer"),
+    "plot": ("viewer.cli_plot", "viewer"),
     "simulate": ("lab.cli_simulate", "lab"),
     "evaluate": ("lab.cli_evaluate", "lab"),
     "train": ("lab.cli_train", "lab"),
@@ -52,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, (module, extra) in VERBS.items():
         importlib.import_module(module).add_parser(sub, verb)
+        if verb in CONFIG_VERBS:
+            sub.choices[verb].add_argument(
+                "--config", type=Path, default=None, metavar="TOML",
+                help=f"read options from the [{verb}] table of a TOML file; flags given here override it "
+                "(example: armtwin.example.toml)")
         if extra is not None and missing_extra(extra):
             # A light install (the arm controller) keeps the verb visible and says what to install.
             hint = f"armtwin {verb} {install_hint(extra)}"
@@ -59,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.description = f"{p.description or ''}\n\n{hint}".strip()
             p.set_defaults(run=_missing(hint))
     return parser
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse a command line; a ``--config`` file of device/server/view supplies defaults that flags override
+    (raises ``ConfigError`` for a bad file)."""
+    parser = build_parser()
+    verb = argv[0] if argv else None
+    cfg = config_path(argv) if verb in CONFIG_VERBS else None
+    if cfg is not None:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        apply_config(sub.choices[str(verb)], str(verb), cfg)
+    return parser, parser.parse_args(argv)
 
 
 def _missing(hint: str) -> Callable[[argparse.Namespace], int]:
@@ -77,8 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra is not None and missing_extra(extra):  # before argparse complains about the verb's arguments
             print(f"error: armtwin {verb} {install_hint(extra)}", file=sys.stderr)
             return 2
-    parser = build_parser()
-    args = parser.parse_args(args_in)
+    try:
+        parser, args = parse_args(args_in)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.verb is None:
         parser.print_help()
         return 2

@@ -7,7 +7,7 @@ import importlib.util
 # extra -> the top-level modules it brings (pyproject.toml's [project.optional-dependencies])
 EXTRAS: dict[str, tuple[str, ...]] = {
     "lab": ("torch", "matplotlib", "tqdm", "pybullet"),
-    "viewer": ("pybullet", "matplotlib", "tqdm", "imageio", "imageio_ffmpeg", "PIL"),
+    "viewer": ("pybullet", "matplotlib", "tqdm", "imageio", "imageio_ffmpeg", "PIL", "foxglove"),
 }
 
 

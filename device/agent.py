@@ -55,6 +55,7 @@ class DeviceConfig:
     link: LinkSpec = field(default_factory=LinkSpec)
     meta: dict[str, Any] = field(default_factory=dict)
     online_learning: bool = False  # KC-TD3: adapt λ on the device (background thread, bounded CPU)
+    urdf_joint_names: list[str] | None = None  # used when joint_names is None and the counts match
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and self.duration_s <= 0:
@@ -66,7 +67,8 @@ class DeviceConfig:
 class DeviceAgent:
     """Runs until ``duration_s`` elapses or ``stop()`` is called (Ctrl-C / SIGTERM in the CLI)."""
 
-    def __init__(self, cfg: DeviceConfig, out: TextIO = sys.stdout) -> None:
+    def __init__(self, cfg: DeviceConfig, out: TextIO = sys.stdout, source: Any = None) -> None:
+        """``source``: a ``device.sample_source.SampleSource`` feeding samples instead of the serial port."""
         self.cfg = cfg
         self.out = out
         self._stop = threading.Event()
@@ -84,7 +86,9 @@ class DeviceAgent:
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
         cfg.policy.reset()
         quad_fit(np.array([0, 1000, 2000]), np.zeros((3, 1)), np.array([2]), DERIV_WINDOW)
-        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake)
+        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake) if source is None else source
+        if source is not None:
+            source.on_data = self._wake
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
         self.recorder: Recorder | None = None
@@ -213,6 +217,8 @@ class DeviceAgent:
     def _start_session(self, joints: int, now: int) -> None:
         cfg = self.cfg
         names = cfg.joint_names or [f"joint_{i + 1}" for i in range(joints)]
+        if cfg.joint_names is None and cfg.urdf_joint_names is not None and len(cfg.urdf_joint_names) == joints:
+            names = list(cfg.urdf_joint_names)  # the URDF's movable joints, when their count fits the frames
         if len(names) != joints:
             print(f"warning: {len(names)} joint names given but the arm sends {joints}; using generic names",
                   file=sys.stderr)

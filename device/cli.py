@@ -37,7 +37,9 @@ def add_parser(sub: Any, name: str) -> None:
         "prediction came back from the server: wrong address, or keys the server does not authorise).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    p.add_argument("--port", required=True,
+                   help="serial device path, pyserial URL, or a stable USB selector: VID:PID, VID:PID:SERIAL or "
+                   "serial:SERIAL (survives a replug that renames the port; `armtwin find-port` lists them)")
     p.add_argument("--server", required=True, help="twin server endpoint: tcp://HOST:PORT or HOST:PORT")
     p.add_argument("--policy", default="static:k=1,h=0",
                    help="sampling policy (default static:k=1,h=0): none, static:k=K,h=H_MS, send-on-delta:delta=DEG, "
@@ -49,7 +51,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
-    p.add_argument("--joint-names", help="comma-separated joint names (default joint_1..N)")
+    p.add_argument("--joint-names", help="comma-separated joint names (default: the URDF's movable joints when "
+                   "their count matches the frames, else joint_1..N)")
     p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")
     p.add_argument("--duration", type=float,
                    help="stop S seconds after the first sample (or after S seconds with none); a replay from "
@@ -84,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     from device.policies.base import PolicySpecError
     from device.policies.registry import parse_policy
     from device.summary import format_summary, write_summary
-    from firmware_interfaces.ports import port_problem
+    from firmware_interfaces.ports import PortError, port_problem, resolve_port
     from twin.endpoints import EndpointError, endpoint
     from twin.paths import OutputPathError, prepare_output
     from twin.security import security_from_args
+    from twin.urdf_names import movable_joint_names
 
     try:
         security = security_from_args(args, "client", "device")
@@ -103,12 +107,13 @@ def run(args: argparse.Namespace) -> int:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
         cfg = DeviceConfig(
-            port=args.port, server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
-            joint_names=args.joint_names.split(",") if args.joint_names else None, urdf=args.urdf,
+            joint_names=args.joint_names.split(",") if args.joint_names else None,
+            urdf_joint_names=movable_joint_names(args.urdf), urdf=args.urdf,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning, security=security)
-    except (PolicySpecError, EndpointError, OutputPathError, ValueError) as exc:
+    except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     problem = port_problem(cfg.port)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from viewer.plots import eps_line
+
 MARKERS = {"none": "x", "static": "o", "static-sampling-only": "s", "static-prediction-only": "^",
            "static-resend": "h", "send-on-delta": "v", "dead-reckoning": "D", "dead-reckoning-resend": "d",
            "kc-td3": "*", "td3": "P"}
@@ -70,7 +72,7 @@ def plot_error_distributions(records: list[dict[str, Any]], link: str, eps: floa
     data = [np.maximum(np.asarray(r["window_mse"]), 1e-9) for r in recs]
     ax.boxplot(data, whis=(1, 99), showfliers=False)
     ax.set_xticks(range(1, len(recs) + 1), [f"{r['policy']}\nload {r['load']:.3f}" for r in recs], fontsize=8)
-    ax.axhline(eps, color="r", ls="--", lw=1, label=f"ε = {eps:g} deg²")
+    eps_line(ax, eps)
     ax.set_yscale("log")
     ax.set_ylabel("MSE of 100 ms windows (deg²)")
     ax.set_title(f"error distribution of tuned policies, ε = {eps:g}, link {link}")

@@ -69,7 +69,10 @@ def leak_check() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5.0
     while True:
-        extra_threads = [t for t in threading.enumerate() if t.ident not in threads and t.is_alive()]
+        # A _DummyThread is a native library's own thread that once called into Python (the Foxglove SDK's async
+        # runtime runs the asset handler on its worker threads, which live as long as the process): not ours to join.
+        extra_threads = [t for t in threading.enumerate() if t.ident not in threads and t.is_alive()
+                         and not isinstance(t, threading._DummyThread)]
         extra_fds = _fds() - fds
         # An fd number can be reused for something else; only flag fds that still point at sockets/ptys/files.
         extra_fds = {fd for fd in extra_fds if os.path.exists(f"/proc/self/fd/{fd}")}

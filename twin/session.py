@@ -10,7 +10,13 @@ Layout (all channels JSON with a JSON schema):
   (``lab.recorded_run``): when each prediction took effect (``pred_t0_us`` -> ``pred_arrival_us``, device time;
   -1: it never came back) and when each send's acknowledgement was checked (``ack_t_us`` -> ``ack_check_us``,
   ``ack_ok``).
-* metadata ``armtwin``: joint names, units, URDF, policy, source, ``resampled`` flag...; ``summary`` at close.
+* ``/joint_states/measured`` and ``/joint_states/twin``: every sample again, one message each, as
+  ``foxglove.JointStates`` (JSON), so Foxglove's Plot panel shows the 1 kHz angles and its 3D panel plays the arm;
+  ``device_t_us`` keeps the device time in each.
+* metadata ``armtwin``: joint names, units, URDF, policy, source, ``resampled`` flag...; ``summary`` at close;
+  ``clock``: the mapping from device time to the wall clock used for log times (below).
+Log times are wall-clock UTC ns: ``wall_t0_ns + (t_us - device_t0_us) * 1000`` (``clock`` metadata); files written
+before this (log times = device µs from 0) still load the same.
 A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer).
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +57,35 @@ _TIMING_SCHEMA = {
     "title": "armtwin.Timing",
     "properties": {name: {"type": "array", "items": {"type": "integer"}} for name in TIMING_FIELDS},
 }
+
+
+MEASURED_TOPIC = "/joint_states/measured"
+TWIN_TOPIC = "/joint_states/twin"
+# Foxglove's JointStates schema (JSON encoding); device_t_us is ours and ignored by Foxglove.
+_JOINT_STATES_SCHEMA = {
+    "type": "object",
+    "title": "foxglove.JointStates",
+    "properties": {
+        "timestamp": {"type": "object", "properties": {"sec": {"type": "integer"}, "nsec": {"type": "integer"}}},
+        "joints": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "position": {"type": "number"}}}},
+        "device_t_us": {"type": "integer", "description": "device time, microseconds"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class WallClock:
+    """Device time -> wall-clock UTC ns for MCAP log times: ``wall_t0_ns`` is the wall time of ``device_t0_us``."""
+
+    device_t0_us: int
+    wall_t0_ns: int
+
+    def ns(self, t_us: int) -> int:
+        return self.wall_t0_ns + (int(t_us) - self.device_t0_us) * 1000
+
+    def as_meta(self) -> dict[str, int]:
+        return {"device_t0_us": self.device_t0_us, "wall_t0_ns": self.wall_t0_ns}
 
 
 class SessionError(RuntimeError):
@@ -89,7 +125,10 @@ def to_urad(q_rad: np.ndarray) -> np.ndarray:
 class SessionWriter:
     """Writes a session incrementally. Not thread-safe: the device owns it from one writer thread."""
 
-    def __init__(self, path: str | os.PathLike[str], joint_names: list[str], meta: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], joint_names: list[str], meta: dict[str, Any],
+                 clock: WallClock | None = None, joint_states: bool = True) -> None:
+        """``clock`` maps device time to the wall clock for log times (default: the first block's first sample is
+        taken as written now); ``joint_states`` also writes each sample on the Foxglove JointStates channels."""
         self.path = Path(path)
         self._fh: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         # Small chunks: a killed process loses at most ~one chunk (about a second of 7-joint data).
@@ -105,6 +144,9 @@ class SessionWriter:
         self._w.add_metadata("armtwin", {k: json.dumps(v) for k, v in full.items()})
         self.samples_written = 0
         self._closed = False
+        self.clock = clock
+        self._names = list(joint_names)
+        self._js = self._register_joint_states() if joint_states else None
 
     def write_block(
         self,
@@ -128,17 +170,45 @@ class SessionWriter:
             rows = to_urad(np.nan_to_num(qh)).tolist()
             missing = np.asarray(np.isnan(qh).any(axis=1), dtype=bool).tolist()
             block["qhat_urad"] = [None if m else r for r, m in zip(rows, missing, strict=True)]
-        log_ns = max(int(t_us[0]), 0) * 1000
+        log_ns = self._log_ns(int(t_us[0]))
         self._w.add_message(self._samples, log_time=log_ns, data=json.dumps(block).encode(), publish_time=log_ns)
+        if self._js is not None:
+            self._write_joint_states(block)
         self.samples_written += len(t_us)
 
+    def _log_ns(self, t_us: int) -> int:
+        if self.clock is None:  # the first sample written fixes the mapping; recorded for readers
+            self.clock = WallClock(int(t_us), time.time_ns())
+            self._w.add_metadata("clock", {k: json.dumps(v) for k, v in self.clock.as_meta().items()})
+        return max(self.clock.ns(t_us), 0)
+
+    def _register_joint_states(self) -> tuple[int, int]:
+        sid = self._w.register_schema("foxglove.JointStates", "jsonschema",
+                                      json.dumps(_JOINT_STATES_SCHEMA).encode())
+        return (self._w.register_channel(MEASURED_TOPIC, "json", sid),
+                self._w.register_channel(TWIN_TOPIC, "json", sid))
+
+    def _write_joint_states(self, block: dict[str, Any]) -> None:
+        """One foxglove.JointStates message per sample (radians), measured and, where it showed one, the twin."""
+        assert self._js is not None
+        qhat = block.get("qhat_urad") or [None] * len(block["t_us"])
+        for t, q, qh in zip(block["t_us"], block["q_urad"], qhat, strict=True):
+            ns = self._log_ns(t)
+            stamp = {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+            for chan, row in ((self._js[0], q), (self._js[1], qh)):
+                if row is None:
+                    continue
+                msg = {"timestamp": stamp, "device_t_us": t,
+                       "joints": [{"name": n, "position": v * 1e-6} for n, v in zip(self._names, row, strict=True)]}
+                self._w.add_message(chan, log_time=ns, data=json.dumps(msg).encode(), publish_time=ns)
+
     def write_status(self, t_us: int, status: dict[str, Any]) -> None:
-        ns = max(int(t_us), 0) * 1000
+        ns = self._log_ns(int(t_us))
         self._w.add_message(self._status, log_time=ns, data=json.dumps(status).encode(), publish_time=ns)
 
     def write_timing(self, t_us: int, timing: dict[str, Any]) -> None:
         """One block of live timing (``TIMING_FIELDS`` -> int sequences of equal length per pair)."""
-        ns = max(int(t_us), 0) * 1000
+        ns = self._log_ns(int(t_us))
         body = {k: np.asarray(timing.get(k, ()), dtype=np.int64).tolist() for k in TIMING_FIELDS}
         self._w.add_message(self._timing, log_time=ns, data=json.dumps(body).encode(), publish_time=ns)
 
@@ -160,7 +230,7 @@ class SessionWriter:
 
 def write_session(path: str | os.PathLike[str], session: Session, block: int = 1000) -> None:
     """Write a whole in-memory session (import, tests, tools)."""
-    w = SessionWriter(path, session.joint_names, session.meta)
+    w = SessionWriter(path, session.joint_names, session.meta, clock=_session_clock(session))
     for a in range(0, len(session.t_us), block):
         b = slice(a, a + block)
         seq = session.seq[b] if session.seq is not None else np.arange(a, min(a + block, len(session.t_us)))
@@ -176,6 +246,14 @@ def write_session(path: str | os.PathLike[str], session: Session, block: int = 1
     if session.timing is not None:
         w.write_timing(int(session.t_us[0]) if len(session.t_us) else 0, session.timing)
     w.close(session.summary)
+
+
+def _session_clock(session: Session) -> WallClock | None:
+    """The wall-clock mapping a loaded session carried (rewriting it keeps its log times), else None (now)."""
+    c = session.meta.get("clock")
+    if isinstance(c, dict) and {"device_t0_us", "wall_t0_ns"} <= set(c):
+        return WallClock(int(c["device_t0_us"]), int(c["wall_t0_ns"]))
+    return None
 
 
 def _decode_block(data: bytes) -> dict[str, np.ndarray]:
@@ -224,6 +302,8 @@ def load_session(path: str | os.PathLike[str]) -> Session:
                 meta.update(decoded)
             elif rec.name == "summary":
                 summary = decoded
+            elif rec.name == "clock":
+                meta["clock"] = decoded
 
     with open(path, "rb") as fh:
         try:

@@ -376,7 +376,8 @@ class ArmModel:
 
 def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: np.ndarray | None = None,
                      joint_names: Sequence[str] | None = None, urdf: str | None = None,
-                     joint_map: JointMap | str | None = None, stride: int = 1) -> dict[str, float | int | None]:
+                     joint_map: JointMap | str | None = None, stride: int = 1,
+                     ee_link: str | None = None) -> dict[str, float | int | None]:
     """End-effector position error (the task-level KPI) of a ``Session`` or (q, qhat): ``ee_err_mean_mm``,
     ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat) and ``ee_err_samples``.
     URDF: ``urdf``, else ``session.meta['urdf']``, else kuka_iiwa; ``stride`` subsamples long sessions. Raises
@@ -390,7 +391,7 @@ def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: 
                                           "ee_err_samples": 0}
     if qhat is None:
         return out
-    with ArmModel(urdf, joint_map, joint_names) as arm, warnings.catch_warnings():
+    with ArmModel(urdf, joint_map, joint_names, ee_link) as arm, warnings.catch_warnings():
         warnings.simplefilter("ignore", JointLimitWarning)
         err = arm.ee_error_mm(q, qhat, stride)
     err = err[~np.isnan(err)]

@@ -40,6 +40,7 @@ def add_parser(sub: Any, name: str) -> None:
         "arrived before the view ended (check the server's --pub address\n     and that a device is streaming)\n\n"
         "examples:\n  armtwin view --sub tcp://127.0.0.1:5556 --keys keys   (the viewer's cert: keys/clients/viewer)\n"
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
+        "  armtwin view --foxglove --port 8765     (then Foxglove: open connection ws://localhost:8765)\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
         "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,6 +51,13 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--urdf", default=None, help="URDF path or pybullet_data id (default: what the device announced)")
     p.add_argument("--joint-map", default=None, metavar="SPEC",
                    help="RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],... or a JSON file (default: i-th joint)")
+    p.add_argument("--foxglove", action="store_true",
+                   help="no PyBullet view: serve the live twin to Foxglove over WebSocket (ws://HOST:PORT; open "
+                   "viewer/foxglove_layout.json in Foxglove)")
+    p.add_argument("--port", type=int, default=8765, help="--foxglove: WebSocket port (default 8765; 0 = any)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="--foxglove: address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
+    p.add_argument("--ee-link", default=None, metavar="LINK", help="end-effector link (default: the last link)")
     p.add_argument("--headless", action="store_true", help="no window: render PNG snapshots (TinyRenderer)")
     p.add_argument("--snapshot-every", type=float, default=None, metavar="S",
                    help="write a PNG every S seconds (default: 1 headless, never in the window)")
@@ -282,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fps <= 0 or (args.snapshot_every is not None and args.snapshot_every < 0):
         print("error: --fps must be > 0 and --snapshot-every >= 0", file=sys.stderr)
         return 2
+    if args.foxglove:
+        return run_foxglove(args)
     gui = not args.headless
     if gui:
         gui, reason = gui_available()
@@ -299,5 +309,35 @@ def run(args: argparse.Namespace) -> int:
             print(f"view: {exc}; running headless, snapshots into {args.out}", flush=True)
             return Viewer(args, False, stop).run()
     finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def run_foxglove(args: argparse.Namespace) -> int:
+    """``--foxglove``: the twin feed to a Foxglove WebSocket server until Ctrl-C, SIGTERM or --duration."""
+    from viewer.foxglove_live import FoxgloveBridge
+
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device)
+    try:
+        try:
+            bridge = FoxgloveBridge(feed, args.host, args.port, min(args.fps, 60.0), args.urdf, args.joint_map,
+                                    args.ee_link)
+        except RuntimeError as exc:  # the port is taken, or the address cannot be bound
+            print(f"error: cannot start the Foxglove server on {args.host}:{args.port}: {exc} (try --port 0)",
+                  file=sys.stderr)
+            return 2
+        print(f"foxglove: ws://{args.host}:{bridge.port} (Foxglove: Open connection > Foxglove WebSocket; layout "
+              f"viewer/foxglove_layout.json) sub={','.join(args.sub or [DEFAULT_SUB])}", flush=True)
+        try:
+            bridge.run(stop, args.duration)
+        finally:
+            bridge.close()
+        print(f"foxglove: {bridge.published} frames to Foxglove, {feed.messages} twin states ({feed.bad} bad), "
+              f"devices: {', '.join(sorted(bridge.scenes)) or 'none'}", flush=True)
+        return 0 if feed.messages else NOTHING_ARRIVED
+    finally:
+        feed.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
