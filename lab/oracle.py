@@ -219,8 +219,7 @@ class ClairvoyantBound:
         first = np.searchsorted(t, t + self.delay_us, side="left").astype(np.int64)  # arrival <= t_j: shown at j
         coeffs = np.ascontiguousarray(self._coeffs(s) * _RAD2DEG)
         qdeg = np.ascontiguousarray(s.q * _RAD2DEG)
-        lmax = min(lmax, max(n - 1, 1))
-        gcost = np.full((n, lmax), np.inf, dtype=np.float32)
+        gcost = np.full((n, min(lmax, max(n - 1, 1))), np.inf, dtype=np.float32)  # next send within the session
         end_cost = np.full(n, np.inf)
         _segment_costs(t, qdeg, coeffs, first, self.horizons_us, lmax, gcost, end_cost)
         if not np.isfinite(end_cost).any():
