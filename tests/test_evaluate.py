@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device.link_emulation import LinkSpec
@@ -13,7 +14,7 @@ from lab.evaluate import candidates, choose, evaluate
 from lab.oracle import ClairvoyantBound
 from lab.simulator import simulate_many
 from tests.conftest import Proc, synthetic_session
-from twin.session import write_session
+from twin.session import Session, write_session
 
 
 def test_records_are_reproduced_by_simulate() -> None:
@@ -36,8 +37,12 @@ def test_oracle_rows_and_ratios() -> None:
     """The oracle row is the clairvoyant bound on the pooled test sessions; every load is also a ratio to it."""
     train, test = [synthetic_session(3, 3, seed=1)], [synthetic_session(3, 3, seed=3), synthetic_session(3, 3, seed=4)]
     links = [LinkSpec(delay_ms=20), LinkSpec(loss=0.1, seed=5)]
-    records, _ = evaluate(train, test, [0.0005, 0.005], links, ["static"])
+    def ee(sessions: list[Session], qhats: list[np.ndarray | None]) -> dict[str, int]:  # what the EE figure gets
+        return {"displays": sum(q is not None and q.shape == s.q.shape for s, q in zip(sessions, qhats, strict=True))}
+
+    records, _ = evaluate(train, test, [0.0005, 0.005], links, ["static"], ee=ee)
     oracle = {(r["link"], r["constraint"]): r for r in records if r["policy"] == "oracle"}
+    assert all(r["displays"] == len(test) for r in oracle.values() if r["oracle_defined"])
     assert len(oracle) == 4
     for (link, eps), r in oracle.items():
         if LinkSpec.parse(link).loss > 0:
