@@ -21,7 +21,7 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.policies.registry import parse_policy
-from lab.oracle import MAX_GAP_MS, ClairvoyantBound, undefined_reason
+from lab.oracle import MAX_GAP_MS, ClairvoyantBound, OracleUndefined, undefined_reason
 from lab.simulator import simulate_many
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
@@ -158,7 +158,12 @@ def oracle_records(
     out = []
     for link in links:
         reason = undefined_reason(link, predictor)
-        bound = None if reason else ClairvoyantBound(test, link, predictor, max_gap_ms=max_gap_ms)
+        bound = None
+        if reason is None:
+            try:
+                bound = ClairvoyantBound(test, link, predictor, max_gap_ms=max_gap_ms)
+            except OracleUndefined as exc:  # e.g. sessions too long for its tables: say so in the row
+                reason = str(exc)
         for eps in constraints:
             base = {"policy": "oracle", "constraint": eps, "link": link.label(), "delay_ms": link.delay_ms,
                     "jitter_ms": link.jitter_ms, "loss": link.loss, "predictor": predictor,

@@ -43,6 +43,9 @@ MAX_GAP_MS = 2000
 # Predictors whose prediction depends on the sent sample alone (the DP needs it): hold, and kinematic with the
 # device's derivative estimate (sent with every sample in the simulator).
 PER_SAMPLE_PREDICTORS = ("hold", "kinematic")
+# The segment-cost tables hold 4 bytes per (sample, gap): 240 MB for a 30 s session with 2 s gaps. Beyond this
+# the bound is refused with a message rather than exhausting memory.
+MAX_TABLE_BYTES = 2 * 1024**3
 _RAD2DEG = 180.0 / np.pi
 
 
@@ -198,7 +201,13 @@ class ClairvoyantBound:
         self.max_gap_ms = max_gap_ms
         self.delay_us = int(np.rint(self.link.delay_ms * 1000)) + latency_us
         self.sessions = sessions
-        self._prep = [self._prepare(s, max(1, round(max_gap_ms * 1000 / _period_us(s)))) for s in sessions]
+        gaps = [max(1, round(max_gap_ms * 1000 / _period_us(s))) for s in sessions]
+        table = sum(4 * len(s.t_us) * min(g, max(len(s.t_us) - 1, 1)) for s, g in zip(sessions, gaps, strict=True))
+        if table > MAX_TABLE_BYTES:
+            raise OracleUndefined(f"the bound's tables would need {table / 1024**3:.1f} GB (limit "
+                                  f"{MAX_TABLE_BYTES / 1024**3:.0f} GB): shorten the test sessions or the longest gap "
+                                  f"(--oracle-gap-ms, now {max_gap_ms:g})")
+        self._prep = [self._prepare(s, g) for s, g in zip(sessions, gaps, strict=True)]
         self.samples = sum(len(s.t_us) for s in sessions)
 
     def spec(self) -> str:

@@ -120,6 +120,9 @@ def test_undefined_with_loss_jitter_or_history_predictors() -> None:
     assert "linear" in (undefined_reason(LinkSpec(), "linear") or "")
     with pytest.raises(OracleUndefined, match="loss"):
         ClairvoyantBound([tiny_session()], LinkSpec(loss=0.1))
+    long = Session(t_us=np.arange(300_000, dtype=np.int64) * 1000, q=np.zeros((300_000, 1)), joint_names=["j"])
+    with pytest.raises(OracleUndefined, match="--oracle-gap-ms"):  # refused before its 2.2 GB table is made
+        ClairvoyantBound([long])
 
 
 def _best_load(session: Session, family: str, eps: float, link: LinkSpec) -> float:
