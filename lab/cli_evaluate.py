@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         constraints = [float(c) for c in args.constraints.split(",") if c.strip()]
+        if args.oracle_gap_ms is not None and not args.oracle_gap_ms > 0:
+            raise ValueError(f"--oracle-gap-ms must be > 0 ms (got {args.oracle_gap_ms:g})")
         links = [LinkSpec.parse(text) for text in args.links]
         families = _split_policies(args.policies) if args.policies else list(DEFAULT_FAMILIES)
         train = [load_session(p) for p in args.train]
