@@ -13,7 +13,8 @@ from typing import Any
 from twin.predictors import DEFAULT_PREDICTOR
 
 CSV_KEYS = ["policy", "constraint", "delay_ms", "jitter_ms", "loss", "load", "mse_deg2", "rmse_deg",
-            "p99_abs_err_deg", "tail_fraction", "meets_constraint", "ee_err_mean_mm", "ee_err_p99_mm",
+            "p99_abs_err_deg", "tail_fraction", "meets_constraint", "load_vs_oracle", "load_lower_bound",
+            "ee_err_mean_mm", "ee_err_p99_mm",
             "bytes_per_s", "train_load", "train_mse_deg2", "spec", "link", "predictor"]
 
 
@@ -24,7 +25,10 @@ def add_parser(sub: Any, name: str) -> None:
         description="For each constraint and link condition, tune every policy family on the --train sessions "
         "(exhaustive search over (k, H) for static, δ (and H) for the event policies) and score the tuned "
         "policy on the --test sessions. Writes results.json, results.csv, candidates.json and plots into --out. "
-        "Every record holds the policy spec: 'armtwin simulate TEST... --policy SPEC --link LINK' reproduces it.",
+        "Every record holds the policy spec: 'armtwin simulate TEST... --policy SPEC --link LINK' reproduces it. "
+        "The row 'oracle' is the clairvoyant bound: the least load any sender knowing the whole test trajectory "
+        "could reach with the server's predictor (defined without loss or jitter; docs/sync_science.md); "
+        "load_vs_oracle is every row's load divided by it.",
         epilog="examples:\n"
         "  armtwin evaluate --train data/sessions/train_*.mcap --test data/sessions/test_*.mcap --out eval\n"
         "  armtwin evaluate --train a.mcap --test b.mcap --constraints 0.002,0.007 --links loss=0 loss=0.1 \\\n"
@@ -44,6 +48,10 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--predictor", default=DEFAULT_PREDICTOR, help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-ee", action="store_true", help="skip end-effector error (FK through the URDF)")
+    p.add_argument("--no-oracle", action="store_true",
+                   help="skip the clairvoyant bound (row 'oracle' and every load's ratio to it, load_vs_oracle)")
+    p.add_argument("--oracle-gap-ms", type=float, default=None,
+                   help="longest gap between two sends the bound may use (default 2000 ms; docs/sync_science.md)")
     p.set_defaults(run=run)
 
 
@@ -66,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
     from lab.cli_simulate import pooled_ee_error
     from lab.eval_plots import plot_error_distributions, plot_tradeoff
     from lab.evaluate import DEFAULT_FAMILIES, evaluate
+    from lab.oracle import MAX_GAP_MS
     from twin.session import SessionError, load_session
 
     try:
         constraints = [float(c) for c in args.constraints.split(",") if c.strip()]
+        if args.oracle_gap_ms is not None and not args.oracle_gap_ms > 0:
+            raise ValueError(f"--oracle-gap-ms must be > 0 ms (got {args.oracle_gap_ms:g})")
         links = [LinkSpec.parse(text) for text in args.links]
         families = _split_policies(args.policies) if args.policies else list(DEFAULT_FAMILIES)
         train = [load_session(p) for p in args.train]
@@ -90,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         records, cloud = evaluate(
             train, test, constraints, links, families, args.predictor,
             progress=lambda jobs: tqdm(jobs, desc="simulating candidates", unit="sim", file=sys.stderr),
-            ee=None if args.no_ee else ee)
+            ee=None if args.no_ee else ee, oracle=not args.no_oracle,
+            oracle_gap_ms=MAX_GAP_MS if args.oracle_gap_ms is None else args.oracle_gap_ms)
     except (PolicySpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,9 +129,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:
-    print(f"{'link':38s} {'ε':>6s} {'policy':24s} {'load':>7s} {'mse':>9s} {'p99|e|':>7s} {'tail':>6s} "
-          f"{'ok':>3s}  spec")
+    print(f"{'link':38s} {'ε':>6s} {'policy':24s} {'load':>7s} {'/oracle':>7s} {'mse':>9s} {'p99|e|':>7s} "
+          f"{'tail':>6s} {'ok':>3s}  spec")
     for r in records:
-        print(f"{r['link']:38s} {r['constraint']:6g} {r['policy']:24s} {r['load']:7.4f} {r['mse_deg2']:9.3g} "
+        if r["load"] is None:  # the oracle where it is undefined
+            print(f"{r['link']:38s} {r['constraint']:6g} {r['policy']:24s} {'-':>7s} {'-':>7s}  "
+                  f"{r.get('oracle_note', 'undefined')}")
+            continue
+        ratio = r.get("load_vs_oracle")
+        print(f"{r['link']:38s} {r['constraint']:6g} {r['policy']:24s} {r['load']:7.4f} "
+              f"{'-' if ratio is None else format(ratio, '.2f'):>7s} {r['mse_deg2']:9.3g} "
               f"{r['p99_abs_err_deg']:7.3f} {r['tail_fraction']:6.3f} {'yes' if r['meets_constraint'] else 'NO':>3s}"
               f"  {r['spec']}")

@@ -27,7 +27,9 @@ def plot_tradeoff(records: list[dict[str, Any]], cloud: list[dict[str, Any]], li
     """Left: every candidate's test (MSE, load) with the constraint lines; right: tuned load against ε."""
     plt = _plt()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-    recs = [r for r in records if r["link"] == link]
+    recs = [r for r in records if r["link"] == link and r["load"] is not None]
+    oracle = sorted((r for r in recs if r["policy"] == "oracle"), key=lambda r: r["constraint"])
+    recs = [r for r in recs if r["policy"] != "oracle"]
     fams = sorted({r["policy"] for r in recs})
     colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(fams)}
     for fam in fams:
@@ -41,6 +43,17 @@ def plot_tradeoff(records: list[dict[str, Any]], cloud: list[dict[str, Any]], li
                    marker=MARKERS.get(fam, "o"), edgecolor="k", label=fam)
         ax2.plot([r["constraint"] for r in chosen], [r["load"] for r in chosen], marker=MARKERS.get(fam, "o"),
                  color=colors[fam], label=fam)
+    if oracle:  # the clairvoyant bound: its lower hull (every λ the bisections tried) and its tuned points
+        hull = np.array(sorted({tuple(p) for r in oracle for p in r.get("oracle_hull", [])}))
+        eps_all = [r["constraint"] for r in oracle]
+        if len(hull):  # the part near the constraints (the bisections also try the extremes)
+            hull = hull[(hull[:, 0] >= min(eps_all) / 10) & (hull[:, 0] <= max(eps_all) * 10)]
+        if len(hull):
+            ax.plot(hull[:, 0], hull[:, 1], color="k", lw=1, ls="--", label="oracle hull")
+        ax.scatter([r["mse_deg2"] for r in oracle], [r["load"] for r in oracle], s=70, color="k", marker="_",
+                   label="oracle")
+        ax2.plot([r["constraint"] for r in oracle], [r["load"] for r in oracle], color="k", ls="--", marker="_",
+                 label="oracle (clairvoyant bound)")
     for eps in sorted({r["constraint"] for r in recs}):
         ax.axvline(eps, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
@@ -56,6 +69,7 @@ def plot_tradeoff(records: list[dict[str, Any]], cloud: list[dict[str, Any]], li
     ax2.set_ylabel("load of the tuned policy on test sessions")
     ax2.set_title("load vs constraint (paper Fig. 5)")
     ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize=8)
     fig.suptitle(f"load–error trade-off, link {link}")
     fig.tight_layout()
     fig.savefig(out, dpi=110)

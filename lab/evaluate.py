@@ -5,6 +5,10 @@ the test sessions (the constraint does not change a simulation, only the choice)
 tuned candidate of a family is the one with the lowest training load whose pooled training MSE meets ε (the
 lowest-MSE candidate when none does); its *test* figures are reported. Every record carries the exact policy
 spec, so ``armtwin simulate TEST... --policy SPEC --link LINK`` reproduces its numbers.
+
+With ``oracle`` the records also hold the clairvoyant bound (``lab.oracle``) on the test sessions for each
+constraint and link (a row ``oracle``, undefined with loss or jitter), and every record's load as a ratio to it
+(``load_vs_oracle``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.policies.registry import parse_policy
+from lab.oracle import MAX_GAP_MS, ClairvoyantBound, OracleUndefined, undefined_reason
 from lab.simulator import simulate_many
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.session import Session
@@ -82,8 +87,11 @@ def evaluate(
     predictor: str = DEFAULT_PREDICTOR,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
     ee: Callable[[list[Session], list[np.ndarray | None]], dict[str, Any]] | None = None,
+    oracle: bool = True,
+    oracle_gap_ms: float = MAX_GAP_MS,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Returns (records: one per family x constraint x link, cloud: every candidate's test/train figures)."""
+    """Returns (records: one per family x constraint x link, plus with ``oracle`` one ``oracle`` row per
+    constraint x link; cloud: every candidate's test/train figures)."""
     fams = list(families)
     jobs = [(link, c) for link in links for fam in fams for c in candidates(fam, predictor)]
     it: Iterable[Any] = progress(jobs) if progress else jobs
@@ -129,4 +137,60 @@ def evaluate(
                 if ee is not None:
                     rec.update(ee(test, [r.qhat for r in results]))
                 records.append(rec)
+    if oracle:
+        records += oracle_records(test, constraints, links, predictor, ee, oracle_gap_ms)
+        order = {link.label(): i for i, link in enumerate(links)}
+        records.sort(key=lambda r: order[r["link"]])  # stable: each link's oracle rows follow its policies
+        add_oracle_ratios(records)
     return records, cloud
+
+
+def oracle_records(
+    test: list[Session],
+    constraints: list[float],
+    links: list[LinkSpec],
+    predictor: str = DEFAULT_PREDICTOR,
+    ee: Callable[[list[Session], list[np.ndarray | None]], dict[str, Any]] | None = None,
+    max_gap_ms: float = MAX_GAP_MS,
+) -> list[dict[str, Any]]:
+    """One ``oracle`` record per link x constraint: the clairvoyant bound's figures on the pooled test sessions
+    (load, MSE, tail... of its schedule, scored like any policy), or ``oracle_defined: false`` and no figures."""
+    out = []
+    for link in links:
+        reason = undefined_reason(link, predictor)
+        bound = None
+        if reason is None:
+            try:
+                bound = ClairvoyantBound(test, link, predictor, max_gap_ms=max_gap_ms)
+            except OracleUndefined as exc:  # e.g. sessions too long for its tables: say so in the row
+                reason = str(exc)
+        for eps in constraints:
+            base = {"policy": "oracle", "constraint": eps, "link": link.label(), "delay_ms": link.delay_ms,
+                    "jitter_ms": link.jitter_ms, "loss": link.loss, "predictor": predictor,
+                    "params": {"max_gap_ms": max_gap_ms}}
+            if bound is None:
+                out.append({**base, "spec": "oracle", "oracle_defined": False, "oracle_note": reason,
+                            "load": None, "mse_deg2": None, "rmse_deg": None, "p99_abs_err_deg": None,
+                            "tail_fraction": None, "meets_constraint": None, "window_mse": []})
+                continue
+            r = bound.solve(eps, keep=ee is not None)
+            rec = {**base, "spec": bound.spec(), "oracle_defined": True,
+                   "load": r["load"], "load_lower_bound": r["load_lower_bound"], "mse_deg2": r["mse_deg2"],
+                   "rmse_deg": r["rmse_deg"], "p99_abs_err_deg": r["p99_abs_err_deg"],
+                   "tail_fraction": r["tail_fraction"], "meets_constraint": bool(r["mse_deg2"] <= eps),
+                   "oracle_feasible": r["feasible"], "oracle_lambda": r["lambda"], "oracle_hull": r["hull"],
+                   "window_mse": r["window_mse"]}
+            if ee is not None:
+                rec.update(ee(test, r["qhats"]))
+            out.append(rec)
+    return out
+
+
+def add_oracle_ratios(records: list[dict[str, Any]]) -> None:
+    """``load_vs_oracle`` on every record: its load / the oracle's at the same link and ε (None where the oracle
+    is undefined, or where no schedule meets ε: then its row holds the least-MSE schedule)."""
+    ref = {(r["link"], r["constraint"]): r["load"] for r in records
+           if r["policy"] == "oracle" and r.get("oracle_defined") and r.get("oracle_feasible")}
+    for r in records:
+        o = ref.get((r["link"], r["constraint"]))
+        r["load_vs_oracle"] = r["load"] / o if o and r["load"] is not None else None

@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device.link_emulation import LinkSpec
 from device.policies.registry import parse_policy
 from lab.evaluate import candidates, choose, evaluate
+from lab.oracle import ClairvoyantBound
 from lab.simulator import simulate_many
 from tests.conftest import Proc, synthetic_session
-from twin.session import write_session
+from twin.session import Session, write_session
 
 
 def test_records_are_reproduced_by_simulate() -> None:
     train = [synthetic_session(4, 3, seed=1), synthetic_session(4, 3, seed=2)]
     test = [synthetic_session(4, 3, seed=3)]
     links = [LinkSpec(), LinkSpec(loss=0.1, seed=5)]
-    records, cloud = evaluate(train, test, [0.0005, 0.005], links, ["static", "dead-reckoning"])
+    records, cloud = evaluate(train, test, [0.0005, 0.005], links, ["static", "dead-reckoning"], oracle=False)
     assert len(records) == 2 * 2 * 2
     assert len(cloud) == 2 * (len(candidates("static")) + len(candidates("dead-reckoning")))
     for rec in records:
@@ -29,6 +31,32 @@ def test_records_are_reproduced_by_simulate() -> None:
         for key in ("load", "mse_deg2", "p99_abs_err_deg", "tail_fraction"):
             assert pooled[key] == pytest.approx(rec[key], rel=1e-12), key
         assert rec["meets_constraint"] == (rec["mse_deg2"] <= rec["constraint"])
+
+
+def test_oracle_rows_and_ratios() -> None:
+    """The oracle row is the clairvoyant bound on the pooled test sessions; every load is also a ratio to it."""
+    train, test = [synthetic_session(3, 3, seed=1)], [synthetic_session(3, 3, seed=3), synthetic_session(3, 3, seed=4)]
+    links = [LinkSpec(delay_ms=20), LinkSpec(loss=0.1, seed=5)]
+    def ee(sessions: list[Session], qhats: list[np.ndarray | None]) -> dict[str, int]:  # what the EE figure gets
+        return {"displays": sum(q is not None and q.shape == s.q.shape for s, q in zip(sessions, qhats, strict=True))}
+
+    records, _ = evaluate(train, test, [0.0005, 0.005], links, ["static"], ee=ee)
+    oracle = {(r["link"], r["constraint"]): r for r in records if r["policy"] == "oracle"}
+    assert all(r["displays"] == len(test) for r in oracle.values() if r["oracle_defined"])
+    assert len(oracle) == 4
+    for (link, eps), r in oracle.items():
+        if LinkSpec.parse(link).loss > 0:
+            assert not r["oracle_defined"] and r["load"] is None and "loss" in r["oracle_note"]
+            continue
+        bound = ClairvoyantBound(test, LinkSpec.parse(link)).solve(eps)
+        assert r["load"] == bound["load"] and r["mse_deg2"] == pytest.approx(bound["mse_deg2"], rel=1e-12)
+        assert r["meets_constraint"] == r["oracle_feasible"] == bound["feasible"]
+        if r["oracle_feasible"]:
+            assert r["load_lower_bound"] <= r["load"]
+    assert {r["oracle_feasible"] for r in oracle.values() if r["oracle_defined"]} == {True, False}  # both cases
+    for r in records:
+        o = oracle[(r["link"], r["constraint"])]
+        assert r["load_vs_oracle"] == (r["load"] / o["load"] if o.get("oracle_feasible") else None)
 
 
 def test_choose_prefers_lowest_training_load_that_meets() -> None:
@@ -49,12 +77,17 @@ def test_evaluate_cli_writes_results(tmp_path: Path, procs: list[Proc]) -> None:
               "--links", "loss=0", "loss=0.1", "--policies", "static,send-on-delta,dead-reckoning", "--no-ee",
               "--out", str(out))
     procs.append(ev)
-    code, _, err = ev.finish(timeout=300)
+    code, out_text, err = ev.finish(timeout=300)
     assert code == 0, err
     data = json.loads((out / "results.json").read_text())
     keys = {"policy", "constraint", "delay_ms", "loss", "load", "mse_deg2", "p99_abs_err_deg", "tail_fraction",
             "meets_constraint", "params"}
-    assert len(data["records"]) == 3 * 2 * 2
+    assert len(data["records"]) == 3 * 2 * 2 + 2 * 2  # and one oracle row per link and ε
     assert all(keys <= set(r) for r in data["records"])
-    assert (out / "results.csv").read_text().count("\n") == 13
+    oracle = [r for r in data["records"] if r["policy"] == "oracle"]
+    assert [r["oracle_defined"] for r in oracle] == [True, True, False, False]  # undefined with loss
+    assert all(r["load_vs_oracle"] >= 1.0 for r in data["records"] if r["loss"] == 0 and r["meets_constraint"])
+    assert all(r["load_vs_oracle"] is None for r in data["records"] if r["loss"] > 0)
+    assert (out / "results.csv").read_text().count("\n") == 17
+    assert "oracle" in out_text and "/oracle" in out_text
     assert list(out.glob("tradeoff_*.png")) and list(out.glob("errors_*.png"))

@@ -14,7 +14,7 @@ def table(records: list[dict], constraints: set[float], skip: set[str] | frozens
             "| spec |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for r in sorted(records, key=lambda r: (r["delay_ms"], r["loss"])):  # stable: evaluate's policy order
-        if r["constraint"] not in constraints or r["policy"] in skip:
+        if r["constraint"] not in constraints or r["policy"] in skip or r["load"] is None:  # None: undefined oracle
             continue
         ee = r.get("ee_err_mean_mm")
         rows.append(f"| {r['loss']:g} | {r['constraint']:g} | {r['policy']} | {r['load']:.4f} | {r['mse_deg2']:.3g} | "
