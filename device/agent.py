@@ -86,7 +86,6 @@ class DeviceAgent:
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
         self.recorder: Recorder | None = None
-        self.fw2host_us: int | None = None  # host_us - device time, lower envelope (serial latency floor)
         self.summary: dict[str, Any] = {}
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
@@ -170,11 +169,10 @@ class DeviceAgent:
                 elif down_since is not None:
                     link_down_us += now - down_since
                     down_since = None
-                if self.fw2host_us is not None and now >= next_finalize:
-                    # Server clock -> host clock -> device (firmware) clock, with the newest estimates.
-                    self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
-                    # Score and record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
-                    self.tracking.finalize(now - self.fw2host_us)
+                if self.reader.clock.ready and now >= next_finalize:
+                    # Server clock -> host clock -> device (firmware) clock, with the newest estimates; score and
+                    # record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
+                    self.tracking.advance(now, self.uplink.server_offset_us, self.reader.clock)
                     next_finalize = now + FINALIZE_EVERY_US
                 if now >= next_status:
                     dt = (now - next_status) / 1e6 + cfg.status_every_s
@@ -238,13 +236,10 @@ class DeviceAgent:
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
         t = np.fromiter((s.t_us for s in samples), dtype=np.int64, count=len(samples))
-        offsets = np.fromiter((s.host_us for s in samples), dtype=np.int64, count=len(samples)) - t
-        lo = int(offsets.min())
-        # Lower envelope of (host receive - device time): the serial latency floor maps device to host time.
-        self.fw2host_us = lo if self.fw2host_us is None else min(self.fw2host_us, lo)
         q = np.stack([s.q for s in samples])
         if self.cfg.policy.acks is not None:  # how late this chunk is processed (device.acks.AckTracker)
-            self.cfg.policy.acks.processing_lag_us = max(0, now - self.fw2host_us - int(t[-1]))
+            # The reader's drift-aware map (twin.clock) from the serial latency floor: device time <-> host time.
+            self.cfg.policy.acks.processing_lag_us = max(0, self.reader.clock.to_a(now) - int(t[-1]))
         mask = self.cfg.policy.select(t, q)
         sent = np.zeros(len(samples), dtype=bool)
         # The last measured samples before this chunk: the window of the device-side velocity estimate.
@@ -277,7 +272,7 @@ class DeviceAgent:
                   file=sys.stderr, flush=True)
 
     def _handle_prediction(self, msg: dict[str, Any]) -> None:
-        assert self.uplink is not None and self.tracking is not None and self.fw2host_us is not None
+        assert self.uplink is not None and self.tracking is not None
         for item in msg["preds"]:
             try:
                 pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
@@ -319,7 +314,7 @@ class DeviceAgent:
             line += self._link_status(p50)
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
-            t_dev = now - (self.fw2host_us or 0)
+            t_dev = self.reader.clock.to_a(now)
             extra: dict[str, Any] = {}
             if self.cfg.policy.acks is not None:
                 extra["ack_timeout_us"] = self.cfg.policy.acks.timeout_us
@@ -333,6 +328,7 @@ class DeviceAgent:
             self.recorder.status(t_dev, {
                 "t_us": t_dev, **extra, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
+                "time_resets": self.reader.time_resets, "port_reconnects": self.reader.reconnects,
                 "dropped_packets": self.uplink.stats.dropped_packets})
 
     def _link_status(self, rtt_ms: float) -> str:
@@ -374,9 +370,7 @@ class DeviceAgent:
                 self.uplink.flush_due(host_us())
                 for msg in self.uplink.poll_replies(host_us()):
                     self._handle_prediction(msg)
-            if self.fw2host_us is not None:
-                self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
-            self.tracking.finalize(None)
+            self.tracking.advance(host_us(), self.uplink.server_offset_us, self.reader.clock, final=True)
         summary = run_summary(self.cfg.policy, self.reader, self.tracking, self.uplink, self.cfg.link,
                               (host_us() - start_us) / 1e6, link_down_us)
         if self.recorder is not None:

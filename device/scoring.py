@@ -14,6 +14,7 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.recorder import Recorder
+from twin.clock import ClockMap
 from twin.constants import REPEAT_MAX
 from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
@@ -35,14 +36,18 @@ class _Pred:
 class PredictionLog:
     """Predictions keyed by server sequence (duplicates from redundant replies ignored), evaluable at any time.
 
-    Arrivals are kept in the server's clock and mapped to device time (``clock_offset_us``: server clock minus
-    device time) only when evaluated, so every prediction uses the best clock estimate available by then.
+    Arrivals are kept in the server's clock and mapped to device time only when evaluated, so every prediction uses
+    the best clock estimate available by then: server clock minus device time is ``clock_offset_us`` at server time
+    ``clock_ref_us`` and changes by ``clock_rate`` per µs (the clocks drift: an arrival seconds old is mapped with
+    the offset of its own time, not of now).
     """
 
     def __init__(self, joints: int) -> None:
         self.joints = joints
         self._preds: dict[int, _Pred] = {}
         self.clock_offset_us = 0
+        self.clock_rate = 0.0
+        self.clock_ref_us = 0
         # Acknowledgement sent with each sample: every pred_seq up to ``acked`` has been received (or given up on:
         # the server repeats at most REPEAT_MAX predictions, so an older hole can no longer be filled).
         self.acked = 0
@@ -68,7 +73,7 @@ class PredictionLog:
         if not self._preds:
             return np.full((len(t_us), self.joints), np.nan)
         items = list(self._preds.values())
-        arrival = np.fromiter((p.arrival_us for p in items), dtype=np.int64) - self.clock_offset_us
+        arrival = self._to_device(np.fromiter((p.arrival_us for p in items), dtype=np.int64))
         t0 = np.fromiter((p.pred.t0_us for p in items), dtype=np.int64)
         keep = in_effect(arrival, t0)
         width = max(p.pred.coeffs.shape[0] for p in items)
@@ -79,9 +84,16 @@ class PredictionLog:
         h = np.fromiter((items[i].pred.horizon_us for i in keep), dtype=np.int64)
         return displayed(t_us, arrival[keep], t0[keep], h, coeffs)
 
+    def _to_device(self, server_us: np.ndarray) -> np.ndarray:
+        off = self.clock_offset_us + np.rint(self.clock_rate * (server_us - self.clock_ref_us)).astype(np.int64)
+        return server_us - off
+
     def prune_before(self, t_us: int) -> None:
         """Forget predictions superseded before ``t_us`` (keep the newest one that arrived by then)."""
-        old = [(s, p) for s, p in self._preds.items() if p.arrival_us - self.clock_offset_us <= t_us]
+        seqs = list(self._preds)
+        arrival = self._to_device(np.fromiter((self._preds[s].arrival_us for s in seqs), dtype=np.int64,
+                                              count=len(seqs)))
+        old = [(s, self._preds[s]) for s, a in zip(seqs, arrival.tolist(), strict=True) if a <= t_us]
         if len(old) <= 1:
             return
         newest = max(old, key=lambda sp: sp[1].pred.t0_us)[0]
@@ -126,8 +138,21 @@ class TrackingMonitor:
             self.uplink_latency_us.append(server_rx_us - pred.t0_us)
         self.preds.add(pred_seq, server_rx_us, pred)
 
-    def set_clock(self, server_minus_device_us: int) -> None:
+    def set_clock(self, server_minus_device_us: int, rate: float = 0.0, ref_server_us: int = 0) -> None:
+        """Server clock minus device time: ``server_minus_device_us`` at server time ``ref_server_us``, changing by
+        ``rate`` per µs of server time."""
         self.preds.clock_offset_us = server_minus_device_us
+        self.preds.clock_rate = rate
+        self.preds.clock_ref_us = ref_server_us
+
+    def advance(self, host_now_us: int, server_minus_host_us: int, clock: ClockMap, final: bool = False) -> int:
+        """Map the clocks with the newest estimates (server -> host -> firmware, the last drift-aware) and score every
+        sample older than the device's "now" less the lag (all of them if ``final``). Returns how many were scored."""
+        dev_now = clock.to_a(host_now_us)
+        server_now = host_now_us + server_minus_host_us
+        # Device time runs at 1 + rate against the host's: an arrival s server-µs ago was (s / (1 + rate)) device-µs.
+        self.set_clock(server_now - dev_now, clock.rate / (1.0 + clock.rate), server_now)
+        return self.finalize(None if final else dev_now)
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
         if not self.uplink_latency_us:

@@ -47,6 +47,11 @@ def run_summary(policy: Policy, reader: SerialReader, tracking: TrackingMonitor 
         "crc_errors": st.crc_errors,
         "decoder": st.as_dict(),
         "port_errors": reader.port_errors,
+        "port_reconnects": reader.reconnects,
+        "time_resets": reader.time_resets,  # firmware restarts: device time continued from the host clock
+        "gaps": [{"after_t_us": g.after_t_us, "t_us": g.t_us, "reason": g.reason} for g in reader.gaps],
+        "backlog_dropped": reader.backlog_dropped,
+        "clock_drift_ppm": reader.clock.rate * 1e6,  # fitted: + = the firmware clock runs slow
         "estop_frames": reader.estop_frames,
         "policy": policy.spec(),
         "elapsed_s": elapsed,
