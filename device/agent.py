@@ -68,6 +68,7 @@ class DeviceAgent:
         self.cfg = cfg
         self.out = out
         self._stop = threading.Event()
+        self._stop_requested = False  # set by the signal handler: a plain store, no lock (see request_stop)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self._wake_addr = f"inproc://wake-{id(self)}"
         self._wake_rx = self.ctx.socket(zmq.PULL)
@@ -103,6 +104,16 @@ class DeviceAgent:
         self._stop.set()
         self._wake()
 
+    def request_stop(self) -> None:
+        """Stop from a signal handler: one attribute store. A handler runs in the main thread between any two
+        bytecodes, so one that takes a lock (the wake socket's, or an Event's own) deadlocks when a second Ctrl-C
+        lands while the first handler holds it; the loop polls at least every 20 ms and sees the flag."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self._stop.is_set()
+
     # -- main loop -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -122,7 +133,7 @@ class DeviceAgent:
         next_finalize = start_us
         link_down_us = 0
         try:
-            while not self._stop.is_set():
+            while not self.stopping:
                 now = host_us()
                 # --duration counts from the first sample; with none at all it ends the wait for one as well.
                 since = first_sample_us if first_sample_us is not None else start_us
@@ -191,7 +202,7 @@ class DeviceAgent:
         recorded and sends counted as dropped until it comes)."""
         assert self.uplink is not None
         deadline = host_us() + int(timeout_s * 1e6)
-        while not self.uplink.link_up and not self._stop.is_set():
+        while not self.uplink.link_up and not self.stopping:
             now = host_us()
             if now > deadline:
                 print(f"warning: no answer from server {self.cfg.server}; reading the arm anyway",
@@ -303,6 +314,7 @@ class DeviceAgent:
         link = "up" if self.uplink.link_up else "DOWN"
         port = "" if self.reader.connected.is_set() else " port=DOWN"
         port += " ESTOP" if self.reader.estop else ""
+        port += " REC=STOPPED" if self.recorder is not None and self.recorder.failed else ""
         line = (f"rate={n / dt:7.1f}Hz load={self.tracking.load:.3f} mse={win.mse_deg2:.3g}deg2 "
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:.3g} "
                 f"H={self.cfg.policy.horizon_us / 1000:.4g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
@@ -337,13 +349,13 @@ class DeviceAgent:
         MSE vs ε)."""
         tr, policy = self.tracking, self.cfg.policy
         assert tr is not None
-        sent, back = tr.sent, len(tr.uplink_latency_us)
+        sent, back = tr.sent, tr.predictions_back
         d_sent, d_back, self._kc_prev = sent - self._kc_prev[0], back - self._kc_prev[1], (sent, back)
         policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)
         self._status_lam = float(policy.lam)  # before this status's learner step
         if self.learner is not None:
-            self.learner.observe(tr.acc.window_mse[self._kc_win:])
-            self._kc_win = len(tr.acc.window_mse)
+            windows, self._kc_win = tr.windows_from(self._kc_win)  # the monitor keeps only the newest windows
+            self.learner.observe(windows)
             self.learner.nudge()  # one step per status, on the learner's thread (the simulator does the same)
         kc = policy.status()
         if not kc:
@@ -374,9 +386,13 @@ class DeviceAgent:
         summary = run_summary(self.cfg.policy, self.reader, self.tracking, self.uplink, self.cfg.link,
                               (host_us() - start_us) / 1e6, link_down_us)
         if self.recorder is not None:
+            summary["recording"] = self.recorder.report()  # also in the file: how much of the run it holds
             self.recorder.close(summary)
+            summary["recording"] = self.recorder.report()  # final counts (the close may have failed too)
             if self.recorder.error:
-                print(self.recorder.error, file=sys.stderr)
+                rep = summary["recording"]
+                print(f"error: {self.recorder.error}; the recording {rep['path']} holds {rep['samples_kept']} of "
+                      f"{rep['samples_kept'] + rep['samples_dropped']} samples", file=sys.stderr)
         if self.uplink is not None:
             self.uplink.close()
         self._wake_rx.close(linger=0)
@@ -388,7 +404,7 @@ def install_signal_handlers(agent: DeviceAgent) -> None:
     """Ctrl-C and SIGTERM end the run cleanly (summary printed, recording closed)."""
 
     def handler(signum: int, frame: object) -> None:
-        agent.stop()
+        agent.request_stop()  # lock-free: a second Ctrl-C inside this handler must not deadlock
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -7,7 +7,6 @@ is dropped: at shutdown every pending sample is finalised with what is known.
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,9 @@ from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
 
 DEFAULT_SCORE_LAG_MS = 250.0  # samples wait this long for the twin's predictions before being scored
+# Memory stays flat on a run with no --duration: the newest of each diagnostic, running totals for the rest.
+MAX_LATENCIES = 100_000  # uplink latencies kept for the percentiles (800 kB)
+MAX_WINDOWS = 10_000  # 100 ms window MSEs kept (17 min) for the online learner, which reads them within a second
 
 
 def score_lag_us(link: LinkSpec, lag_ms: float = DEFAULT_SCORE_LAG_MS) -> int:
@@ -117,8 +119,13 @@ class TrackingMonitor:
         self._sent: list[bool] = []
         self.measured = 0
         self.sent = 0
-        # Diagnostics kept for the whole run: a packed int64 array (8 B per prediction), not a list of ints.
-        self.uplink_latency_us = array("q")
+        # Uplink latency (sample -> server, device time) of the newest MAX_LATENCIES predictions: a ring of int64.
+        self._lat = np.zeros(MAX_LATENCIES, dtype=np.int64)
+        self.predictions_back = 0  # predictions received once each (redundant copies not counted)
+        self._lat_pending: list[tuple[int, int]] = []  # (server rx, t0) that came before the clocks were mapped
+        self._clock_set = False
+        self._lat_count = 0
+        self.windows_trimmed = 0  # window MSEs dropped from the front of acc.window_mse (bounded memory)
         self._newest_pred_seq = -1
 
     def add_samples(self, t_us: list[int], seq: list[int], q: list[np.ndarray], sent: np.ndarray) -> None:
@@ -135,7 +142,11 @@ class TrackingMonitor:
             # Age of the sample when it reached the server: the pipeline + network latency the twin lives with.
             # Redundant copies in later replies carry older sequence numbers and are not counted twice.
             self._newest_pred_seq = pred_seq
-            self.uplink_latency_us.append(server_rx_us - pred.t0_us)
+            if self._clock_set:
+                self._add_latency(server_rx_us, pred.t0_us)
+            elif len(self._lat_pending) < MAX_LATENCIES:
+                self._lat_pending.append((server_rx_us, pred.t0_us))
+            self.predictions_back += 1
         self.preds.add(pred_seq, server_rx_us, pred)
 
     def set_clock(self, server_minus_device_us: int, rate: float = 0.0, ref_server_us: int = 0) -> None:
@@ -144,6 +155,21 @@ class TrackingMonitor:
         self.preds.clock_offset_us = server_minus_device_us
         self.preds.clock_rate = rate
         self.preds.clock_ref_us = ref_server_us
+        self._clock_set = True
+        for rx, t0 in self._lat_pending:
+            self._add_latency(rx, t0)
+        self._lat_pending.clear()
+
+    def _add_latency(self, server_rx_us: int, t0_us: int) -> None:
+        """Mapped when it comes (the clock of its own time), into the ring."""
+        arrival = int(self.preds._to_device(np.array([server_rx_us], dtype=np.int64))[0])
+        self._lat[self._lat_count % MAX_LATENCIES] = arrival - t0_us
+        self._lat_count += 1
+
+    def windows_from(self, start: int) -> tuple[list[float], int]:
+        """The 100 ms window MSEs from absolute index ``start`` on, and the index after the last one."""
+        w = self.acc.window_mse
+        return w[max(start - self.windows_trimmed, 0):], self.windows_trimmed + len(w)
 
     def advance(self, host_now_us: int, server_minus_host_us: int, clock: ClockMap, final: bool = False) -> int:
         """Map the clocks with the newest estimates (server -> host -> firmware, the last drift-aware) and score every
@@ -155,9 +181,9 @@ class TrackingMonitor:
         return self.finalize(None if final else dev_now)
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
-        if not self.uplink_latency_us:
+        if not self._lat_count:
             return float("nan"), float("nan")
-        arr = (np.asarray(self.uplink_latency_us, dtype=np.float64) - self.preds.clock_offset_us) / 1000
+        arr = self._lat[:min(self._lat_count, MAX_LATENCIES)] / 1000
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
     def finalize(self, now_dev_us: int | None) -> int:
@@ -180,6 +206,10 @@ class TrackingMonitor:
             self.recorder.block(t, np.asarray(self._seq[:n]), q, np.asarray(self._sent[:n]), qhat)
         del self._t[:n], self._seq[:n], self._q[:n], self._sent[:n]
         self.preds.prune_before(int(t[-1]))
+        extra = len(self.acc.window_mse) - MAX_WINDOWS
+        if extra > 0:
+            del self.acc.window_mse[:extra]
+            self.windows_trimmed += extra
         return n
 
     @property
