@@ -7,7 +7,8 @@ Layout (all channels JSON with a JSON schema):
   session loadable in seconds.
 * ``/armtwin/status``: the device's once-a-second status (link, rates, counters).
 * metadata ``armtwin``: joint names, units, URDF, policy, source, ``resampled`` flag...; ``summary`` at close.
-A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer).
+A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer;
+``armtwin recover`` rewrites it complete and indexed).
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class SessionWriter:
         self._w.add_message(self._status, log_time=ns, data=json.dumps(status).encode(), publish_time=ns)
 
     def flush(self) -> None:
-        """Push buffered data to the OS (the current chunk stays open; MCAP only frames whole chunks)."""
-        self._fh.flush()
+        """Close the chunk in progress and push everything to the OS: a process killed after this loses nothing
+        written before it (the recorder calls it every second, so a crash costs at most ~1 s)."""
+        self._w.flush()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         if self._closed:
