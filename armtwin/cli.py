@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "info": ("armtwin.cli_info", None),
     "import": ("armtwin.cli_import", None),
     "export": ("armtwin.cli_export", None),
+    "recover": ("armtwin.cli_recover", None),
     "view": ("viewer.cli_view", "viewer"),
     "render": ("viewer.cli_render", "viewer"),
     "plot": ("viewer.cli_plot", "viewer"),

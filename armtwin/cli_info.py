@@ -105,4 +105,13 @@ def run(args: argparse.Namespace) -> int:
     if info.get("ee_err_error"):
         print(f"  end-effector error: not computed: {info['ee_err_error']}")
     print(f"  gaps > 2 ms: {info['gaps_over_2ms']}")
+    rs = info.get("recorded_summary") or {}
+    if rs.get("time_resets") or rs.get("port_reconnects"):
+        print(f"  firmware restarts: {rs.get('time_resets', 0)}  port reconnects: {rs.get('port_reconnects', 0)}")
+    rec = rs.get("recording")
+    if isinstance(rec, dict) and rec.get("error"):
+        print(f"  recording STOPPED during the run: {rec['error']}")
+    if info["truncated"]:
+        print(f"  the file has no footer (the recorder was killed): it was read up to its last intact chunk; "
+              f"'armtwin recover {info['path']} -o FIXED.mcap' writes a complete, indexed copy")
     return 0

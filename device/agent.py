@@ -72,6 +72,7 @@ class DeviceAgent:
         self.cfg = cfg
         self.out = out
         self._stop = threading.Event()
+        self._stop_requested = False  # set by the signal handler: a plain store, no lock (see request_stop)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self._wake_addr = f"inproc://wake-{id(self)}"
         self._wake_rx = self.ctx.socket(zmq.PULL)
@@ -92,7 +93,6 @@ class DeviceAgent:
         self.uplink: Uplink | None = None
         self.tracking: TrackingMonitor | None = None
         self.recorder: Recorder | None = None
-        self.fw2host_us: int | None = None  # host_us - device time, lower envelope (serial latency floor)
         self.summary: dict[str, Any] = {}
         self._checked_predictor = False
         self._ring_t = np.zeros(0, dtype=np.int64)
@@ -110,6 +110,16 @@ class DeviceAgent:
     def stop(self) -> None:
         self._stop.set()
         self._wake()
+
+    def request_stop(self) -> None:
+        """Stop from a signal handler: one attribute store. A handler runs in the main thread between any two
+        bytecodes, so one that takes a lock (the wake socket's, or an Event's own) deadlocks when a second Ctrl-C
+        lands while the first handler holds it; the loop polls at least every 20 ms and sees the flag."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self._stop.is_set()
 
     # -- main loop -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -130,7 +140,7 @@ class DeviceAgent:
         next_finalize = start_us
         link_down_us = 0
         try:
-            while not self._stop.is_set():
+            while not self.stopping:
                 now = host_us()
                 # --duration counts from the first sample; with none at all it ends the wait for one as well.
                 since = first_sample_us if first_sample_us is not None else start_us
@@ -177,11 +187,11 @@ class DeviceAgent:
                 elif down_since is not None:
                     link_down_us += now - down_since
                     down_since = None
-                if self.fw2host_us is not None and now >= next_finalize:
-                    # Server clock -> host clock -> device (firmware) clock, with the newest estimates.
-                    self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
-                    # Score and record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
-                    self.tracking.finalize(now - self.fw2host_us, self._retired())
+                if self.reader.clock.ready and now >= next_finalize:
+                    # Server clock -> host clock -> device (firmware) clock, with the newest estimates; score and
+                    # record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
+                    self.tracking.advance(now, self.uplink.server_offset_us, self.reader.clock,
+                                          retired=self._retired())
                     next_finalize = now + FINALIZE_EVERY_US
                 if now >= next_status:
                     dt = (now - next_status) / 1e6 + cfg.status_every_s
@@ -200,7 +210,7 @@ class DeviceAgent:
         recorded and sends counted as dropped until it comes)."""
         assert self.uplink is not None
         deadline = host_us() + int(timeout_s * 1e6)
-        while not self.uplink.link_up and not self._stop.is_set():
+        while not self.uplink.link_up and not self.stopping:
             now = host_us()
             if now > deadline:
                 print(f"warning: no answer from server {self.cfg.server}; reading the arm anyway",
@@ -252,13 +262,10 @@ class DeviceAgent:
     def _handle_samples(self, samples: list[Any], now: int) -> None:
         assert self.uplink is not None and self.tracking is not None
         t = np.fromiter((s.t_us for s in samples), dtype=np.int64, count=len(samples))
-        offsets = np.fromiter((s.host_us for s in samples), dtype=np.int64, count=len(samples)) - t
-        lo = int(offsets.min())
-        # Lower envelope of (host receive - device time): the serial latency floor maps device to host time.
-        self.fw2host_us = lo if self.fw2host_us is None else min(self.fw2host_us, lo)
         q = np.stack([s.q for s in samples])
         if self.cfg.policy.acks is not None:  # how late this chunk is processed (device.acks.AckTracker)
-            self.cfg.policy.acks.processing_lag_us = max(0, now - self.fw2host_us - int(t[-1]))
+            # The reader's drift-aware map (twin.clock) from the serial latency floor: device time <-> host time.
+            self.cfg.policy.acks.processing_lag_us = max(0, self.reader.clock.to_a(now) - int(t[-1]))
         mask = self.cfg.policy.select(t, q)
         sent = np.zeros(len(samples), dtype=bool)
         # The last measured samples before this chunk: the window of the device-side velocity estimate.
@@ -296,7 +303,7 @@ class DeviceAgent:
                   file=sys.stderr, flush=True)
 
     def _handle_prediction(self, msg: dict[str, Any]) -> None:
-        assert self.uplink is not None and self.tracking is not None and self.fw2host_us is not None
+        assert self.uplink is not None and self.tracking is not None
         for item in msg["preds"]:
             try:
                 pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
@@ -327,6 +334,7 @@ class DeviceAgent:
         link = "up" if self.uplink.link_up else "DOWN"
         port = "" if self.reader.connected.is_set() else " port=DOWN"
         port += " ESTOP" if self.reader.estop else ""
+        port += " REC=STOPPED" if self.recorder is not None and self.recorder.failed else ""
         line = (f"rate={n / dt:7.1f}Hz load={self.tracking.load:.3f} mse={win.mse_deg2:.3g}deg2 "
                 f"avg_mse={self.tracking.acc.mse_deg2:.3g} k={self.cfg.policy.k:.3g} "
                 f"H={self.cfg.policy.horizon_us / 1000:.4g}ms rtt={p50:.2f}/{p99:.2f}ms lost={st.frames_lost} "
@@ -338,7 +346,7 @@ class DeviceAgent:
             line += self._link_status(p50)
         print(line, file=self.out, flush=True)
         if self.recorder is not None:
-            t_dev = now - (self.fw2host_us or 0)
+            t_dev = self.reader.clock.to_a(now)
             extra: dict[str, Any] = {}
             if self.cfg.policy.acks is not None:
                 extra["ack_timeout_us"] = self.cfg.policy.acks.timeout_us
@@ -355,6 +363,7 @@ class DeviceAgent:
             self.recorder.status(t_dev, {
                 "t_us": t_dev, **extra, "rate_hz": n / dt, "load": self.tracking.load, "mse_deg2_window": win.mse_deg2,
                 "rtt_p50_ms": p50, "rtt_p99_ms": p99, "link_up": self.uplink.link_up, **st.as_dict(),
+                "time_resets": self.reader.time_resets, "port_reconnects": self.reader.reconnects,
                 "dropped_packets": self.uplink.stats.dropped_packets})
 
     def _link_status(self, rtt_ms: float) -> str:
@@ -363,13 +372,13 @@ class DeviceAgent:
         MSE vs ε)."""
         tr, policy = self.tracking, self.cfg.policy
         assert tr is not None
-        sent, back = tr.sent, len(tr.uplink_latency_us)
+        sent, back = tr.sent, tr.predictions_back
         d_sent, d_back, self._kc_prev = sent - self._kc_prev[0], back - self._kc_prev[1], (sent, back)
         policy.set_link(rtt_ms, max(0.0, 1 - d_back / d_sent) if d_sent > 0 else 0.0)
         self._status_lam = float(policy.lam)  # before this status's learner step
         if self.learner is not None:
-            self.learner.observe(tr.acc.window_mse[self._kc_win:])
-            self._kc_win = len(tr.acc.window_mse)
+            windows, self._kc_win = tr.windows_from(self._kc_win)  # the monitor keeps only the newest windows
+            self.learner.observe(windows)
             self.learner.step()  # one step per status, between chunks (the simulator does the same)
         kc = policy.status()
         if not kc:
@@ -396,19 +405,22 @@ class DeviceAgent:
                 self.uplink.flush_due(host_us())
                 for msg in self.uplink.poll_replies(host_us()):
                     self._handle_prediction(msg)
-            if self.fw2host_us is not None:
-                self.tracking.set_clock(self.uplink.server_offset_us + self.fw2host_us)
             if self.cfg.policy.acks is not None:
                 self.cfg.policy.acks.log_unchecked()
-            self.tracking.finalize(None, self._retired())
+            self.tracking.advance(host_us(), self.uplink.server_offset_us, self.reader.clock, final=True,
+                                  retired=self._retired())
         summary = run_summary(self.cfg.policy, self.reader, self.tracking, self.uplink, self.cfg.link,
                               (host_us() - start_us) / 1e6, link_down_us)
         # Samples measured after this one (drained at shutdown) never reached the policy (lab.recorded_run).
         summary["last_selected_t_us"] = self._policy_t_us
         if self.recorder is not None:
+            summary["recording"] = self.recorder.report()  # also in the file: how much of the run it holds
             self.recorder.close(summary)
+            summary["recording"] = self.recorder.report()  # final counts (the close may have failed too)
             if self.recorder.error:
-                print(self.recorder.error, file=sys.stderr)
+                rep = summary["recording"]
+                print(f"error: {self.recorder.error}; the recording {rep['path']} holds {rep['samples_kept']} of "
+                      f"{rep['samples_kept'] + rep['samples_dropped']} samples", file=sys.stderr)
         if self.uplink is not None:
             self.uplink.close()
         self._wake_rx.close(linger=0)
@@ -420,7 +432,7 @@ def install_signal_handlers(agent: DeviceAgent) -> None:
     """Ctrl-C and SIGTERM end the run cleanly (summary printed, recording closed)."""
 
     def handler(signum: int, frame: object) -> None:
-        agent.stop()
+        agent.request_stop()  # lock-free: a second Ctrl-C inside this handler must not deadlock
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from device.link_emulation import LinkSpec
     from device.policies.base import PolicySpecError
     from device.policies.registry import parse_policy
+    from device.recorder import check_writable
     from device.summary import format_summary, write_summary
     from firmware_interfaces.ports import PortError, port_problem, resolve_port
     from twin.endpoints import EndpointError, endpoint
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             if args.record.exists() and not args.force:
                 raise OutputPathError(f"{args.record} exists: give another --record path, or --force to overwrite it")
             prepare_output(args.record)
+            check_writable(args.record)  # now, not at the first sample: exit 2 with the reason
         if args.summary_json is not None:
             prepare_output(args.summary_json)
         policy = parse_policy(args.policy)

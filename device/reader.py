@@ -1,4 +1,11 @@
-"""Serial reader thread: port -> FrameDecoder -> timestamped samples, reconnecting when the port vanishes."""
+"""Serial reader thread: port -> FrameDecoder -> timestamped samples, reconnecting when the port vanishes.
+
+Device time is the firmware's u32 µs clock made monotonic int64. A forward step of the u32 stamp is a wrap only if
+the host clock agrees: a firmware restart after 2^31 µs (35.8 min) of uptime also looks like a forward step, of
+~2^31 µs, but no frame can be stamped later than the host's "now" mapped to the firmware clock. A restart (that, or
+a sequence reset, or a stamp going backwards) continues device time where the host clock says it is: the gap is
+kept as it happened (no jump), and counted in ``time_resets``.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,25 @@ from dataclasses import dataclass
 import numpy as np
 import serial
 
-from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, FrameDecoder, TimestampUnwrapper
+from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
+from twin.clock import ClockMap
+
+_U32 = 1 << 32
+# A stamp may sit this far past the host's "now" mapped to firmware time (estimator error) before it is called a
+# restart rather than a wrap: far above the serial latency jitter, far below the 2^31 µs a late restart steps.
+RESTART_TOLERANCE_US = 500_000
+MAX_BACKLOG = 60_000  # samples the agent has not drained (60 s at 1 kHz); beyond it the oldest are dropped, counted
+MAX_GAPS = 256  # gap records kept (the counters keep counting)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A hole in device time: the port went away (``reconnect``) or the firmware restarted (``restart``)."""
+
+    after_t_us: int  # device time of the last sample before the gap
+    t_us: int  # device time of the first sample after it
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +74,21 @@ class SerialReader:
         self.reconnect_s = reconnect_s
         self.decoder = FrameDecoder()
         self.samples: deque[Sample] = deque()
+        self.max_backlog = MAX_BACKLOG
+        self.backlog_dropped = 0  # samples dropped because the agent stopped draining (never in a healthy run)
         self.connected = threading.Event()
         self.port_errors = 0
+        self.reconnects = 0  # the port came back after being lost
         self.last_error = ""
         self._stop = threading.Event()
-        self._unwrap = TimestampUnwrapper()
-        self._last_t: int | None = None
-        self._base = 0
+        # Firmware time -> host time (host_us), drift-aware; the agent maps with it too (scoring, status).
+        self.clock = ClockMap()
+        self._last_t: int | None = None  # device time of the last frame
+        self._last_raw = 0  # its raw u32 stamp
+        self._last_seq: int | None = None
+        self._reconnected = False
         self.time_resets = 0
+        self.gaps: deque[Gap] = deque(maxlen=MAX_GAPS)
         self.estop = False  # the arm reports its emergency stop (frame flag bit 0); shown, never acted on
         self.estop_frames = 0
         # Set on the END frame of a finite replay (mock arm): the agent ends the run once the samples are in.
@@ -82,14 +113,30 @@ class SerialReader:
             out.append(self.samples.popleft())
         return out
 
-    def _device_time(self, t_us: int) -> int:
-        t = self._unwrap.unwrap(t_us) + self._base
-        if self._last_t is not None and t <= self._last_t:
-            # Firmware restarted (or a replay looped without continuous time): keep device time monotonic.
-            self._base += self._last_t - t + 1000
-            t = self._last_t + 1000
-            self.time_resets += 1
-        self._last_t = t
+    def _device_time(self, f: Frame, now: int, batch_end_raw: int) -> int:
+        """Device time of frame ``f`` read at host time ``now``; ``batch_end_raw`` is the stamp of the last frame of
+        the same read (the newest one, which the host clock bounds)."""
+        last = self._last_t
+        if last is None:
+            t = f.t_us
+        else:
+            step = (f.t_us - self._last_raw) % _U32
+            t = last + step
+            restarted = (self._last_seq is not None and seq_restarted(self._last_seq, f.seq)) or step >= (1 << 31)
+            if not restarted and self.clock.ready:
+                newest = t + (batch_end_raw - f.t_us) % _U32
+                restarted = newest > self.clock.to_a(now) + RESTART_TOLERANCE_US
+            if restarted:
+                # Where the host clock puts this frame (the batch's newest frame at "now", less the floor latency).
+                t = last + 1000
+                if self.clock.ready:
+                    t = max(t, self.clock.to_a(now) - (batch_end_raw - f.t_us) % _U32)
+                self.time_resets += 1
+                self.gaps.append(Gap(last, t, "restart"))
+            elif self._reconnected:
+                self.gaps.append(Gap(last, t, "reconnect"))
+        self._reconnected = False
+        self._last_t, self._last_raw, self._last_seq = t, f.t_us, f.seq
         return t
 
     def _run(self) -> None:
@@ -102,6 +149,9 @@ class SerialReader:
                 self._stop.wait(self.reconnect_s)
                 continue
             self.decoder.drop_partial()  # a frame cut by the last disconnect must not spoil the first new one
+            if self.port_errors and self._last_t is not None:
+                self.reconnects += 1
+                self._reconnected = True  # the next frame's gap is recorded as a reconnect
             self.connected.set()
             try:
                 self._read_loop(self._ser)
@@ -128,13 +178,20 @@ class SerialReader:
             frames = self.decoder.feed(data)
             if not frames:
                 continue
+            end_raw = frames[-1].t_us
             for f in frames:
                 self.estop = bool(f.flags & FLAG_ESTOP)
                 self.estop_frames += self.estop
                 q = np.asarray(f.angles_urad, dtype=np.float64) * scale
-                self.samples.append(Sample(self._device_time(f.t_us), f.seq, q, now))
+                if len(self.samples) >= self.max_backlog:  # the agent stopped draining: bounded, counted
+                    self.samples.popleft()
+                    self.backlog_dropped += 1
+                self.samples.append(Sample(self._device_time(f, now, end_raw), f.seq, q, now))
                 if f.flags & FLAG_END:
                     self.ended.set()
+            # The newest frame of a read bounds the firmware->host offset from above (one observation per read).
+            assert self._last_t is not None
+            self.clock.observe(self._last_t, now)
             if self.on_data is not None:
                 self.on_data()
             if self.ended.is_set():

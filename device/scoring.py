@@ -7,18 +7,21 @@ is dropped: at shutdown every pending sample is finalised with what is known.
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.recorder import Recorder
+from twin.clock import ClockMap
 from twin.constants import REPEAT_MAX
 from twin.display import Prediction, displayed, in_effect
 from twin.metrics import ErrorAccumulator
 
 DEFAULT_SCORE_LAG_MS = 250.0  # samples wait this long for the twin's predictions before being scored
+# Memory stays flat on a run with no --duration: the newest of each diagnostic, running totals for the rest.
+MAX_LATENCIES = 100_000  # uplink latencies kept for the percentiles (800 kB)
+MAX_WINDOWS = 10_000  # 100 ms window MSEs kept (17 min) for the online learner, which reads them within a second
 
 
 def score_lag_us(link: LinkSpec, lag_ms: float = DEFAULT_SCORE_LAG_MS) -> int:
@@ -36,14 +39,18 @@ class _Pred:
 class PredictionLog:
     """Predictions keyed by server sequence (duplicates from redundant replies ignored), evaluable at any time.
 
-    Arrivals are kept in the server's clock and mapped to device time (``clock_offset_us``: server clock minus
-    device time) only when evaluated, so every prediction uses the best clock estimate available by then.
+    Arrivals are kept in the server's clock and mapped to device time only when evaluated, so every prediction uses
+    the best clock estimate available by then: server clock minus device time is ``clock_offset_us`` at server time
+    ``clock_ref_us`` and changes by ``clock_rate`` per µs (the clocks drift: an arrival seconds old is mapped with
+    the offset of its own time, not of now).
     """
 
     def __init__(self, joints: int) -> None:
         self.joints = joints
         self._preds: dict[int, _Pred] = {}
         self.clock_offset_us = 0
+        self.clock_rate = 0.0
+        self.clock_ref_us = 0
         # Acknowledgement sent with each sample: every pred_seq up to ``acked`` has been received (or given up on:
         # the server repeats at most REPEAT_MAX predictions, so an older hole can no longer be filled).
         self.acked = 0
@@ -69,7 +76,7 @@ class PredictionLog:
         if not self._preds:
             return np.full((len(t_us), self.joints), np.nan)
         items = list(self._preds.values())
-        arrival = np.fromiter((self._arrival_dev(p) for p in items), dtype=np.int64)
+        arrival = self._arrivals_dev(items)
         t0 = np.fromiter((p.pred.t0_us for p in items), dtype=np.int64)
         keep = in_effect(arrival, t0)
         width = max(p.pred.coeffs.shape[0] for p in items)
@@ -80,23 +87,34 @@ class PredictionLog:
         h = np.fromiter((items[i].pred.horizon_us for i in keep), dtype=np.int64)
         return displayed(t_us, arrival[keep], t0[keep], h, coeffs)
 
-    def _arrival_dev(self, p: _Pred) -> int:
-        return p.arrival_dev_us if p.arrival_dev_us is not None else p.arrival_us - self.clock_offset_us
+    def _to_device(self, server_us: np.ndarray) -> np.ndarray:
+        off = self.clock_offset_us + np.rint(self.clock_rate * (server_us - self.clock_ref_us)).astype(np.int64)
+        return server_us - off
+
+    def _arrivals_dev(self, items: list[_Pred]) -> np.ndarray:
+        """Device-time arrivals: fixed ones as fixed, the others mapped with the clock of their own time."""
+        mapped = self._to_device(np.fromiter((p.arrival_us for p in items), dtype=np.int64, count=len(items)))
+        for i, p in enumerate(items):
+            if p.arrival_dev_us is not None:
+                mapped[i] = p.arrival_dev_us
+        return mapped
 
     def freeze(self) -> list[tuple[int, int]]:
         """Fix the device-time arrival of every prediction not yet scored with (a sample scored once is final, and
         a later clock estimate must not move a prediction half-way through its use); returns the newly fixed
         ones as (sample time, arrival)."""
-        fixed = []
-        for p in self._preds.values():
-            if p.arrival_dev_us is None:
-                p.arrival_dev_us = p.arrival_us - self.clock_offset_us
-                fixed.append((p.pred.t0_us, p.arrival_dev_us))
-        return fixed
+        items = [p for p in self._preds.values() if p.arrival_dev_us is None]
+        if not items:
+            return []
+        for p, a in zip(items, self._arrivals_dev(items).tolist(), strict=True):
+            p.arrival_dev_us = a
+        return [(p.pred.t0_us, int(p.arrival_dev_us)) for p in items if p.arrival_dev_us is not None]
 
     def prune_before(self, t_us: int) -> None:
         """Forget predictions superseded before ``t_us`` (keep the newest one that arrived by then)."""
-        old = [(s, p) for s, p in self._preds.items() if self._arrival_dev(p) <= t_us]
+        seqs = list(self._preds)
+        arrival = self._arrivals_dev([self._preds[s] for s in seqs])
+        old = [(s, self._preds[s]) for s, a in zip(seqs, arrival.tolist(), strict=True) if a <= t_us]
         if len(old) <= 1:
             return
         newest = max(old, key=lambda sp: sp[1].pred.t0_us)[0]
@@ -120,8 +138,13 @@ class TrackingMonitor:
         self._sent: list[bool] = []
         self.measured = 0
         self.sent = 0
-        # Diagnostics kept for the whole run: a packed int64 array (8 B per prediction), not a list of ints.
-        self.uplink_latency_us = array("q")
+        # Uplink latency (sample -> server, device time) of the newest MAX_LATENCIES predictions: a ring of int64.
+        self._lat = np.zeros(MAX_LATENCIES, dtype=np.int64)
+        self.predictions_back = 0  # predictions received once each (redundant copies not counted)
+        self._lat_pending: list[tuple[int, int]] = []  # (server rx, t0) that came before the clocks were mapped
+        self._clock_set = False
+        self._lat_count = 0
+        self.windows_trimmed = 0  # window MSEs dropped from the front of acc.window_mse (bounded memory)
         self._newest_pred_seq = -1
         self._arrived_t0: set[int] = set()  # predictions fixed but whose samples are not scored yet
         self._retired: list[tuple[int, int, bool]] = []  # resend checks not recorded yet
@@ -140,16 +163,49 @@ class TrackingMonitor:
             # Age of the sample when it reached the server: the pipeline + network latency the twin lives with.
             # Redundant copies in later replies carry older sequence numbers and are not counted twice.
             self._newest_pred_seq = pred_seq
-            self.uplink_latency_us.append(server_rx_us - pred.t0_us)
+            if self._clock_set:
+                self._add_latency(server_rx_us, pred.t0_us)
+            elif len(self._lat_pending) < MAX_LATENCIES:
+                self._lat_pending.append((server_rx_us, pred.t0_us))
+            self.predictions_back += 1
         self.preds.add(pred_seq, server_rx_us, pred)
 
-    def set_clock(self, server_minus_device_us: int) -> None:
+    def set_clock(self, server_minus_device_us: int, rate: float = 0.0, ref_server_us: int = 0) -> None:
+        """Server clock minus device time: ``server_minus_device_us`` at server time ``ref_server_us``, changing by
+        ``rate`` per µs of server time."""
         self.preds.clock_offset_us = server_minus_device_us
+        self.preds.clock_rate = rate
+        self.preds.clock_ref_us = ref_server_us
+        self._clock_set = True
+        for rx, t0 in self._lat_pending:
+            self._add_latency(rx, t0)
+        self._lat_pending.clear()
+
+    def _add_latency(self, server_rx_us: int, t0_us: int) -> None:
+        """Mapped when it comes (the clock of its own time), into the ring."""
+        arrival = int(self.preds._to_device(np.array([server_rx_us], dtype=np.int64))[0])
+        self._lat[self._lat_count % MAX_LATENCIES] = arrival - t0_us
+        self._lat_count += 1
+
+    def windows_from(self, start: int) -> tuple[list[float], int]:
+        """The 100 ms window MSEs from absolute index ``start`` on, and the index after the last one."""
+        w = self.acc.window_mse
+        return w[max(start - self.windows_trimmed, 0):], self.windows_trimmed + len(w)
+
+    def advance(self, host_now_us: int, server_minus_host_us: int, clock: ClockMap, final: bool = False,
+                retired: list[tuple[int, int, bool]] | None = None) -> int:
+        """Map the clocks with the newest estimates (server -> host -> firmware, the last drift-aware) and score every
+        sample older than the device's "now" less the lag (all of them if ``final``). Returns how many were scored."""
+        dev_now = clock.to_a(host_now_us)
+        server_now = host_now_us + server_minus_host_us
+        # Device time runs at 1 + rate against the host's: an arrival s server-µs ago was (s / (1 + rate)) device-µs.
+        self.set_clock(server_now - dev_now, clock.rate / (1.0 + clock.rate), server_now)
+        return self.finalize(None if final else dev_now, retired)
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
-        if not self.uplink_latency_us:
+        if not self._lat_count:
             return float("nan"), float("nan")
-        arr = (np.asarray(self.uplink_latency_us, dtype=np.float64) - self.preds.clock_offset_us) / 1000
+        arr = self._lat[:min(self._lat_count, MAX_LATENCIES)] / 1000
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
     def finalize(self, now_dev_us: int | None, retired: list[tuple[int, int, bool]] | None = None) -> int:
@@ -179,6 +235,10 @@ class TrackingMonitor:
             self._retired = []
         del self._t[:n], self._seq[:n], self._q[:n], self._sent[:n]
         self.preds.prune_before(int(t[-1]))
+        extra = len(self.acc.window_mse) - MAX_WINDOWS
+        if extra > 0:
+            del self.acc.window_mse[:extra]
+            self.windows_trimmed += extra
         return n
 
     def _record_timing(self, t: np.ndarray, sent: np.ndarray, fixed: list[tuple[int, int]],

@@ -22,10 +22,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     keys = ["samples", "sent", "load", "mse_deg2", "rmse_deg", "p99_abs_err_deg", "frames_lost", "crc_errors",
             "dropped_packets", "rtt_p50_ms", "rtt_p99_ms", "bytes_per_s", "link_down_s"]
     keys += ["resends"] if "resends" in summary else []
+    keys += ["time_resets"] if summary.get("time_resets") else []
+    keys += ["port_reconnects"] if summary.get("port_reconnects") else []
     parts = []
     for k in keys:
         v = summary.get(k)
         parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    rec = summary.get("recording")
+    if isinstance(rec, dict) and rec.get("error"):
+        parts.append(f"recorded={rec['samples_kept']}/{rec['samples_kept'] + rec['samples_dropped']}(STOPPED)")
     return "summary: " + " ".join(parts)
 
 
@@ -47,6 +52,11 @@ def run_summary(policy: Policy, reader: SerialReader, tracking: TrackingMonitor 
         "crc_errors": st.crc_errors,
         "decoder": st.as_dict(),
         "port_errors": reader.port_errors,
+        "port_reconnects": reader.reconnects,
+        "time_resets": reader.time_resets,  # firmware restarts: device time continued from the host clock
+        "gaps": [{"after_t_us": g.after_t_us, "t_us": g.t_us, "reason": g.reason} for g in reader.gaps],
+        "backlog_dropped": reader.backlog_dropped,
+        "clock_drift_ppm": reader.clock.rate * 1e6,  # fitted: + = the firmware clock runs slow
         "estop_frames": reader.estop_frames,
         "policy": policy.spec(),
         "elapsed_s": elapsed,

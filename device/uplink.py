@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,7 +125,7 @@ class Uplink:
         self.sock.connect(endpoint)
         self.stats = UplinkStats()
         self.rtts_us: deque[int] = deque(maxlen=4096)
-        self.all_rtts_us = array("q")  # whole-run RTTs for the summary; packed, 8 B each
+        self.all_rtts_us: deque[int] = deque(maxlen=200_000)  # summary RTTs: the newest 200k (bounded memory)
         self.link_up = False
         self._last_reply_us: int | None = None
         self._last_hb_us = 0

@@ -25,6 +25,13 @@ MAX_WIRE_FRAME = HEADER_SIZE + 4 * MAX_JOINTS + CRC_SIZE + 1 + 1
 _U32 = 1 << 32
 
 
+def seq_restarted(prev_seq: int, seq: int) -> bool:
+    """A sequence step that is no loss but a firmware restart (or a looped replay): a repeat, or backwards by more
+    than 2^30 frames' worth (12 days of loss at 1 kHz is not plausible; a reset to 0 is)."""
+    step = (seq - prev_seq) % _U32
+    return step == 0 or step > (1 << 30)
+
+
 class FrameError(ValueError):
     """A sample cannot be encoded (bad joint count, angle out of int32 range, field out of range)."""
 
@@ -164,7 +171,7 @@ class FrameDecoder:
     def _track_seq(self, seq: int) -> None:
         if self._last_seq is not None:
             step = (seq - self._last_seq) % _U32
-            if step == 0 or step > (1 << 30):
+            if seq_restarted(self._last_seq, seq):
                 self.stats.resets += 1  # firmware restarted or replay looped: not loss
             elif step > 1:
                 self.stats.frames_lost += step - 1
@@ -172,7 +179,11 @@ class FrameDecoder:
 
 
 class TimestampUnwrapper:
-    """Unwraps the firmware's u32 microsecond counter (wraps every 71.6 min) into a monotonic int64 timeline."""
+    """Unwraps the firmware's u32 microsecond counter (wraps every 71.6 min) into a monotonic int64 timeline.
+
+    Stamps alone cannot tell a wrap from a firmware restart after 2^31 µs of uptime: the device's reader decides
+    with the sequence number and the host clock (``device/reader.py``); this is the stamps-only rule for offline use.
+    """
 
     def __init__(self) -> None:
         self._last: int | None = None

@@ -245,9 +245,14 @@ def test_port_loss_clears_connected_and_reconnects_at_the_same_path(rig: Rig, pt
     got = rig.wait_samples(5)
     assert [s.seq for s in got] == [0, 1, 0, 1, 2]
     np.testing.assert_allclose([s.q[0] for s in got[2:]], [10e-6, 11e-6, 12e-6], rtol=0, atol=1e-12)
-    # Device time stays monotonic across the firmware restart (1 ms step at the seam), and it is counted.
-    assert [s.t_us for s in got] == [5_000_000, 5_001_000, 5_002_000, 5_003_000, 5_004_000]
-    assert rig.reader.time_resets == 1
+    # Device time continues across the firmware restart where the host clock puts it (the seam is the time the
+    # cable was out, no jump back and none of the restarted clock's zero), and it is counted as a gap.
+    t = [s.t_us for s in got]
+    assert t[:2] == [5_000_000, 5_001_000] and t[3] - t[2] == t[4] - t[3] == 1000
+    host_gap = got[2].host_us - got[1].host_us
+    assert 1000 <= t[2] - t[1] <= host_gap + 1000
+    assert rig.reader.time_resets == 1 and rig.reader.reconnects == 1
+    assert [(g.after_t_us, g.t_us, g.reason) for g in rig.reader.gaps] == [(t[1], t[2], "restart")]
     assert rig.reader.decoder.stats.resets == 1  # a seq restart, not 4 billion lost frames
     assert rig.reader.decoder.stats.frames_lost == 0
 
@@ -279,3 +284,51 @@ def test_partial_frame_of_a_lost_port_does_not_spoil_the_first_frame_after_recon
     got = rig.wait_until(lambda got: got[-1].seq == 3, "the last frame")  # arrives with or without the bug
     assert [s.seq for s in got] == [0, 2, 3]
     assert rig.reader.decoder.stats.crc_errors == 0
+
+
+def test_restart_after_2_31_us_of_uptime_is_not_read_as_a_wrap(rig: Rig, ptys: Callable[[], Pty]) -> None:
+    """Defect 2 of issue 10: a stamp from 2^31 + 0.5 s falling to 0.1 s is a forward u32 step of ~2^31 µs."""
+    arm = ptys()
+    connect(rig, arm)
+    up = (1 << 31) + 500_000  # 35.8 min of uptime
+    arm.write(b"".join(encode_frame(7_000 + i, up + 1000 * i, [i]) for i in range(3)))
+    rig.wait_samples(3)
+    arm.write(b"".join(encode_frame(i, 100_000 + 1000 * i, [i]) for i in range(3)))  # rebooted: seq, clock from 0
+    got = rig.wait_samples(6)
+    t = [s.t_us for s in got]
+    assert all(b > a for a, b in itertools.pairwise(t))
+    assert t[3] - t[2] < 1_000_000  # not the ~2^31 µs (2147 s) jump a wrap would make
+    assert rig.reader.time_resets == 1 and [g.reason for g in rig.reader.gaps] == ["restart"]
+
+
+def test_a_stamp_beyond_the_host_clock_is_a_restart_even_with_continuous_seq(rig: Rig, ptys: Callable[[], Pty]) -> None:
+    arm = ptys()
+    connect(rig, arm)
+    up = (1 << 31) + 500_000
+    arm.write(b"".join(encode_frame(i, up + 1000 * i, [i]) for i in range(3)))
+    rig.wait_samples(3)
+    arm.write(encode_frame(3, 50_000, [3]))  # the seq goes on, the clock restarted
+    got = rig.wait_samples(4)
+    assert 0 < got[3].t_us - got[2].t_us < 1_000_000
+    assert rig.reader.time_resets == 1
+
+
+def test_wrap_with_a_host_clock_that_agrees_is_no_restart(rig: Rig, ptys: Callable[[], Pty]) -> None:
+    arm = ptys()
+    connect(rig, arm)
+    for i in range(6):  # one frame per read, so the clock map sees each stamp against the host clock
+        arm.write(encode_frame(i, U32 - 2500 + 1000 * i, [i]))
+        rig.wait_samples(i + 1)
+    assert [s.t_us for s in rig.got] == [U32 - 2500 + 1000 * i for i in range(6)]
+    assert rig.reader.time_resets == 0 and not rig.reader.gaps
+
+
+def test_reader_backlog_is_bounded_and_counts_what_it_dropped(rig: Rig, ptys: Callable[[], Pty]) -> None:
+    rig.reader.max_backlog = 10
+    arm = ptys()
+    connect(rig, arm)
+    arm.write(b"".join(encode_frame(i, 1000 * i, [i]) for i in range(25)))
+    with rig.data:  # notified after each read that produced samples
+        assert rig.data.wait_for(lambda: rig.reader.decoder.stats.frames_ok == 25, TIMEOUT_S)
+    assert len(rig.reader.samples) == 10 and rig.reader.backlog_dropped == 15
+    assert [s.seq for s in rig.reader.drain()] == list(range(15, 25))

@@ -98,7 +98,8 @@ def test_blocks_statuses_and_summary_reach_the_file(tmp_path: Path) -> None:
     assert s.summary == {"mse_deg2": 0.0021, "samples": 300}
 
 
-def test_a_failing_write_sets_error_and_recording_goes_on(tmp_path: Path) -> None:
+def test_a_failing_write_stops_the_recording_loudly_and_keeps_an_indexed_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "full.mcap"
     writer = DiskFullOnBlock(path, NAMES, {}, fail_on=1)
     rec = Recorder(writer)
@@ -109,9 +110,72 @@ def test_a_failing_write_sets_error_and_recording_goes_on(tmp_path: Path) -> Non
     close_within(rec, {"samples": 300})
     assert rec.error is not None
     assert rec.error.startswith("recording failed:") and "No space left on device" in rec.error
+    assert "recording STOPPED with 100 samples kept" in capsys.readouterr().err
+    assert rec.report() == {"path": str(path), "samples_kept": 100, "samples_dropped": 200, "blocks_dropped": 0,
+                            "error": rec.error}
     s = load_session(path)
-    np.testing.assert_array_equal(s.t_us, np.concatenate([blocks[0][0], blocks[2][0]]))  # only block 1 lost
-    assert len(s.status) == 1 and s.summary == {"samples": 300}
+    assert not s.truncated  # the footer was written when the recording stopped
+    np.testing.assert_array_equal(s.t_us, blocks[0][0])
+
+
+class Broken(SessionWriter):
+    """A real writer with a bug that is not an OSError on its second block."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def write_block(self, *args: Any, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise ValueError("a bug")
+        super().write_block(*args, **kwargs)
+
+
+def test_any_exception_in_the_recorder_thread_is_reported_and_the_file_keeps_its_footer(tmp_path: Path) -> None:
+    path = tmp_path / "bug.mcap"
+    rec = Recorder(Broken(path, NAMES, {}))
+    for i in range(3):
+        rec.block(*block(i))
+    close_within(rec, {"samples": 300})
+    assert rec.error is not None and "ValueError: a bug" in rec.error
+    s = load_session(path)
+    assert not s.truncated and len(s.t_us) == 100
+    assert rec.samples_dropped == 200
+
+
+class Stalled(SessionWriter):
+    """A disk that hangs until released."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def write_block(self, *args: Any, **kwargs: Any) -> None:
+        assert self.release.wait(TIMEOUT_S)
+        super().write_block(*args, **kwargs)
+
+
+def test_the_queue_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
+    writer = Stalled(tmp_path / "slow.mcap", NAMES, {})
+    rec = Recorder(writer, max_queued=3)
+    for i in range(10):  # the thread holds one, three wait: the rest are dropped, not queued without bound
+        rec.block(*block(i, 10))
+    assert rec._q.qsize() <= 3 and rec.blocks_dropped >= 6
+    writer.release.set()
+    close_within(rec, {})
+    assert rec.error is None
+    assert rec.report()["samples_kept"] + rec.samples_dropped == 100
+
+
+def test_an_unwritable_recording_path_is_refused_at_start(tmp_path: Path) -> None:
+    from device.recorder import check_writable
+    from twin.paths import OutputPathError
+
+    with pytest.raises(OutputPathError, match=r"cannot write the recording /sys/x\.mcap"):
+        check_writable(Path("/sys/x.mcap"))  # sysfs refuses new files, even to root
+    check_writable(tmp_path / "ok.mcap")
+    assert not (tmp_path / "ok.mcap").exists()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (every write fails with ENOSPC)")
@@ -141,3 +205,14 @@ def test_a_full_disk_does_not_leak_the_session_file_handle() -> None:
     finally:
         with contextlib.suppress(OSError):
             writer._fh.close()
+
+
+def test_device_with_an_unwritable_record_path_exits_2_with_a_message(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "armtwin", "device", "--port", str(tmp_path / "none"), "--server",
+                        "tcp://127.0.0.1:1", "--record", "/sys/run.mcap"], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2
+    assert "error: cannot write the recording /sys/run.mcap: Permission denied" in p.stderr

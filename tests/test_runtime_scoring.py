@@ -214,8 +214,8 @@ def test_uplink_latency_counts_each_prediction_once() -> None:
     mon.add_prediction(1, 9_900, pred(9_000, 0.0))  # an older one repeated in a reply: already counted
     mon.add_prediction(2, 10_700, pred(10_000, 0.0))  # redundant copy
     mon.add_prediction(3, 12_500, pred(11_000, 0.0))
-    assert list(mon.uplink_latency_us) == [700, 1500]
-    mon.set_clock(200)
+    assert mon.predictions_back == 2
+    mon.set_clock(200)  # those that came before the clocks were mapped are mapped now
     assert mon.latency_percentiles_ms() == pytest.approx((0.9, np.percentile([0.5, 1.3], 99)))
 
 
@@ -236,3 +236,28 @@ def test_the_monitor_records_when_each_send_took_effect_and_each_resend_check() 
     assert sink.timing_column("ack_t_us") == [2000, 5000]
     assert sink.timing_column("ack_check_us") == [4500, 8000]
     assert sink.timing_column("ack_ok") == [1, 0]
+
+
+def test_diagnostics_stay_bounded_on_an_endless_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 5 of issue 10: with no --duration nothing may grow with the run (caps shrunk to test quickly)."""
+    import device.scoring as scoring
+
+    monkeypatch.setattr(scoring, "MAX_LATENCIES", 50)
+    monkeypatch.setattr(scoring, "MAX_WINDOWS", 20)
+    mon = TrackingMonitor(joints=1, lag_us=0)
+    mon.set_clock(0)
+    got: list[float] = []
+    start = 0
+    for b in range(100):  # 100 blocks of 100 ms at 1 kHz, a prediction for every 10th sample
+        t = np.arange(b * 100, (b + 1) * 100, dtype=np.int64) * 1000
+        for i in range(0, 100, 10):
+            mon.add_prediction(b * 10 + i // 10, int(t[i]) + 500, pred(int(t[i]), 0.0))
+        mon.add_samples(t.tolist(), list(range(len(t))), list(np.zeros((100, 1))), np.zeros(100, dtype=bool))
+        mon.finalize(None)
+        new, start = mon.windows_from(start)
+        got += new
+    assert mon.predictions_back == 1000 and len(mon._lat) == 50
+    assert len(mon.acc.window_mse) <= 20 and mon.windows_trimmed >= 79
+    assert len(got) == 99  # the reader of the windows saw every closed one
+    assert len(mon.preds) <= 2
+    assert mon.latency_percentiles_ms() == pytest.approx((0.5, 0.5))

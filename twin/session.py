@@ -17,7 +17,8 @@ Layout (all channels JSON with a JSON schema):
   ``clock``: the mapping from device time to the wall clock used for log times (below).
 Log times are wall-clock UTC ns: ``wall_t0_ns + (t_us - device_t0_us) * 1000`` (``clock`` metadata); files written
 before this (log times = device µs from 0) still load the same.
-A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer).
+A killed recorder leaves a file readable up to its last flushed chunk (``load`` tolerates a missing footer;
+``armtwin recover`` rewrites it complete and indexed).
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ class SessionWriter:
         self._w.add_message(self._timing, log_time=ns, data=json.dumps(body).encode(), publish_time=ns)
 
     def flush(self) -> None:
-        """Push buffered data to the OS (the current chunk stays open; MCAP only frames whole chunks)."""
-        self._fh.flush()
+        """Close the chunk in progress and push everything to the OS: a process killed after this loses nothing
+        written before it (the recorder calls it every second, so a crash costs at most ~1 s)."""
+        self._w.flush()
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         if self._closed:

@@ -32,6 +32,7 @@ class Tunable(Protocol):
     rtt_ms: float
     lam: float
     lam_scale: float
+    lam_lock: threading.Lock  # held while λ is recomputed (the policy's set_link, the learner's step)
 
     def base_lambda(self) -> float:
         """λ(link) as trained, before the learner's scale."""
@@ -47,12 +48,19 @@ class OnlineLearner:
     λ(link) in log space, s ← s·exp(lr·clip(g, −1, G_MAX)) with g = max(mean/(margin·ε), tail/tail_max) − 1 (the
     training criterion), λ = λ(link)·s. The decision path only reads the float ``policy.lam``: no lock is shared
     with the 1 kHz loop and nothing there waits for this thread. λ only: the actor is not fine-tuned on device.
+
+    Two races are closed: λ is recomputed under ``policy.lam_lock``, which the policy's ``set_link`` (the status,
+    once a second) also holds, so neither a new link estimate nor a step can overwrite the other with stale
+    inputs; and each status's windows and nudge form one batch in a queue, so a nudge that comes while a step runs
+    is stepped after it, never lost (an Event's wait() then clear() dropped it).
     """
 
     def __init__(self, policy: Tunable, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
         self.policy, self.lr, self.period_s = policy, lr, period_s
-        self._obs: deque[float] = deque(maxlen=1000)
-        self._stop, self._kick = threading.Event(), threading.Event()
+        self._obs: deque[float] = deque(maxlen=1000)  # windows observed since the last nudge
+        self._batches: deque[list[float]] = deque(maxlen=100)  # one per nudge, stepped in order
+        self._cond = threading.Condition()
+        self._stopping = False
         self.updates = 0
         self._thread = threading.Thread(target=self._run, name="kctd3-online", daemon=True)
 
@@ -61,39 +69,55 @@ class OnlineLearner:
         return self
 
     def observe(self, window_mse: Sequence[float]) -> None:
-        self._obs.extend(float(w) for w in window_mse if np.isfinite(w))
+        with self._cond:
+            self._obs.extend(float(w) for w in window_mse if np.isfinite(w))
 
-    def step(self) -> None:
-        """One dual-ascent update from the windows queued since the last one."""
-        src = self._obs if self._obs else self.policy.window_log
-        obs = np.array([src.popleft() for _ in range(len(src))])
+    def step(self, batch: Sequence[float] | None = None) -> None:
+        """One dual-ascent update from ``batch``, else from the windows observed since the last one, else from the
+        policy's mirrored windows."""
+        if batch is None:
+            with self._cond:
+                batch = list(self._obs)
+                self._obs.clear()
+        if not batch:
+            src = self.policy.window_log
+            batch = [src.popleft() for _ in range(len(src))]
+        obs = np.asarray(batch, dtype=np.float64)
         if not len(obs):
             return
         p, train = self.policy, self.policy.meta
-        g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
-                float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms)) - 1.0
-        p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
-        p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
+        with p.lam_lock:  # the link estimates and λ(link) read here are not changed under us
+            g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
+                    float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms)) - 1.0
+            p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
+            p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
         self.updates += 1
 
     def nudge(self) -> None:
-        """Step now (the device calls it after each status's ``observe``: one step per status, as simulated)."""
-        self._kick.set()
+        """Step now on the windows observed since the last nudge (the device calls it after each status's
+        ``observe``: one step per status, as simulated)."""
+        with self._cond:
+            self._batches.append(list(self._obs))
+            self._obs.clear()
+            self._cond.notify()
 
     def _run(self) -> None:
         nudged = False
         while True:
             # Once statuses nudge it, the learner steps on them only (one step per status, as simulated); the
             # timer is a fallback for a device whose statuses stopped (then the mirrored windows are used).
-            kicked = self._kick.wait(self.period_s * (FALLBACK_PERIODS if nudged else 1))
-            nudged = nudged or kicked
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            self.step()
+            with self._cond:
+                self._cond.wait_for(lambda: self._batches or self._stopping,
+                                    self.period_s * (FALLBACK_PERIODS if nudged else 1))
+                if self._stopping:
+                    return
+                batch = self._batches.popleft() if self._batches else None
+            nudged = nudged or batch is not None
+            self.step(batch if batch else None)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._kick.set()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         if self._thread.is_alive():
             self._thread.join()

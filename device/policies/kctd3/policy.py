@@ -13,6 +13,7 @@ never imports torch.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,7 @@ class KCTD3Policy(Policy):
         self.eps, self.lam = float(self.meta["eps"]), float(self.meta["lambda"])
         self.lam_grid: dict[str, Any] | None = self.meta.get("lambda_grid")
         self.lam_scale = 1.0  # online dual ascent multiplies the trained λ(link) by this
+        self.lam_lock = threading.Lock()  # λ is recomputed under it: here (status) and by the online learner
         self.safety = float(self.meta.get("expert_safety", 1.0))
         self._pred_arg, self.predictor_name = pred, pred or str(self.meta["predictor"])
         self.behaviour, self.record = behaviour, record
@@ -104,10 +106,11 @@ class KCTD3Policy(Policy):
 
     def set_link(self, rtt_ms: float, loss: float) -> None:
         """Link estimates (live: from the uplink's RTT and missing replies; simulator: the emulated link)."""
-        self.rtt_ms = float(np.nan_to_num(rtt_ms, nan=0.0))
-        self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
-        if self.lam_grid is not None:  # (no grid: λ stays where it was set, e.g. by training)
-            self.lam = self.base_lambda() * self.lam_scale
+        with self.lam_lock:  # the online learner reads the estimates and writes λ under it too
+            self.rtt_ms = float(np.nan_to_num(rtt_ms, nan=0.0))
+            self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
+            if self.lam_grid is not None:  # (no grid: λ stays where it was set, e.g. by training)
+                self.lam = self.base_lambda() * self.lam_scale
 
     def link_estimate(self) -> tuple[float, float] | None:
         return self.rtt_ms, self.loss
