@@ -11,11 +11,13 @@ import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from device.reader import Sample, host_us
 from firmware_interfaces.codec import FrameDecoder
+from twin.clock import ClockMap
 
 
 class SampleSource:
@@ -37,6 +39,12 @@ class SampleSource:
         self._lock = threading.Lock()
         self._last_t: int | None = None
         self._seq = 0
+        # What the agent reads from a serial reader too: the device <-> host clock map (fed per sample here),
+        # reconnects, gaps and backlog drops (none: a program's samples have no port to lose).
+        self.clock = ClockMap()
+        self.reconnects = 0
+        self.gaps: list[Any] = []
+        self.backlog_dropped = 0
 
     def start(self) -> None:
         self.connected.set()
@@ -65,7 +73,9 @@ class SampleSource:
                 self.rejected["time-not-increasing"] += 1
                 return False
             self._last_t = int(t_us)
-            self.samples.append(Sample(int(t_us), self._seq, q.copy(), host_us()))
+            now = host_us()
+            self.samples.append(Sample(int(t_us), self._seq, q.copy(), now))
+            self.clock.observe(int(t_us), now)
             self._seq += 1
             self.decoder.stats.frames_ok += 1
         if self.on_data is not None:

@@ -56,6 +56,9 @@ class Capture:
         self.t: list[np.ndarray] = []
         self.qhat: list[np.ndarray] = []
 
+    def timing(self, t_us: int, timing: Any) -> None:
+        pass
+
     def block(self, t: np.ndarray, seq: Any, q: Any, sent: Any, qhat: np.ndarray) -> None:
         self.t.append(t)
         self.qhat.append(qhat)

@@ -7,6 +7,7 @@ are driven with synthetic times: nothing waits for real time except socket deliv
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,14 +105,17 @@ def test_set_hello_sends_the_hello_at_once(make_uplink: Callable[..., Uplink], s
 
 def test_without_a_server_sends_are_dropped_and_counted(make_uplink: Callable[..., Uplink],
                                                         ctx: zmq.Context[Any]) -> None:
-    gone = ctx.socket(zmq.ROUTER)
-    port = gone.bind_to_random_port("tcp://127.0.0.1")
-    gone.close(linger=0)  # a port nobody listens on
+    # A port nobody listens on: bound but never listening, so it stays refused for the whole test (a ZeroMQ socket
+    # closed here unbinds asynchronously, and a connect could still reach it).
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     up = make_uplink(endpoint=f"tcp://127.0.0.1:{port}", wait=False)
     up.set_hello(HELLO, now_us=T0)
     assert not up.send_sample(1, 0, np.zeros(2), 0, T0, 1.0)
     assert (up.stats.control_dropped, up.stats.dropped_packets, up.stats.packets_sent) == (1, 1, 0)
     assert not up.in_flight() and not up.link_up
+    held.close()
 
 
 def test_welcome_sets_server_fields_and_ends_the_hellos(make_uplink: Callable[..., Uplink], server: Server) -> None:
