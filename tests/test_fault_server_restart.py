@@ -57,24 +57,24 @@ def test_server_sigkill_and_restart_recovers_within_2_s(procs: list[Proc], sessi
     runner.start()
     try:
         # ~3 s of predictions (200/s) from the first server: its pred_seq reaches ~600.
-        _wait(lambda: agent.tracking is not None and len(agent.tracking.uplink_latency_us) >= 600, 20,
+        _wait(lambda: agent.tracking is not None and agent.tracking.predictions_back >= 600, 20,
               "predictions from the first server")
         tracking, uplink = agent.tracking, agent.uplink
         assert tracking is not None and uplink is not None
         first.p.kill()  # SIGKILL: no bye, no summary, the socket just goes away
         first.stop()
-        back_before, acked_before = len(tracking.uplink_latency_us), tracking.preds.acked
+        back_before, acked_before = tracking.predictions_back, tracking.preds.acked
         second = Proc("server", "--bind", bind, "--pub", "none")
         procs.append(second)
         second.value("bind")
-        took = _wait(lambda: len(tracking.uplink_latency_us) >= back_before + 20, RECOVERY_S,
+        took = _wait(lambda: tracking.predictions_back >= back_before + 20, RECOVERY_S,
                      "latency measured again after the restart (new predictions not de-duplicated away)")
         assert tracking.preds.acked > acked_before, "acknowledgements did not move on in the new session"
         assert uplink.stats.epochs == 2
         # The link estimate KC-TD3 is fed (sends with a prediction back) is healthy again over the next ~0.5 s.
-        sent0, back0 = tracking.sent, len(tracking.uplink_latency_us)
+        sent0, back0 = tracking.sent, tracking.predictions_back
         _wait(lambda: tracking.sent >= sent0 + 100, 5, "sends after the restart")
-        sent1, back1 = tracking.sent, len(tracking.uplink_latency_us)
+        sent1, back1 = tracking.sent, tracking.predictions_back
         loss = 1 - (back1 - back0) / (sent1 - sent0)
         assert loss < 0.1, f"loss estimate {loss:.2f} after the restart (took {took:.2f} s to resume)"
     finally:
