@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
+from server.twin_server import TwinServer
 from twin.security import KEYS_ENV, Security, init_keys
 from twin.session import Session, write_session
 
@@ -177,3 +178,23 @@ def ctx() -> Iterator[zmq.Context[Any]]:
     c: zmq.Context[Any] = zmq.Context()
     yield c
     c.term()
+
+
+@pytest.fixture
+def start_server(server_security: Security) -> Iterator[Callable[..., TwinServer]]:
+    """Starts in-process twin servers on random loopback ports (CURVE with the session keys); stops them after."""
+    running: list[tuple[TwinServer, threading.Thread]] = []
+
+    def start(**kwargs: Any) -> TwinServer:
+        options: dict[str, Any] = {"pub": "tcp://127.0.0.1:*", "predictor": "linear", "security": server_security}
+        srv = TwinServer("tcp://127.0.0.1:*", **{**options, **kwargs})
+        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, name="test-twin-server")
+        th.start()
+        running.append((srv, th))
+        return srv
+
+    yield start
+    for srv, th in running:
+        srv.stop()
+        th.join(timeout=10)
+        assert not th.is_alive(), "server thread did not stop"

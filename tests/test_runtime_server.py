@@ -79,24 +79,6 @@ class FakeClock:
 
 
 @pytest.fixture
-def start_server(server_security: Security) -> Iterator[Callable[..., TwinServer]]:
-    running: list[tuple[TwinServer, threading.Thread]] = []
-
-    def start(**kwargs: Any) -> TwinServer:
-        srv = TwinServer("tcp://127.0.0.1:*", None, "linear", **{"security": server_security, **kwargs})
-        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, name="test-twin-server")
-        th.start()
-        running.append((srv, th))
-        return srv
-
-    yield start
-    for srv, th in running:
-        srv.stop()
-        th.join(timeout=10)
-        assert not th.is_alive(), "server thread did not stop"
-
-
-@pytest.fixture
 def server(start_server: Callable[..., TwinServer]) -> TwinServer:
     return start_server()
 

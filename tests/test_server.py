@@ -21,24 +21,6 @@ from twin.security import Security
 
 
 @pytest.fixture
-def start_server(server_security: Security) -> Iterator[Callable[..., TwinServer]]:
-    running: list[tuple[TwinServer, threading.Thread]] = []
-
-    def start(**kwargs: Any) -> TwinServer:
-        srv = TwinServer("tcp://127.0.0.1:*", **{"pub": "tcp://127.0.0.1:*", "predictor": "linear",
-                                                 "security": server_security, **kwargs})
-        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 20}, name="test-server")
-        th.start()
-        running.append((srv, th))
-        return srv
-
-    yield start
-    for srv, th in running:
-        srv.stop()
-        th.join(timeout=10)
-
-
-@pytest.fixture
 def server(start_server: Callable[..., TwinServer]) -> TwinServer:
     return start_server()
 
