@@ -127,7 +127,12 @@ class Proc:
         return self.wait_line(key + "=", timeout).split("=", 1)[1]
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
-        out, err = self.p.communicate(timeout=timeout)
+        """Wait for the process to end; ``timeout`` guards against a hang (the process is stopped, then it raises)."""
+        try:
+            out, err = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
         self._sel.close()
         return self.p.returncode, "\n".join(self.lines) + out, err
 
