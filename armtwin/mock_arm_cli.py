@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         if cable is not None:
             cable.join()
+    print(f"mock arm: streaming thread scheduling: {st.scheduling}", file=sys.stderr, flush=True)
     print(f"mock arm done: frames_sent={st.frames_sent} frames_dropped={st.frames_dropped} "
           f"bytes_corrupted={st.bytes_corrupted} late_max_us={st.late_max_us} loops={st.loops} "
           f"unread_bytes={st.unread_bytes} restarts={st.restarts} frames_booting={st.frames_booting} "

@@ -21,6 +21,7 @@ import serial
 
 from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
+from firmware_interfaces.realtime import realtime
 from twin.clock import ClockMap
 
 _U32 = 1 << 32
@@ -93,6 +94,7 @@ class SerialReader:
         self.estop_frames = 0
         # Set on the END frame of a finite replay (mock arm): the agent ends the run once the samples are in.
         self.ended = threading.Event()
+        self.realtime = "not started"  # the reader thread's scheduling class, once it runs
         self._thread = threading.Thread(target=self._run, name="serial-reader", daemon=True)
         self._ser: serial.SerialBase | None = None
 
@@ -140,6 +142,11 @@ class SerialReader:
         return t
 
     def _run(self) -> None:
+        # Frames the pty cannot buffer while this thread is off the CPU are lost (firmware_interfaces/realtime.py).
+        with realtime() as self.realtime:
+            self._serve()
+
+    def _serve(self) -> None:
         while not self._stop.is_set():
             try:
                 self._ser = open_port(self.port, self.baudrate)

@@ -51,6 +51,7 @@ def run_summary(policy: Policy, reader: SerialReader, tracking: TrackingMonitor 
         "frames_lost": st.frames_lost,
         "crc_errors": st.crc_errors,
         "decoder": st.as_dict(),
+        "reader_scheduling": reader.realtime,
         "port_errors": reader.port_errors,
         "port_reconnects": reader.reconnects,
         "time_resets": reader.time_resets,  # firmware restarts: device time continued from the host clock

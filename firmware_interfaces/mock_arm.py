@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_interfaces.codec import FLAG_END, FLAG_SIM, encode_frame
+from firmware_interfaces.realtime import realtime
 
 _POLLHUP = select.POLLHUP
 
@@ -38,6 +39,7 @@ class MockArmStats:
 
     frames_sent: int = 0
     frames_dropped: int = 0
+    scheduling: str = "not started"  # the streaming thread's scheduling class (realtime.py)
     bytes_corrupted: int = 0
     late_max_us: int = 0  # worst lateness of a frame against its deadline
     loops: int = 0
@@ -155,6 +157,11 @@ class MockArm:
 
     def run(self, stop: threading.Event) -> MockArmStats:
         """Stream until the samples are exhausted (or forever with ``loop``) or ``stop`` is set."""
+        # Firmware is never preempted by the host's load; the mock arm's pacing should not be either.
+        with realtime() as self.stats.scheduling:
+            return self._stream(stop)
+
+    def _stream(self, stop: threading.Event) -> MockArmStats:
         n = len(self.t_us)
         period = int(np.median(np.diff(self.t_us))) if n > 1 else 1000
         span = int(self.t_us[-1] - self.t_us[0]) + period

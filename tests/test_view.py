@@ -239,8 +239,9 @@ def test_gui_view_under_xvfb(xvfb_display: str, live_twin: tuple[TwinServer, Fak
     assert summary, stdout
     assert "devices=1" in summary.string
     print(f"GUI view under Xvfb: {summary.group(0)}")
-    # 60 fps on a quiet machine; software OpenGL on a busy 2-core box renders less. Catch a broken loop only.
-    assert float(summary.group(1)) > 15, f"the window should update at a usable rate: {stdout}"
+    # 60 fps on a quiet machine, 9 with software OpenGL on a 2-core box at load 10: speed is the viewer bench's
+    # figure. A stuck or blocked loop renders (almost) nothing in 5 s; that is what this catches.
+    assert float(summary.group(1)) > 1, f"the window should keep updating: {stdout}"
 
 
 @pytest.mark.parametrize(("display", "reason"), [("", "$DISPLAY is not set"), (":987", "cannot open display :987")])
