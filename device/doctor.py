@@ -18,6 +18,7 @@ import numpy as np
 
 from firmware_interfaces.codec import FrameDecoder, TimestampUnwrapper
 from firmware_interfaces.ports import PortError, PortInfo, list_serial_ports, open_port, resolve_port
+from firmware_interfaces.realtime import realtime
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 SYSFS_USB_SERIAL = "/sys/bus/usb-serial/devices"
@@ -102,15 +103,18 @@ def read_frames(port: str, seconds: float, baud: int) -> list[Check]:
     joints = 0
     start = time.monotonic()
     try:
-        while time.monotonic() - start < seconds:
-            chunk = ser.read(4096)
-            if not chunk:
-                continue
-            frames = dec.feed(chunk)
-            if frames:
-                arrivals.append(time.monotonic())
-                joints = len(frames[-1].angles_urad)
-                t_fw.extend(unwrap.unwrap(f.t_us) for f in frames)
+        # As the device's reader does: a read loop left off the CPU by other jobs would lose frames and report
+        # the arm's stream as broken (firmware_interfaces/realtime.py).
+        with realtime():
+            while time.monotonic() - start < seconds:
+                chunk = ser.read(4096)
+                if not chunk:
+                    continue
+                frames = dec.feed(chunk)
+                if frames:
+                    arrivals.append(time.monotonic())
+                    joints = len(frames[-1].angles_urad)
+                    t_fw.extend(unwrap.unwrap(f.t_us) for f in frames)
     except OSError as exc:
         return [Check("frames", FAIL, f"reading {path} failed: {exc}", "is the arm still plugged in?")]
     finally:
