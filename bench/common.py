@@ -161,7 +161,8 @@ class Child:
         return self.lines[i][1].split("=", 1)[1].strip()
 
     def stderr_tail(self, n: int = 600) -> str:
-        self._err.flush()
+        if not self._err.closed:
+            self._err.flush()
         try:
             return self.err_path.read_text()[-n:].strip()
         except OSError:
@@ -174,11 +175,18 @@ class Child:
         return rc
 
     def stop(self) -> int | None:
-        """Stop it (SIGTERM, then SIGKILL) if still running, join the reader, close the files."""
-        from armtwin.demo import stop_process
-
-        stop_process(self.p)
+        """Stop it (SIGTERM, then SIGKILL after 10 s) if still running; its last lines are read to the end (a
+        server prints its summary as it exits) before the pipes close."""
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
         self._thread.join(timeout=10)
+        if self.p.stdout is not None:
+            self.p.stdout.close()
         self._err.close()
         return self.p.returncode
 

@@ -46,7 +46,7 @@ def one_run(lab: Lab, server: Any, endpoint: str, spec: str, seconds: float, nam
     arm = lab.start(["mock-arm", str(SESSION), "--bounce"], f"{name}-arm")
     port = arm.value("port")
     out = lab.root / f"{name}.json"
-    periods = max(int(round(seconds)), 1)
+    periods = max(round(seconds), 1)
     dev = lab.start(["device", "--port", port, "--server", endpoint, "--policy", spec, "--device-id", name,
                      "--duration", str(periods + 2.5), "--summary-json", str(out), "--record",
                      str(lab.root / f"{name}.mcap"), "--keys", str(lab.keys)], name)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import serial
 
-from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
 from device.stages import StageClock, now_ns
+from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
 from twin.clock import ClockMap
 
