@@ -174,13 +174,13 @@ class Child:
         self._thread.join(timeout=10)
         return rc
 
-    def stop(self) -> int | None:
-        """Stop it (SIGTERM, then SIGKILL after 10 s) if still running; its last lines are read to the end (a
-        server prints its summary as it exits) before the pipes close."""
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout`` s) if still running; its last lines are read to the end
+        (a server prints its summary as it exits) before the pipes close."""
         if self.p.poll() is None:
             self.p.terminate()
             try:
-                self.p.wait(timeout=10)
+                self.p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
