@@ -321,7 +321,8 @@ class DeviceAgent:
         assert self.uplink is not None and self.tracking is not None
         for item in msg["preds"]:
             try:
-                pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
+                # Checked by Wire.decode (the uplink renumbered pred_seq within range): only the joint count here.
+                pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints, checked=True)
             except ProtocolError as exc:  # e.g. a prediction for another joint count: counted by reason
                 self.uplink.stats.bad(exc.reason)
                 continue
