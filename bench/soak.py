@@ -1,4 +1,4 @@
-"""Soaks (issue 10, item 5): hours-long behaviour in minutes of figures, printed as they come.
+"""Soaks (issue 10, item 5): long runs of real processes, their figures printed every minute as they come.
 
 * ``soak-device``: one real device at 1 kHz through the mock arm (bouncing replay, so the motion never jumps) with
   dead reckoning, against a real server: every minute the device's and the server's RSS, frames lost, load and the

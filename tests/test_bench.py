@@ -114,3 +114,30 @@ def test_armtwin_bench_is_the_same_entry() -> None:
     r = subprocess.run([sys.executable, "-m", "armtwin", "bench", "--help"], capture_output=True, text=True,
                        cwd=REPO, timeout=60, check=False)
     assert r.returncode == 0 and "device,link,server,simulator,viewer" in r.stdout and "soak-device" in r.stdout
+
+
+def test_server_max_sessions(tmp_path: Path) -> None:
+    """``armtwin server --max-sessions N`` (the server part needs 1000+): device N+1 is told server-full."""
+    import time
+
+    from bench.loadgen import LoadGen
+    from twin.security import Security
+
+    lab = Lab.make(tmp_path)
+    try:
+        _, endpoint = lab.server("cap", ["--max-sessions", "1"])
+        gen = LoadGen(endpoint, Security.for_client(lab.keys, "bench"), 2)
+        try:
+            for i in range(2):
+                gen._hello(i)
+            deadline = time.monotonic() + 30
+            while not (sum(gen.welcomed) == 1 and gen.errors["server-full"]) and time.monotonic() < deadline:
+                for s, _ in gen.poller.poll(100):
+                    gen._drain(s, closed_loop=False)
+            assert sum(gen.welcomed) == 1 and gen.errors["server-full"] >= 1
+        finally:
+            gen.close()
+        bad = lab.start(["server", "--keys", str(lab.keys), "--max-sessions", "0"], "bad")
+        assert bad.wait(timeout=60) == 2 and "--max-sessions must be >= 1" in bad.stderr_tail()
+    finally:
+        lab.stop_all()
