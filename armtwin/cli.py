@@ -36,6 +36,7 @@ VERBS: dict[str, tuple[str, str | None]] = {
     "evaluate": ("lab.cli_evaluate", "lab"),
     "train": ("lab.cli_train", "lab"),
     "fit-predictor": ("lab.cli_fit_predictor", "lab"),
+    "bench": ("bench.cli", None),  # the viewer part needs armtwin[viewer] (PyBullet); the others run anywhere
 }
 
 EPILOG = """examples:

@@ -79,7 +79,7 @@ def plot_epsilon(policy: str, given: float | None) -> tuple[float, str]:
     return (float(eps), "the policy's constraint") if eps is not None else (DEFAULT_EPSILON, "default")
 
 
-def _read_key(proc: subprocess.Popen[str], key: str) -> str:
+def read_key(proc: subprocess.Popen[str], key: str) -> str:
     """Read the child's stdout until 'key=value'; the children print these first."""
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -88,7 +88,8 @@ def _read_key(proc: subprocess.Popen[str], key: str) -> str:
     raise RuntimeError(f"{proc.args!r} exited before printing {key}= (exit code {proc.wait()})")
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; closes its pipes."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -101,7 +102,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
-def _spawn(args: list[str], stderr: IO[str] | int | None = None) -> subprocess.Popen[str]:
+def spawn(args: list[str], stderr: IO[str] | int | None = None) -> subprocess.Popen[str]:
+    """``python -m armtwin ARGS`` with stdout piped as text lines (this interpreter, so the same install)."""
     return subprocess.Popen([sys.executable, "-m", "armtwin", *args], stdout=subprocess.PIPE, stderr=stderr,
                             text=True, bufsize=1)
 
@@ -123,21 +125,21 @@ def run(args: argparse.Namespace) -> int:
     sec = demo_security(args)
     procs: list[subprocess.Popen[str]] = []
     try:
-        server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", args.pub, "--predictor", args.predictor,
+        server = spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", args.pub, "--predictor", args.predictor,
                          *sec], stderr=subprocess.PIPE)
         try:
-            endpoint = _read_key(server, "bind")
+            endpoint = read_key(server, "bind")
         except RuntimeError:  # the PUB port is taken (another server or demo): publish on a random port
-            _stop(server)
-            server = _spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
+            stop_process(server)
+            server = spawn(["server", "--bind", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*",
                              "--predictor", args.predictor, *sec])
-            endpoint = _read_key(server, "bind")
+            endpoint = read_key(server, "bind")
         procs.append(server)
-        pub = _read_key(server, "pub")
+        pub = read_key(server, "pub")
         loop = ["--loop"] if args.seconds > src.duration_s else []
-        arm = _spawn(["mock-arm", str(args.session), *loop], stderr=subprocess.DEVNULL)
+        arm = spawn(["mock-arm", str(args.session), *loop], stderr=subprocess.DEVNULL)
         procs.append(arm)
-        port = _read_key(arm, "port")
+        port = read_key(arm, "port")
         print(f"demo: mock arm on {port}, server on {endpoint}, policy {args.policy}, {args.seconds:g} s",
               flush=True)
         print(f"demo: link {'PLAINTEXT (--insecure)' if sec == ['--insecure'] else 'CURVE, keys in ' + sec[1]}",
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop_process(p)
     summary = json.loads(summary_path.read_text())
     session = load_session(rec)
     png = args.out / "tracking.png"

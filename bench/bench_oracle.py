@@ -37,7 +37,8 @@ def main() -> None:
     sessions = [load_session(REPO / "data" / "sessions" / f"{name}.mcap") for name in FILES[args.family]]
     link = LinkSpec(delay_ms=args.delay_ms)
     ClairvoyantBound(sessions[:1], link, max_gap_ms=50).solve(0.002)  # warm-up: compile the kernels
-    prep, solve = [], {0.002: [], 0.007: []}
+    prep: list[float] = []
+    solve: dict[float, list[float]] = {0.002: [], 0.007: []}
     for _ in range(args.repeat):
         t0 = time.perf_counter()
         bound = ClairvoyantBound(sessions, link, max_gap_ms=args.gap_ms)

@@ -105,8 +105,8 @@ class Fuzzer:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.endpoint = endpoint
         self.sec = Security.for_client(keys, "fuzz")
-        self.stranger = Security(curve=True, server_public=self.sec.server_public,
-                                 **dict(zip(("public", "secret"), zmq.curve_keypair(), strict=True)))
+        public, secret = zmq.curve_keypair()
+        self.stranger = Security(curve=True, server_public=self.sec.server_public, public=public, secret=secret)
         self.pool = [self._socket(self.sec) for _ in range(pool)]
         self.draw = generator(seed)
         self.sent: Counter[str] = Counter()

@@ -22,6 +22,7 @@ from device.policies.base import Learner, Policy
 from device.reader import SerialReader, host_us
 from device.recorder import Recorder
 from device.scoring import DEFAULT_SCORE_LAG_MS, TrackingMonitor, score_lag_us
+from device.stages import StageClock, now_ns
 from device.summary import run_summary
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
@@ -87,7 +88,9 @@ class DeviceAgent:
         cfg.policy.select(np.array([0, 1000], dtype=np.int64), np.zeros((2, 1)))
         cfg.policy.reset()
         quad_fit(np.array([0, 1000, 2000]), np.zeros((3, 1)), np.array([2]), DERIV_WINDOW)
-        self.reader = SerialReader(cfg.port, cfg.baudrate, on_data=self._wake) if source is None else source
+        self.stages = StageClock()  # where the time goes (the summary's "stages"; armtwin bench reports it)
+        self.reader = (SerialReader(cfg.port, cfg.baudrate, on_data=self._wake, stages=self.stages) if source is None
+                       else source)
         if source is not None:
             source.on_data = self._wake
         self.uplink: Uplink | None = None
@@ -165,8 +168,10 @@ class DeviceAgent:
                 samples = self.reader.drain()
                 now = host_us()
                 if self.tracking is not None:  # replies first: the policy must see the acks that are here
+                    t_ns = now_ns()
                     for msg in self.uplink.poll_replies(now):
                         self._handle_prediction(msg)
+                    self.stages.ns["replies"] += now_ns() - t_ns
                 if samples:
                     if self.tracking is None:
                         first_sample_us = now
@@ -190,8 +195,10 @@ class DeviceAgent:
                 if self.reader.clock.ready and now >= next_finalize:
                     # Server clock -> host clock -> device (firmware) clock, with the newest estimates; score and
                     # record in 100 ms blocks: per-sample scoring cost more than the 1 kHz path itself.
+                    t_ns = now_ns()
                     self.tracking.advance(now, self.uplink.server_offset_us, self.reader.clock,
                                           retired=self._retired())
+                    self.stages.ns["score"] += now_ns() - t_ns
                     next_finalize = now + FINALIZE_EVERY_US
                 if now >= next_status:
                     dt = (now - next_status) / 1e6 + cfg.status_every_s
@@ -249,7 +256,7 @@ class DeviceAgent:
             if estimate is not None:
                 meta["link_estimate"] = estimate
                 meta["score_lag_us"] = lag_us
-            self.recorder = Recorder(SessionWriter(cfg.record, names, meta))
+            self.recorder = Recorder(SessionWriter(cfg.record, names, meta), stages=self.stages)
         self.tracking = TrackingMonitor(joints, lag_us, self.recorder)
         if self.recorder is not None and cfg.policy.acks is not None:
             cfg.policy.acks.log = []  # the simulator replays each resend check (lab.recorded_run)
@@ -266,7 +273,11 @@ class DeviceAgent:
         if self.cfg.policy.acks is not None:  # how late this chunk is processed (device.acks.AckTracker)
             # The reader's drift-aware map (twin.clock) from the serial latency floor: device time <-> host time.
             self.cfg.policy.acks.processing_lag_us = max(0, self.reader.clock.to_a(now) - int(t[-1]))
+        stage_ns = self.stages.ns
+        t_ns = now_ns()
         mask = self.cfg.policy.select(t, q)
+        t_sel = now_ns()
+        stage_ns["policy"] += t_sel - t_ns
         sent = np.zeros(len(samples), dtype=bool)
         # The last measured samples before this chunk: the window of the device-side velocity estimate.
         tt, qq = np.concatenate([self._ring_t, t]), np.concatenate([self._ring_q.reshape(-1, q.shape[1]), q])
@@ -278,9 +289,13 @@ class DeviceAgent:
             d = quad_fit(tt, qq, np.array([offset + i]), DERIV_WINDOW)[0, 1:] if wants_d else None
             sent[i] = self.uplink.send_sample(s.seq, s.t_us, s.q, int(hz[i]), now, self.cfg.policy.k, d,
                                               self.tracking.preds.acked)
+            self.stages.sent_after(host_us() - s.host_us)  # frame read from the port -> packet handed to ZeroMQ
         self._ring_t, self._ring_q = tt[-(DERIV_WINDOW - 1):], qq[-(DERIV_WINDOW - 1):]
         self._policy_t_us = int(t[-1])  # a status takes effect for the policy after this sample
+        t_sent = now_ns()
+        stage_ns["send"] += t_sent - t_sel
         self.tracking.add_samples([s.t_us for s in samples], [s.seq for s in samples], [s.q for s in samples], sent)
+        stage_ns["score"] += now_ns() - t_sent
 
     def _retired(self) -> list[tuple[int, int, bool]]:
         acks = self.cfg.policy.acks
@@ -306,7 +321,8 @@ class DeviceAgent:
         assert self.uplink is not None and self.tracking is not None
         for item in msg["preds"]:
             try:
-                pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints)
+                # Checked by Wire.decode (the uplink renumbered pred_seq within range): only the joint count here.
+                pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints, checked=True)
             except ProtocolError as exc:  # e.g. a prediction for another joint count: counted by reason
                 self.uplink.stats.bad(exc.reason)
                 continue
@@ -413,6 +429,7 @@ class DeviceAgent:
                               (host_us() - start_us) / 1e6, link_down_us)
         # Samples measured after this one (drained at shutdown) never reached the policy (lab.recorded_run).
         summary["last_selected_t_us"] = self._policy_t_us
+        summary["stages"] = self.stages.report()
         if self.recorder is not None:
             summary["recording"] = self.recorder.report()  # also in the file: how much of the run it holds
             self.recorder.close(summary)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import serial
 
+from device.stages import StageClock, now_ns
 from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
 from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
 from firmware_interfaces.realtime import realtime
@@ -68,8 +69,10 @@ class SerialReader:
         baudrate: int = DEFAULT_BAUD,
         on_data: Callable[[], None] | None = None,
         reconnect_s: float = 0.5,
+        stages: StageClock | None = None,
     ) -> None:
         self.port = port
+        self.stages = stages or StageClock()  # read / decode time (the agent reports them)
         self.baudrate = baudrate
         self.on_data = on_data
         self.reconnect_s = reconnect_s
@@ -177,13 +180,20 @@ class SerialReader:
 
     def _read_loop(self, ser: serial.SerialBase) -> None:
         scale = 1e-6
+        stage_ns = self.stages.ns
+        t_top = now_ns()  # this thread's CPU clock: a blocking read costs its syscalls, not its wait
         while not self._stop.is_set():
             data = ser.read(ser.in_waiting or 1)
+            t_read = now_ns()
+            stage_ns["read"] += t_read - t_top
+            t_top = t_read
             if not data:
                 continue
             now = host_us()
             frames = self.decoder.feed(data)
             if not frames:
+                t_top = now_ns()
+                stage_ns["decode"] += t_top - t_read
                 continue
             end_raw = frames[-1].t_us
             for f in frames:
@@ -199,7 +209,11 @@ class SerialReader:
             # The newest frame of a read bounds the firmware->host offset from above (one observation per read).
             assert self._last_t is not None
             self.clock.observe(self._last_t, now)
+            t_top = now_ns()
+            stage_ns["decode"] += t_top - t_read
             if self.on_data is not None:
                 self.on_data()
+                t_read, t_top = t_top, now_ns()
+                stage_ns["wake"] += t_top - t_read
             if self.ended.is_set():
                 return

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from device.stages import StageClock, now_ns
 from twin.paths import OutputPathError
 from twin.session import SessionWriter
 
@@ -41,8 +42,10 @@ def check_writable(path: Path) -> None:
 class Recorder:
     """Writes finalized blocks to the session file from a background thread: the device loop never waits on disk."""
 
-    def __init__(self, writer: SessionWriter, max_queued: int = MAX_QUEUED, err: TextIO | None = None) -> None:
+    def __init__(self, writer: SessionWriter, max_queued: int = MAX_QUEUED, err: TextIO | None = None,
+                 stages: StageClock | None = None) -> None:
         self.writer = writer
+        self.stages = stages or StageClock()  # "record": time spent writing (this thread)
         self._err = err
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max_queued)
         self._close_q: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)  # never refused, even when full
@@ -118,6 +121,7 @@ class Recorder:
                     self._dropped(len(payload[0]))
             else:
                 try:
+                    t_ns = now_ns()
                     if kind == "block":
                         self.writer.write_block(*payload)
                     elif kind == "status":
@@ -127,6 +131,7 @@ class Recorder:
                     if time.monotonic() - last_flush > FLUSH_EVERY_S:
                         self.writer.flush()
                         last_flush = time.monotonic()
+                    self.stages.ns["record"] += now_ns() - t_ns
                 except Exception as exc:  # disk full, a bug, anything: the device loop must go on
                     if kind == "block":
                         self._dropped(len(payload[0]))

@@ -35,6 +35,9 @@ def add_parser(sub: Any, name: str) -> None:
                    help="environment variable holding a shared HMAC key: every message also carries an HMAC "
                    "(defence in depth; CURVE already authenticates each message)")
     add_security_args(p, "server")
+    p.add_argument("--max-sessions", type=int, default=None, metavar="N",
+                   help="devices one server holds at once (default: server.twin_server.MAX_SESSIONS, 256); a hello "
+                   "beyond them gets 'server-full'")
     p.add_argument("--status-every", type=float, default=10.0, metavar="S",
                    help="print a status line (devices, samples/s, drops by reason) every S s (default 10)")
     p.set_defaults(run=run)
@@ -45,19 +48,22 @@ def run(args: argparse.Namespace) -> int:
 
     import zmq
 
-    from server.twin_server import TwinServer
+    from server.twin_server import MAX_SESSIONS, TwinServer
     from twin.endpoints import EndpointError, endpoint
     from twin.security import security_from_args
 
     key = os.environ.get(args.key_env)
     bind, pub = args.bind, args.pub
     try:
+        max_sessions = MAX_SESSIONS if args.max_sessions is None else args.max_sessions
+        if max_sessions < 1:
+            raise ValueError("--max-sessions must be >= 1")
         security = security_from_args(args, "server")
         bind = endpoint(args.bind, bind=True)
         pub = None if args.pub == "none" else endpoint(args.pub, bind=True)
         srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None,
                          log=lambda line: print(line, flush=True), status_every_s=args.status_every,
-                         security=security)
+                         security=security, max_sessions=max_sessions)
     except (EndpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
