@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
               f"p99|e|: {info['p99_abs_err_deg']:.4g} deg  unscored: {info['samples_unscored']}")
     if info.get("ee_err_mean_mm") is not None:
         print(f"  end-effector error: mean {info['ee_err_mean_mm']:.3f} mm  p99 {info['ee_err_p99_mm']:.3f} mm  "
-              f"max {info['ee_err_max_mm']:.3f} mm")
+              f"max {info['ee_err_max_mm']:.3f} mm  (arm: {info.get('ee_urdf', '?')})")
     if info.get("ee_err_error") and arm_error is None:
         print(f"  end-effector error: not computed: {info['ee_err_error']}")
     print(f"  gaps > 2 ms: {info['gaps_over_2ms']}")

@@ -81,11 +81,15 @@ def check_arms(arm: ArmSpec, sessions: list[Any], paths: list[Any]) -> ArmSpec:
     """Before any simulation: ``arm`` (over each session's own) fits every session, else ``ArmModelError`` naming
     the session. A session with no arm named anywhere that the default does not fit only warns (no
     end-effector error for it)."""
+    from twin.constants import DEFAULT_URDF
     from viewer.arm import ArmModelError, NoArm, open_arm
 
     for s, path in zip(sessions, paths, strict=True):
         try:
             open_arm(arm, s.joint_names, s.meta).disconnect()
+            if not arm.over(s.meta).given:
+                print(f"warning: {path} records no URDF: end-effector error through the default {DEFAULT_URDF} "
+                      "(pass --urdf if that is not the arm)", file=sys.stderr)
         except NoArm as exc:
             print(f"warning: {path}: no end-effector error: {exc}", file=sys.stderr)
         except ArmModelError as exc:

@@ -8,7 +8,8 @@ Spec: ``RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],...`` (``RECORDED=none`` ign
 ``joint_1=lbr_iiwa_joint_1,joint_2=lbr_iiwa_joint_2:-1:90:deg``: URDF angle = sign * recorded + offset; recorded
 angles are radians (the session contract), UNITS (rad|deg) is the offset's unit. Or a JSON file
 ``{"units": "deg", "joints": {"joint_1": "lbr_iiwa_joint_1", "joint_2": {"urdf": ..., "sign": -1, "offset": 90}}}``.
-No map: recorded joint i drives the i-th movable URDF joint (counts must match).
+No map: recorded joints named as URDF joints drive those joints; otherwise recorded joint i drives the i-th
+movable URDF joint (counts must match).
 """
 
 from __future__ import annotations
@@ -119,9 +120,15 @@ def bind_names(jmap: JointMap, recorded: Sequence[str], movable: Sequence[str], 
     recorded names and the URDF's ``movable`` joints (in the URDF's order) and ``fixed`` ones. ``ArmModelError``
     says what does not fit and which option to pass."""
     recorded = list(recorded)
+    if jmap.entries is None and recorded and set(recorded) <= set(movable):
+        # The recording uses the URDF's own names (a device takes them from the URDF): bind by name, so an arm
+        # whose URDF has more movable joints (the Panda's two fingers) needs no map; the rest stay at 0.
+        return [(i, name, 1.0, 0.0) for i, name in enumerate(recorded)]
     if jmap.entries is None:
         if len(recorded) != len(movable):
-            example = f"{recorded[0] if recorded else 'joint_1'}={movable[0] if movable else 'URDF_JOINT'},..."
+            pairs = [f"{r}={u}" for r, u in zip(recorded, movable, strict=False)]  # copy-paste ready, if in order
+            pairs += [f"{r}=none" for r in recorded[len(movable):]]
+            example = ",".join(pairs) if pairs else "RECORDED=URDF_JOINT,..."
             raise ArmModelError(f"the recording has {len(recorded)} joints ({', '.join(recorded)}) but {urdf} has "
                                 f"{len(movable)} movable joints ({', '.join(movable)}): pass --urdf with your arm's "
                                 f"URDF, or --joint-map '{example}' (NAME=none leaves a recorded joint out)")

@@ -280,9 +280,10 @@ class ArmModel:
 def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: np.ndarray | None = None,
                      joint_names: Sequence[str] | None = None, urdf: str | None = None,
                      joint_map: JointMap | str | None = None, stride: int = 1,
-                     ee_link: str | None = None) -> dict[str, float | int | None]:
+                     ee_link: str | None = None) -> dict[str, float | int | str | None]:
     """End-effector position error (the task-level KPI) of a ``Session`` or (q, qhat): ``ee_err_mean_mm``,
-    ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat) and ``ee_err_samples``.
+    ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat), ``ee_err_samples`` and
+    ``ee_urdf`` (the URDF used; marked when it was assumed).
     The arm: ``urdf``/``joint_map``/``ee_link``, else the session's, else kuka_iiwa (``open_arm``); ``stride``
     subsamples long sessions. Raises ``ArmModelError`` (``NoArm``) when the arm does not fit the recording."""
     meta = None
@@ -290,8 +291,8 @@ def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: 
         q, qhat, joint_names, meta = session.q, session.qhat, joint_names or session.joint_names, session.meta
     if q is None:
         raise ArmModelError("ee_error_summary needs a session or q")
-    out: dict[str, float | int | None] = {"ee_err_mean_mm": None, "ee_err_p99_mm": None, "ee_err_max_mm": None,
-                                          "ee_err_samples": 0}
+    out: dict[str, float | int | str | None] = {"ee_err_mean_mm": None, "ee_err_p99_mm": None,
+                                                "ee_err_max_mm": None, "ee_err_samples": 0}
     if qhat is None:
         return out
     names = list(joint_names) if joint_names is not None else [f"joint_{i + 1}" for i in range(np.shape(q)[-1])]
@@ -299,6 +300,7 @@ def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: 
     with open_arm(spec, names, meta) as arm, warnings.catch_warnings():
         warnings.simplefilter("ignore", JointLimitWarning)
         err = arm.ee_error_mm(q, qhat, stride)
+    out["ee_urdf"] = arm.urdf_id if spec.over(meta).given else f"{arm.urdf_id} (assumed: no URDF given or recorded)"
     err = err[~np.isnan(err)]
     if len(err):
         out.update(ee_err_mean_mm=float(err.mean()), ee_err_p99_mm=float(np.percentile(err, 99)),
