@@ -249,7 +249,7 @@ class DeviceAgent:
             check_arm(ArmSpec(cfg.urdf, cfg.joint_map, cfg.ee_link), names)
         except ArmModelError as exc:
             if cfg.arm_named:
-                self.arm_error = f"the arm sends {joints} joints ({', '.join(names)}): {exc}"
+                self.arm_error = f"the arm's frames do not fit the arm given: {exc}"
                 return
             # The default URDF (the KUKA iiwa) was never asked for: announce and record no URDF rather than a
             # wrong one, and say how to name the arm.

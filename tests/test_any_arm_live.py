@@ -55,7 +55,7 @@ def test_device_with_a_joint_map_records_it(tmp_path: Path, procs: list[Proc]) -
 def test_device_stops_when_the_arm_does_not_fit_the_urdf_given(tmp_path: Path, procs: list[Proc]) -> None:
     code, err, rec = run_device(tmp_path, procs, 7, "--urdf", XARM6)
     assert code == 2, err
-    assert "error: the arm sends 7 joints" in err and f"{XARM6} has 6 movable joints" in err, err
+    assert "error: the arm's frames do not fit" in err and f"7 joints but {XARM6} has 6 movable joints" in err, err
     assert "--joint-map 'joint_1=joint1," in err and "joint_7=none" in err, err
     assert not rec.exists(), "nothing recorded under a wrong arm"
 

@@ -129,7 +129,7 @@ def bind_names(jmap: JointMap, recorded: Sequence[str], movable: Sequence[str], 
             pairs = [f"{r}={u}" for r, u in zip(recorded, movable, strict=False)]  # copy-paste ready, if in order
             pairs += [f"{r}=none" for r in recorded[len(movable):]]
             example = ",".join(pairs) if pairs else "RECORDED=URDF_JOINT,..."
-            raise ArmModelError(f"the recording has {len(recorded)} joints ({', '.join(recorded)}) but {urdf} has "
+            raise ArmModelError(f"the recording has {len(recorded)} joints but {urdf} has "
                                 f"{len(movable)} movable joints ({', '.join(movable)}): pass --urdf with your arm's "
                                 f"URDF, or --joint-map '{example}' (NAME=none leaves a recorded joint out)")
         return [(i, movable[i], 1.0, 0.0) for i in range(len(recorded))]
