@@ -125,15 +125,15 @@ class Viewer:
     def _load(self, dv: DeviceView, now: int) -> None:
         import numpy as np
 
-        from viewer.arm import ArmModelError, open_arm
+        from twin.arm_spec import check_arm
+        from viewer.arm import ArmModelError
         from viewer.scene import MEASURED_RGBA, TWIN_RGBA
 
         base = (0.0, 2.0 * dv.slot, 0.0)
         spec = arm_spec(self.args).over({"urdf": dv.urdf})
         urdf = spec.urdf
         try:
-            with open_arm(arm_spec(self.args), dv.joints, {"urdf": dv.urdf}):  # the same check as every verb
-                pass
+            check_arm(spec, dv.joints)  # the same rules as every verb, by name (no PyBullet client of its own)
             self.scene.add_arm(dv.key, urdf, dv.joints, self.args.joint_map, base, TWIN_RGBA, MEASURED_RGBA)
         except ArmModelError as exc:
             dv.error = str(exc)
