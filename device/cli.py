@@ -59,7 +59,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
     p.add_argument("--joint-names", help="comma-separated joint names (default: the --joint-map's recorded names, "
                    "else the URDF's movable joints, when their count matches the frames, else joint_1..N)")
-    add_arm_args(p, None, f"{DEFAULT_URDF}, announced and recorded only if the frames fit it")
+    add_arm_args(p, f"{DEFAULT_URDF}, announced and recorded only if the frames fit it", from_session=False)
     p.add_argument("--duration", type=float,
                    help="stop S seconds after the first sample (or after S seconds with none); a replay from "
                    "the mock arm also ends the run when it ends")

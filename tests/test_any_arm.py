@@ -191,7 +191,7 @@ def test_a_session_that_does_not_fit_the_urdf_is_an_error(xarm_session: Path, tm
     err = capsys.readouterr().err
     assert "error:" in err and "6 joints" in err and f"{KUKA} has 7 movable joints" in err, err
     assert "--urdf" in err and "--joint-map 'joint1=lbr_iiwa_joint_1," in err, err
-    assert not (out / "p.png").exists() and not (out / "r.png").exists() and not (out / "ev").exists()
+    assert not out.exists(), "a refused verb writes nothing"
     if verb in ("info", "plot", "render"):  # quick enough to show the two ways out
         assert main(argv) == 0
         jmap = ",".join(f"joint{i}=lbr_iiwa_joint_{i}" for i in range(1, 7))

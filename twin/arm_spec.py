@@ -49,16 +49,18 @@ class ArmSpec:
         return f"{self.urdf or DEFAULT_URDF}{extra}"
 
 
-def add_arm_args(p: argparse.ArgumentParser, own: str | None = "the session's",
-                 fallback: str = "kuka_iiwa/model.urdf if the joint count fits") -> None:
-    """The three arm options, the same on every verb that uses the arm. ``own``: where a value not given comes
-    from first (the session's, what the device announced; None: nowhere); ``fallback``: the URDF after that."""
-    first = f"{own}, else " if own else ""
+def add_arm_args(p: argparse.ArgumentParser,
+                 urdf_default: str = "the session's, else kuka_iiwa/model.urdf if the joint count fits",
+                 from_session: bool = True) -> None:
+    """The three arm options, the same on every verb that uses the arm. ``urdf_default`` says where a URDF not
+    given comes from; ``from_session``: the joint map and end-effector link default to the session's."""
+    first = "the session's, else " if from_session else ""
     g = p.add_argument_group("arm (docs/your_arm.md)")
     g.add_argument("--urdf", default=None, metavar="URDF",
-                   help=f"URDF path or pybullet_data id, e.g. xarm/xarm6_robot.urdf (default: {first}{fallback})")
+                   help=f"URDF path or pybullet_data id, e.g. xarm/xarm6_robot.urdf (default: {urdf_default})")
     g.add_argument("--joint-map", default=None, metavar="SPEC",
-                   help=f"{JOINT_MAP_HELP} (default: {first}recorded joint i drives the i-th movable URDF joint)")
+                   help=f"{JOINT_MAP_HELP} (default: {first}joints named as the URDF's drive those, else recorded "
+                   "joint i drives the i-th movable URDF joint)")
     g.add_argument("--ee-link", default=None, metavar="LINK",
                    help=f"link whose origin is the end effector, e.g. link6 or panda_hand (default: {first}the "
                    "URDF's last link)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twin.arm_spec import add_arm_args, arm_spec
+from twin.arm_spec import add_arm_args, arm_spec, check_arm
 
 DEFAULT_EPSILON = 0.002  # deg²: the tighter constraint the docs evaluate (docs/sync_science.md)
 
@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     eps = args.epsilon if args.epsilon is not None else session_epsilon(session.meta.get("policy"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        named = arm_spec(args).over(session.meta)
+        if named.given:  # by name first: a refused plot leaves no directory behind
+            check_arm(named, session.joint_names)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         plot_session(session, args.out, eps=eps, arm=arm_spec(args), title=args.title)
     except ArmModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--duration", type=float, default=None, help="seconds to render (default: to the end)")
     p.add_argument("--sheet", default=None, metavar="RxC", help="png only: contact sheet of R×C frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_arm_args(p, "the session's, else kuka_iiwa/model.urdf if the joint count fits")
+    add_arm_args(p)
     p.set_defaults(run=run)
 
 
@@ -134,9 +134,12 @@ def frame_indices(t_us: np.ndarray, start_s: float, duration_s: float, fps: floa
     return times, idx
 
 
-def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any]:
-    """Render per ``args`` (the verb's options); returns frames, size and timing. Raises RenderError."""
+def render_session(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
+    """Render per ``args`` (the verb's options); returns frames, size and timing; the summary line goes to ``out``
+    (default: sys.stdout as it is at the call). Raises RenderError."""
     import numpy as np
+
+    out = out if out is not None else sys.stdout
 
     from twin.paths import prepare_output
     from twin.session import load_session

@@ -72,7 +72,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=600, help="window / snapshot height (default 600)")
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
-    add_arm_args(p, "what the device announced, else kuka_iiwa/model.urdf")
+    add_arm_args(p, "what the device announced, else kuka_iiwa/model.urdf", from_session=False)
     add_security_args(p, "client", "viewer")
     # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
     p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
