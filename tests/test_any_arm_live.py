@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from server.twin_server import TwinServer
 from tests.conftest import Proc
 from tests.test_any_arm import KUKA, PANDA, PANDA_MAP, XARM6, XARM_NAMES, tracked
@@ -90,3 +92,18 @@ def test_view_refuses_a_device_whose_joints_do_not_fit_its_urdf(live_twin: tuple
     assert "error: device arm" in err and "7 joints" in err and f"{XARM6} has 6 movable joints" in err, err
     assert "--joint-map" in err, err
     assert not list(tmp_path.glob("snaps/*.png")), "nothing shown"
+
+
+def test_foxglove_view_refuses_them_too(live_twin: tuple[TwinServer, FakeDevices],  # noqa: F811
+                                        procs: list[Proc]) -> None:
+    """The same through `view --foxglove`, on the CURVE-keyed feed (the viewer's keys reach that mode too: before,
+    it subscribed without them and never saw a twin state from a keyed server)."""
+    pytest.importorskip("foxglove")
+    server, _ = live_twin
+    assert server.pub_endpoint is not None
+    view = Proc("view", "--sub", server.pub_endpoint, "--foxglove", "--port", "0", "--duration", "60", "--urdf",
+                XARM6)
+    procs.append(view)
+    code, out, err = view.finish(timeout=60)
+    assert code == 2, (out, err)
+    assert "error: device arm" in err and f"7 joints but {XARM6} has 6 movable joints" in err, err

@@ -332,7 +332,7 @@ def run_foxglove(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device)
+    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))  # --keys too
     try:
         try:
             arm = arm_spec(args)
