@@ -26,7 +26,9 @@ from device.stages import StageClock, now_ns
 from device.summary import run_summary
 from device.uplink import Uplink
 from firmware_interfaces.ports import DEFAULT_BAUD
+from twin.arm_spec import ArmSpec, check_arm
 from twin.constants import DEFAULT_URDF
+from twin.joint_map import ArmModelError, JointMap
 from twin.kinematics import DERIV_WINDOW, quad_fit
 from twin.schema import ProtocolError, Wire, prediction_from_wire
 from twin.security import Security
@@ -57,6 +59,9 @@ class DeviceConfig:
     meta: dict[str, Any] = field(default_factory=dict)
     online_learning: bool = False  # KC-TD3: adapt λ on the device (background thread, bounded CPU)
     urdf_joint_names: list[str] | None = None  # used when joint_names is None and the counts match
+    joint_map: str | None = None  # --joint-map: its recorded names name the joints when none are given
+    ee_link: str | None = None
+    arm_named: bool = False  # --urdf/--joint-map/--ee-link given: an arm that does not fit the frames is an error
 
     def __post_init__(self) -> None:
         if self.duration_s is not None and self.duration_s <= 0:
@@ -105,6 +110,7 @@ class DeviceAgent:
         self._kc_prev, self._kc_win = (0, 0), 0  # (sent, predictions back) at the last status; windows fed
         self._status_lam: float | None = None
         self.ended_because = ""  # why the run ended by itself (replay over, no frames within --duration)
+        self.arm_error: str | None = None  # the named arm does not fit the frames: the run stopped at the first
 
     def _wake(self) -> None:
         with self._wake_lock, contextlib.suppress(zmq.Again):
@@ -176,6 +182,8 @@ class DeviceAgent:
                     if self.tracking is None:
                         first_sample_us = now
                         self._start_session(len(samples[0].q), now)
+                        if self.arm_error is not None:
+                            break
                     self._handle_samples(samples, now)
                 if self.tracking is None:
                     self.uplink.poll_replies(now)
@@ -234,21 +242,41 @@ class DeviceAgent:
     def _start_session(self, joints: int, now: int) -> None:
         cfg = self.cfg
         names = cfg.joint_names or [f"joint_{i + 1}" for i in range(joints)]
-        if cfg.joint_names is None and cfg.urdf_joint_names is not None and len(cfg.urdf_joint_names) == joints:
+        mapped = JointMap.parse(cfg.joint_map).recorded
+        if cfg.joint_names is None and mapped is not None and len(mapped) == joints:
+            names = mapped  # the joint map is written for these names
+        elif cfg.joint_names is None and cfg.urdf_joint_names is not None and len(cfg.urdf_joint_names) == joints:
             names = list(cfg.urdf_joint_names)  # the URDF's movable joints, when their count fits the frames
         if len(names) != joints:
             print(f"warning: {len(names)} joint names given but the arm sends {joints}; using generic names",
                   file=sys.stderr)
             names = [f"joint_{i + 1}" for i in range(joints)]
+        urdf = cfg.urdf
+        try:
+            check_arm(ArmSpec(cfg.urdf, cfg.joint_map, cfg.ee_link), names)
+        except ArmModelError as exc:
+            if cfg.arm_named:
+                self.arm_error = f"the arm's frames do not fit the arm given: {exc}"
+                return
+            # The default URDF (the KUKA iiwa) was never asked for: announce and record no URDF rather than a
+            # wrong one, and say how to name the arm.
+            print(f"warning: the arm sends {joints} joints, which the default URDF {cfg.urdf} does not fit: no URDF "
+                  f"announced or recorded; pass --urdf YOUR_ARM.urdf (and --joint-map) so views and the "
+                  f"end-effector error use your arm", file=sys.stderr, flush=True)
+            urdf = ""
         self.joint_names = names
-        hello = {"dev": cfg.device_id, "joints": names, "rate_hz": 1000.0, "urdf": cfg.urdf,
+        hello = {"dev": cfg.device_id, "joints": names, "rate_hz": 1000.0, "urdf": urdf,
                  "policy": cfg.policy.spec()}
         assert self.uplink is not None
         self.uplink.set_hello(hello, now)  # before the first sample, or the server would drop it
         lag_us = score_lag_us(cfg.link, cfg.lag_ms)  # scoring waits for replies
         if cfg.record is not None:
-            meta = {"source": "device", "device_id": cfg.device_id, "urdf": cfg.urdf, "policy": cfg.policy.spec(),
+            meta = {"source": "device", "device_id": cfg.device_id, "urdf": urdf, "policy": cfg.policy.spec(),
                     "port": cfg.port, "server": cfg.server, "link": cfg.link.label(), **cfg.meta}
+            if cfg.joint_map:  # the arm the session describes, for every verb that reads it (twin.arm_spec)
+                meta["joint_map"] = JointMap.parse(cfg.joint_map).spec()
+            if cfg.ee_link:
+                meta["ee_link"] = cfg.ee_link
             # What the simulator replays (lab.recorded_run): the resend timeout, the link estimates and the lag.
             if cfg.policy.acks is not None:
                 meta["ack_timeout_us"] = cfg.policy.acks.timeout_us

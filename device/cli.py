@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twin.arm_spec import add_arm_args, arm_spec
 from twin.constants import DEFAULT_URDF
 from twin.security import add_security_args
 
@@ -32,9 +33,14 @@ def add_parser(sub: Any, name: str) -> None:
         "deg²; avg_mse = the same since the start; k = mean samples per send; H = prediction horizon the server\n"
         "honours; rtt=p50/p99 = sample sent -> its prediction back, ms; lost = frames missing in the sequence;\n"
         "crc = corrupt frames; dropped = sends the socket refused (no server); link = server reachable.\n\n"
+        "arm: --urdf (path or pybullet_data id) is announced to the server and recorded with --joint-map and\n"
+        "--ee-link, so every verb that reads the session uses that arm; at the first frame the joint count is\n"
+        "checked against the URDF (by name, no PyBullet needed; skipped if the URDF is not on this machine).\n\n"
         "exit status: 0 = ran and scored; 1 = no samples from the arm; 2 = bad arguments, or the port can never\n"
-        "be a serial device, or no keys (--keys DIR or --insecure); 3 = samples came but nothing was scored (no\n"
-        "prediction came back from the server: wrong address, or keys the server does not authorise).",
+        "be a serial device, or no keys (--keys DIR or --insecure), or the arm's frames do not fit the --urdf /\n"
+        "--joint-map given (stopped at the first frame; the error says what to pass); 3 = samples came but\n"
+        "nothing was scored (no prediction came back from the server: wrong address, or keys the server does not\n"
+        "authorise).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True,
@@ -51,9 +57,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")
-    p.add_argument("--joint-names", help="comma-separated joint names (default: the URDF's movable joints when "
-                   "their count matches the frames, else joint_1..N)")
-    p.add_argument("--urdf", default=DEFAULT_URDF, help="URDF id announced to the server")
+    p.add_argument("--joint-names", help="comma-separated joint names (default: the --joint-map's recorded names, "
+                   "else the URDF's movable joints, when their count matches the frames, else joint_1..N)")
+    add_arm_args(p, f"{DEFAULT_URDF}, announced and recorded only if the frames fit it", from_session=False)
     p.add_argument("--duration", type=float,
                    help="stop S seconds after the first sample (or after S seconds with none); a replay from "
                    "the mock arm also ends the run when it ends")
@@ -90,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from device.summary import format_summary, write_summary
     from firmware_interfaces.ports import PortError, port_problem, resolve_port
     from twin.endpoints import EndpointError, endpoint
+    from twin.joint_map import ArmModelError, JointMap
     from twin.paths import OutputPathError, prepare_output
     from twin.security import security_from_args
-    from twin.urdf_names import movable_joint_names
+    from twin.urdf_names import describe_urdf, movable_joint_names
 
     try:
         security = security_from_args(args, "client", "device")
@@ -108,14 +115,21 @@ def run(args: argparse.Namespace) -> int:
         if args.online_learning and not policy.supports_online:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
+        arm = arm_spec(args)
+        JointMap.parse(arm.joint_map)  # a bad spec fails now, not at the first frame
+        urdf = arm.urdf or DEFAULT_URDF
+        names = describe_urdf(urdf)  # None: not on this machine (announced as given; the viewer checks it)
+        if arm.ee_link and names is not None and arm.ee_link not in names.links:
+            raise ArmModelError(f"--ee-link {arm.ee_link}: {urdf} has no such link; links: {', '.join(names.links)}")
         cfg = DeviceConfig(
             port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None,
-            urdf_joint_names=movable_joint_names(args.urdf), urdf=args.urdf,
+            urdf_joint_names=movable_joint_names(urdf), urdf=urdf, joint_map=arm.joint_map, ee_link=arm.ee_link,
+            arm_named=arm.given,
             lag_ms=args.lag_ms, key=key.encode() if key else None, link=LinkSpec.parse(args.link),
             online_learning=args.online_learning, security=security)
-    except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:
+    except (PolicySpecError, EndpointError, OutputPathError, PortError, ArmModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     problem = port_problem(cfg.port)
@@ -128,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     agent = DeviceAgent(cfg)
     install_signal_handlers(agent)
     summary = agent.run()
+    if agent.arm_error is not None:
+        print(f"error: {agent.arm_error}", file=sys.stderr)
+        return 2
     if agent.ended_because:
         print(f"device: run ended: {agent.ended_because}", flush=True)
     print(format_summary(summary), flush=True)

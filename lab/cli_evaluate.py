@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twin.arm_spec import add_arm_args, arm_spec
 from twin.predictors import DEFAULT_PREDICTOR
 
 CSV_KEYS = ["policy", "constraint", "delay_ms", "jitter_ms", "loss", "load", "mse_deg2", "rmse_deg",
@@ -32,7 +33,11 @@ def add_parser(sub: Any, name: str) -> None:
         epilog="examples:\n"
         "  armtwin evaluate --train data/sessions/train_*.mcap --test data/sessions/test_*.mcap --out eval\n"
         "  armtwin evaluate --train a.mcap --test b.mcap --constraints 0.002,0.007 --links loss=0 loss=0.1 \\\n"
-        "      --policies static,dead-reckoning,kc-td3:policy.pt --out eval",
+        "      --policies static,dead-reckoning,kc-td3:policy.pt --out eval\n"
+        "  armtwin evaluate --train x1.mcap --test x2.mcap --urdf xarm/xarm6_robot.urdf --ee-link link6 --out eval\n\n"
+        "The end-effector error (ee_err_*_mm) of the test sessions goes through --urdf/--joint-map/--ee-link, else\n"
+        "each session's own arm. exit status: 0 = done; 2 = bad arguments or sessions, or that arm does not fit a\n"
+        "test session's joints (checked before any simulation; --no-ee skips the arm).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--train", type=Path, nargs="+", required=True, help="sessions used for tuning")
@@ -52,6 +57,7 @@ def add_parser(sub: Any, name: str) -> None:
                    help="skip the clairvoyant bound (row 'oracle' and every load's ratio to it, load_vs_oracle)")
     p.add_argument("--oracle-gap-ms", type=float, default=None,
                    help="longest gap between two sends the bound may use (default 2000 ms; docs/sync_science.md)")
+    add_arm_args(p)
     p.set_defaults(run=run)
 
 
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from device.link_emulation import LinkSpec, LinkSpecError
     from device.policies.base import PolicySpecError
-    from lab.cli_simulate import pooled_ee_error
+    from lab.cli_simulate import check_arms, pooled_ee_error
     from lab.eval_plots import plot_error_distributions, plot_tradeoff
     from lab.evaluate import DEFAULT_FAMILIES, evaluate
     from lab.oracle import MAX_GAP_MS
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         families = _split_policies(args.policies) if args.policies else list(DEFAULT_FAMILIES)
         train = [load_session(p) for p in args.train]
         test = [load_session(p) for p in args.test]
+        arm = None if args.no_ee else check_arms(arm_spec(args), test, args.test)  # ArmModelError: a ValueError
     except (ValueError, SessionError, LinkSpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     def ee(sessions: list[Any], qhats: list[Any]) -> dict[str, Any]:
         # Every 10th pose keeps FK cheap; `armtwin simulate ... --ee-stride 10` reproduces the figure exactly.
-        return {**pooled_ee_error(sessions, qhats, stride=10), "ee_stride": 10}
+        return {**pooled_ee_error(sessions, qhats, stride=10, arm=arm), "ee_stride": 10}
 
     try:
         records, cloud = evaluate(

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from twin.arm_spec import ArmSpec, add_arm_args, arm_spec
 from twin.predictors import DEFAULT_PREDICTOR
 
 
@@ -22,7 +23,10 @@ def add_parser(sub: Any, name: str) -> None:
         epilog="examples:\n"
         "  armtwin simulate data/sessions/test_a.mcap --policy static:k=10,h=50\n"
         "  armtwin simulate s.mcap --policy dead-reckoning:delta=0.05,h=200 --link delay_ms=20,loss=0.1 \\\n"
-        "      --constraint 0.002 --json out.json",
+        "      --constraint 0.002 --json out.json\n"
+        "  armtwin simulate xarm.mcap --policy static:k=10,h=50 --urdf xarm/xarm6_robot.urdf --ee-link link6\n\n"
+        "exit status: 0 = simulated; 2 = bad arguments or session, or the arm named (by the flags or the session)\n"
+        "does not fit a session's joints (checked before simulating; --no-ee skips the arm).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sessions", type=Path, nargs="+", metavar="SESSION",
@@ -39,6 +43,7 @@ def add_parser(sub: Any, name: str) -> None:
                         "online-learning steps of the live device instead of ones from --link's nominal figures "
                         "(live/offline agreement; see lab/recorded_run.py)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    add_arm_args(p)
     p.set_defaults(run=run)
 
 
@@ -48,60 +53,72 @@ def run(args: argparse.Namespace) -> int:
     from device.policies.registry import parse_policy
     from lab.simulator import simulate_many
     from twin.session import SessionError, load_session
+    from viewer.arm import ArmModelError
 
     try:
         sessions = [load_session(p) for p in args.sessions]
         policy = parse_policy(args.policy)
         link = LinkSpec.parse(args.link)
+        arm = None if args.no_ee else check_arms(arm_spec(args), sessions, args.sessions)
         m, results = simulate_many(sessions, policy, args.predictor, link, args.constraint, keep=not args.no_ee,
                                     as_recorded=args.as_recorded)
-    except (SessionError, PolicySpecError, LinkSpecError, ValueError) as exc:
+    except (SessionError, PolicySpecError, LinkSpecError, ArmModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m["session"] = ",".join(str(p) for p in args.sessions)
     if any(r.status_lambdas for r in results):  # online learning: where λ started and ended, per session
         m["lambda_path"] = ",".join(f"{r.status_lambdas[0]:.3g}->{r.status_lambdas[-1]:.3g}" for r in results
                                     if r.status_lambdas)
-    if not args.no_ee:
-        m.update(pooled_ee_error(sessions, [r.qhat for r in results], stride=max(1, args.ee_stride)))
+    if arm is not None:
+        m.update(pooled_ee_error(sessions, [r.qhat for r in results], stride=max(1, args.ee_stride), arm=arm))
     print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
     if args.json:
         args.json.write_text(json.dumps(m, indent=2, default=float) + "\n")
     return 0
 
 
-def pooled_ee_error(sessions: list[Any], qhats: list[Any], stride: int = 1) -> dict[str, Any]:
-    """End-effector error over several sessions: mean and p99 over all scored poses (mm)."""
+def check_arms(arm: ArmSpec, sessions: list[Any], paths: list[Any]) -> ArmSpec:
+    """Before any simulation: ``arm`` (over each session's own) fits every session, else ``ArmModelError`` naming
+    the session. A session with no arm named anywhere that the default does not fit only warns (no
+    end-effector error for it)."""
+    from twin.constants import DEFAULT_URDF
+    from viewer.arm import ArmModelError, NoArm, open_arm
+
+    for s, path in zip(sessions, paths, strict=True):
+        try:
+            open_arm(arm, s.joint_names, s.meta).disconnect()
+            if not arm.over(s.meta).given:
+                print(f"warning: {path} records no URDF: end-effector error through the default {DEFAULT_URDF} "
+                      "(pass --urdf if that is not the arm)", file=sys.stderr)
+        except NoArm as exc:
+            print(f"warning: {path}: no end-effector error: {exc}", file=sys.stderr)
+        except ArmModelError as exc:
+            raise ArmModelError(f"{path}: {exc}") from None
+    return arm
+
+
+def pooled_ee_error(sessions: list[Any], qhats: list[Any], stride: int = 1,
+                    arm: ArmSpec | None = None) -> dict[str, Any]:
+    """End-effector error over several sessions through ``arm`` (over each session's own; ``check_arms`` first):
+    mean and p99 over all scored poses (mm). Sessions no arm fits are left out."""
     import numpy as np
 
-    from viewer.arm import ArmModel, JointLimitWarning
+    from viewer.arm import JointLimitWarning, NoArm, open_arm
 
     errs = []
-    try:
-        for s, qh in zip(sessions, qhats, strict=True):
-            if qh is None:
-                continue
-            with ArmModel(s.meta.get("urdf"), None, s.joint_names) as arm, warnings.catch_warnings():
-                warnings.simplefilter("ignore", JointLimitWarning)
-                errs.append(arm.ee_error_mm(s.q, qh, stride))
-    except (ValueError, RuntimeError) as exc:
-        print(f"warning: no end-effector error: {exc}", file=sys.stderr)
-        return {}
+    for s, qh in zip(sessions, qhats, strict=True):
+        if qh is None:
+            continue
+        try:
+            model = open_arm(arm or ArmSpec(), s.joint_names, s.meta)
+        except NoArm:
+            continue  # check_arms said so
+        with model, warnings.catch_warnings():
+            warnings.simplefilter("ignore", JointLimitWarning)
+            errs.append(model.ee_error_mm(s.q, qh, stride))
     err = np.concatenate(errs) if errs else np.empty(0)
     err = err[~np.isnan(err)]
     if not len(err):
         return {}
     return {"ee_err_mean_mm": float(err.mean()), "ee_err_p99_mm": float(np.percentile(err, 99)),
             "ee_err_max_mm": float(err.max())}
-
-
-def end_effector_error(session: Any, qhat: Any, stride: int = 1) -> dict[str, Any]:
-    """End-effector error (mm) through the session's URDF (pybullet FK of measured vs displayed pose)."""
-    from viewer.arm import ee_error_summary
-
-    try:
-        return dict(ee_error_summary(q=session.q, qhat=qhat, joint_names=session.joint_names,
-                                     urdf=session.meta.get("urdf"), stride=stride))
-    except (ValueError, RuntimeError) as exc:
-        print(f"warning: no end-effector error: {exc}", file=sys.stderr)
-        return {}

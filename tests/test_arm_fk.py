@@ -87,10 +87,12 @@ def test_ee_error_summary_session_and_arrays() -> None:
     qhat[:100] = np.nan
     s = Session(t_us=t, q=q, joint_names=KUKA, qhat=qhat, meta={"urdf": "kuka_iiwa/model.urdf"})
     summary = ee_error_summary(s)
-    assert set(summary) == {"ee_err_mean_mm", "ee_err_p99_mm", "ee_err_max_mm", "ee_err_samples"}
+    assert set(summary) == {"ee_err_mean_mm", "ee_err_p99_mm", "ee_err_max_mm", "ee_err_samples", "ee_urdf"}
+    assert summary["ee_urdf"] == "kuka_iiwa/model.urdf"
     assert summary["ee_err_samples"] == 1900
     assert 0 < summary["ee_err_mean_mm"] <= summary["ee_err_p99_mm"] <= summary["ee_err_max_mm"] < 20
-    assert ee_error_summary(q=q, qhat=qhat, joint_names=KUKA, stride=10)["ee_err_samples"] == 190
+    arrays = ee_error_summary(q=q, qhat=qhat, joint_names=KUKA, stride=10)
+    assert arrays["ee_err_samples"] == 190 and "assumed" in str(arrays["ee_urdf"])  # no URDF named: said so
     none = ee_error_summary(Session(t_us=t, q=q, joint_names=KUKA))  # never sent: no qhat
     assert none["ee_err_mean_mm"] is None and none["ee_err_samples"] == 0
     json.dumps(none, allow_nan=False)  # JSON-safe for `armtwin info --json`

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 MOVABLE = ("revolute", "continuous", "prismatic")
@@ -33,6 +34,21 @@ def find_urdf(urdf: str | os.PathLike[str]) -> Path | None:
 def movable_joint_names(urdf: str | os.PathLike[str]) -> list[str] | None:
     """Names of the URDF's revolute/continuous/prismatic joints in file order (PyBullet's order for a chain), or
     None when the URDF cannot be found or parsed."""
+    desc = describe_urdf(urdf)
+    return None if desc is None else desc.movable
+
+
+@dataclass(frozen=True)
+class UrdfNames:
+    """The names a URDF declares: movable joints (file order), fixed joints, links."""
+
+    movable: list[str]
+    fixed: list[str]
+    links: list[str]
+
+
+def describe_urdf(urdf: str | os.PathLike[str]) -> UrdfNames | None:
+    """The joint and link names of a URDF, or None when it cannot be found or parsed."""
     path = find_urdf(urdf)
     if path is None:
         return None
@@ -40,4 +56,6 @@ def movable_joint_names(urdf: str | os.PathLike[str]) -> list[str] | None:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError):
         return None
-    return [j.get("name", "") for j in root.iter("joint") if j.get("type") in MOVABLE and j.get("name")]
+    joints = [(j.get("name", ""), j.get("type")) for j in root.iter("joint") if j.get("name")]
+    return UrdfNames([n for n, t in joints if t in MOVABLE], [n for n, t in joints if t not in MOVABLE],
+                     [lk.get("name", "") for lk in root.iter("link") if lk.get("name")])

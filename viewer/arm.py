@@ -4,18 +4,15 @@
 over poses, on the chain PyBullet reports at the zero pose (link frames, joint axes), matching PyBullet's own
 per-pose getLinkState it is tested against (~10 µs/pose through PyBullet vs ~1 µs/pose batched).
 
-Joint map (``--joint-map``): ``RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],...`` (``RECORDED=none`` ignores a
-joint), e.g. ``joint_1=lbr_iiwa_joint_1,joint_2=lbr_iiwa_joint_2:-1:90:deg``: URDF angle = sign * recorded +
-offset; recorded angles are radians (the session contract), UNITS (rad|deg) is the offset's unit. Or a JSON file
-``{"units": "deg", "joints": {"joint_1": "lbr_iiwa_joint_1", "joint_2": {"urdf": ..., "sign": -1, "offset": 90}}}``.
-No map: recorded joint i drives the i-th movable URDF joint (counts must match). Undriven URDF joints stay at 0.
+Joint maps (``--joint-map``: sign, offset, units) are parsed and checked by name in ``twin.joint_map``;
+``resolve_map`` binds them to PyBullet joint indices. Undriven URDF joints stay at 0. ``open_arm`` opens the arm a
+verb was given (``twin.arm_spec``) for a session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import sys
 import warnings
@@ -27,14 +24,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from twin.arm_spec import ArmSpec
 from twin.constants import DEFAULT_URDF
+from twin.joint_map import ArmModelError, JointMap, MapEntry, bind_names
+
+__all__ = ["ArmModel", "ArmModelError", "ArmSpec", "JointLimitWarning", "JointMap", "MapEntry", "NoArm", "ResolvedMap",
+           "ee_error_summary", "import_pybullet", "open_arm", "read_joints", "resolve_map", "resolve_urdf"]
 
 _REVOLUTE, _PRISMATIC = 0, 1  # pybullet.JOINT_REVOLUTE / JOINT_PRISMATIC
 _BLOCK = 8192  # poses per numpy FK block (bounds memory on hour-long sessions)
-
-
-class ArmModelError(ValueError):
-    """The URDF or joint map cannot describe the recorded arm; the message says what to change."""
 
 
 class JointLimitWarning(UserWarning):
@@ -71,80 +69,6 @@ def resolve_urdf(urdf: str | os.PathLike[str] | None) -> Path:
         if cand.is_file():
             return cand.resolve()
     raise ArmModelError(f"URDF {name!r} not found: give a file path or a pybullet_data id like {DEFAULT_URDF}")
-
-
-@dataclass(frozen=True)
-class MapEntry:
-    """One recorded joint: which URDF joint it drives (None = ignored), sign, and offset in radians."""
-
-    recorded: str
-    urdf: str | None
-    sign: float = 1.0
-    offset_rad: float = 0.0
-
-
-def _entry(rec: str, urdf: Any, sign: Any, offset: Any, units: str, where: str) -> MapEntry:
-    if units not in ("rad", "deg"):
-        raise ArmModelError(f"{where}: units must be 'rad' or 'deg', not {units!r}")
-    try:
-        sgn, off = float(sign), float(offset)
-        if sgn not in (1.0, -1.0):
-            raise ValueError(sign)
-    except (TypeError, ValueError):
-        raise ArmModelError(f"{where}: sign must be 1 or -1 and offset a number (got {sign!r}, {offset!r})") from None
-    urdf = None if urdf is None or str(urdf).lower() == "none" else str(urdf)
-    return MapEntry(str(rec), urdf, sgn, float(np.radians(off)) if units == "deg" else off)
-
-
-@dataclass(frozen=True)
-class JointMap:
-    """Which recorded joint drives which URDF joint; ``entries=None`` is the positional default map."""
-
-    entries: tuple[MapEntry, ...] | None = None
-
-    @classmethod
-    def parse(cls, spec: str | os.PathLike[str] | None) -> JointMap:
-        """A spec string, a JSON file path, or None/'' for the default map."""
-        if spec is None or str(spec).strip() in ("", "default"):
-            return cls()
-        text = str(spec).strip()
-        if text.endswith(".json") or (Path(text).is_file() and "=" not in text):
-            return cls.from_json(text)
-        entries, usage = [], "expected RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]]"
-        for item in filter(None, (s.strip() for s in text.split(","))):
-            rec, _, rhs = (s.strip() for s in item.partition("="))
-            parts = [s.strip() for s in rhs.split(":")]
-            if not rec or not parts[0] or len(parts) > 4:
-                raise ArmModelError(f"joint map item {item!r}: {usage}")
-            parts += [""] * (4 - len(parts))
-            entries.append(_entry(rec, parts[0], parts[1] or 1, parts[2] or 0, parts[3] or "rad", item))
-        return cls._checked(entries, text)
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike[str]) -> JointMap:
-        try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArmModelError(f"joint map file {path}: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("joints"), dict):
-            raise ArmModelError(f"joint map file {path}: expected {{\"units\": ..., \"joints\": {{RECORDED: ...}}}}")
-        units, entries = str(doc.get("units", "rad")), []
-        for rec, val in doc["joints"].items():
-            val = {"urdf": val} if val is None or isinstance(val, str) else val
-            if not isinstance(val, dict):
-                raise ArmModelError(f"{path}: joint {rec!r}: expected a URDF joint name or an object")
-            entries.append(_entry(rec, val.get("urdf"), val.get("sign", 1), val.get("offset", 0),
-                                  str(val.get("units", units)), f"{path}: joint {rec!r}"))
-        return cls._checked(entries, str(path))
-
-    @classmethod
-    def _checked(cls, entries: list[MapEntry], source: str) -> JointMap:
-        for what, names in (("recorded joint", [e.recorded for e in entries]),
-                            ("URDF joint", [e.urdf for e in entries if e.urdf is not None])):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            if dup:
-                raise ArmModelError(f"joint map {source!r}: {what}(s) {dup} mapped more than once")
-        return cls(tuple(entries))
 
 
 @dataclass(frozen=True)
@@ -196,30 +120,9 @@ class ResolvedMap:
 
 def resolve_map(jmap: JointMap, recorded: Sequence[str], joints: list[UrdfJoint], urdf: str) -> ResolvedMap:
     """Bind ``jmap`` to the recorded joint names and the URDF's joints; ArmModelError says what does not fit."""
-    movable = [j for j in joints if j.movable]
-    by_name, recorded = {j.name: j for j in movable}, list(recorded)
-    if jmap.entries is None:
-        if len(recorded) != len(movable):
-            raise ArmModelError(f"the recording has {len(recorded)} joints ({', '.join(recorded)}) but {urdf} has "
-                                f"{len(movable)} movable joints ({', '.join(j.name for j in movable)}): pass a joint "
-                                f"map, e.g. --joint-map '{recorded[0] if recorded else 'joint_1'}=URDF_JOINT,...'")
-        pairs = [(i, movable[i], 1.0, 0.0) for i in range(len(recorded))]
-    else:
-        names = {e.recorded for e in jmap.entries}
-        missing, unknown_rec = [r for r in recorded if r not in names], sorted(names - set(recorded))
-        if unknown_rec or missing:
-            raise ArmModelError(
-                f"joint map does not match the recorded joints ({', '.join(recorded)}): "
-                + (f"not recorded: {unknown_rec}; " if unknown_rec else "")
-                + (f"not mapped: {missing} (map them, or write NAME=none to ignore one)" if missing else ""))
-        pairs = []
-        for e in (e for e in jmap.entries if e.urdf is not None):
-            if e.urdf not in by_name:
-                hint = " (a fixed joint)" if e.urdf in {j.name for j in joints} else ""
-                raise ArmModelError(f"joint map: {urdf} has no movable joint {e.urdf!r}{hint}; movable joints: "
-                                    f"{', '.join(by_name)}")
-            pairs.append((recorded.index(e.recorded), by_name[e.urdf], e.sign, e.offset_rad))
-        pairs.sort(key=lambda p: p[1].index)
+    movable = {j.name: j for j in joints if j.movable}
+    bound = bind_names(jmap, recorded, list(movable), [j.name for j in joints if not j.movable], urdf)
+    pairs = sorted(((col, movable[name], sign, off) for col, name, sign, off in bound), key=lambda p: p[1].index)
     cols, js, signs, offs = zip(*pairs, strict=True) if pairs else ((), (), (), ())
     return ResolvedMap(tuple(recorded), np.array(cols, dtype=np.int64), np.array([j.index for j in js], dtype=np.int64),
                        tuple(j.name for j in js), np.array(signs, dtype=np.float64), np.array(offs, dtype=np.float64),
@@ -377,25 +280,48 @@ class ArmModel:
 def ee_error_summary(session: Any = None, *, q: np.ndarray | None = None, qhat: np.ndarray | None = None,
                      joint_names: Sequence[str] | None = None, urdf: str | None = None,
                      joint_map: JointMap | str | None = None, stride: int = 1,
-                     ee_link: str | None = None) -> dict[str, float | int | None]:
+                     ee_link: str | None = None) -> dict[str, float | int | str | None]:
     """End-effector position error (the task-level KPI) of a ``Session`` or (q, qhat): ``ee_err_mean_mm``,
-    ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat) and ``ee_err_samples``.
-    URDF: ``urdf``, else ``session.meta['urdf']``, else kuka_iiwa; ``stride`` subsamples long sessions. Raises
-    ``ArmModelError`` when the URDF / joint map do not fit the recording."""
+    ``ee_err_p99_mm``, ``ee_err_max_mm`` (None if nothing was displayed, e.g. no qhat), ``ee_err_samples`` and
+    ``ee_urdf`` (the URDF used; marked when it was assumed).
+    The arm: ``urdf``/``joint_map``/``ee_link``, else the session's, else kuka_iiwa (``open_arm``); ``stride``
+    subsamples long sessions. Raises ``ArmModelError`` (``NoArm``) when the arm does not fit the recording."""
+    meta = None
     if session is not None:
-        q, qhat = session.q, session.qhat
-        joint_names, urdf = joint_names or session.joint_names, urdf or session.meta.get("urdf")
+        q, qhat, joint_names, meta = session.q, session.qhat, joint_names or session.joint_names, session.meta
     if q is None:
         raise ArmModelError("ee_error_summary needs a session or q")
-    out: dict[str, float | int | None] = {"ee_err_mean_mm": None, "ee_err_p99_mm": None, "ee_err_max_mm": None,
-                                          "ee_err_samples": 0}
+    out: dict[str, float | int | str | None] = {"ee_err_mean_mm": None, "ee_err_p99_mm": None,
+                                                "ee_err_max_mm": None, "ee_err_samples": 0}
     if qhat is None:
         return out
-    with ArmModel(urdf, joint_map, joint_names, ee_link) as arm, warnings.catch_warnings():
+    names = list(joint_names) if joint_names is not None else [f"joint_{i + 1}" for i in range(np.shape(q)[-1])]
+    spec = ArmSpec(urdf, joint_map.spec() if isinstance(joint_map, JointMap) else joint_map, ee_link)
+    with open_arm(spec, names, meta) as arm, warnings.catch_warnings():
         warnings.simplefilter("ignore", JointLimitWarning)
         err = arm.ee_error_mm(q, qhat, stride)
+    out["ee_urdf"] = arm.urdf_id if spec.over(meta).given else f"{arm.urdf_id} (assumed: no URDF given or recorded)"
     err = err[~np.isnan(err)]
     if len(err):
         out.update(ee_err_mean_mm=float(err.mean()), ee_err_p99_mm=float(np.percentile(err, 99)),
                    ee_err_max_mm=float(err.max()), ee_err_samples=len(err))
     return out
+
+
+class NoArm(ArmModelError):
+    """No URDF was given nor recorded, and the default arm (the KUKA iiwa) does not fit the recording: verbs for
+    which the arm is optional (info, plot, simulate, evaluate) leave the end-effector error out; the others fail."""
+
+
+def open_arm(spec: ArmSpec, joint_names: Sequence[str], meta: dict[str, Any] | None = None) -> ArmModel:
+    """A connected ``ArmModel`` for recorded ``joint_names``: ``spec`` (the verb's --urdf/--joint-map/--ee-link)
+    over the session's ``meta``. ``ArmModelError`` when the named arm does not fit; ``NoArm`` when none was named
+    and the default does not fit either."""
+    full = spec.over(meta)
+    try:
+        return ArmModel(full.urdf, full.joint_map, joint_names, full.ee_link).connect()
+    except ArmModelError as exc:
+        if full.given:
+            raise
+        raise NoArm(f"no URDF given and none recorded in the session, and the default {DEFAULT_URDF} does not fit: "
+                    f"{exc}") from None

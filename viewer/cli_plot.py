@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twin.arm_spec import add_arm_args, arm_spec, check_arm
+
 DEFAULT_EPSILON = 0.002  # deg²: the tighter constraint the docs evaluate (docs/sync_science.md)
 
 
@@ -21,7 +23,9 @@ def add_parser(sub: Any, name: str) -> None:
         "through the session's URDF. The format follows the file's extension (png, pdf, svg).",
         epilog="examples:\n  armtwin plot demo-out/session.mcap -o session.png\n"
         "  armtwin plot s.mcap -o s.pdf --epsilon 0.007\n"
-        "  armtwin plot s.mcap -o s.png --urdf xarm/xarm6_robot.urdf --ee-link link6",
+        "  armtwin plot s.mcap -o s.png --urdf xarm/xarm6_robot.urdf --ee-link link6\n\n"
+        "exit status: 0 = written; 2 = bad output name, unreadable session, or the arm named (by the flags or the\n"
+        "session) does not fit the recording (nothing is written; the error says what to pass).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", type=Path)
@@ -29,11 +33,8 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--epsilon", type=float, default=None, metavar="DEG2",
                    help="constraint ε (MSE bound, deg²) drawn in the error panel (default: the session's policy "
                    f"constraint if it has one, else {DEFAULT_EPSILON:g})")
-    p.add_argument("--urdf", default=None, help="URDF path or pybullet_data id (default: the session's)")
-    p.add_argument("--joint-map", default=None, metavar="SPEC",
-                   help="RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],... or a JSON file (default: i-th joint)")
-    p.add_argument("--ee-link", default=None, metavar="LINK", help="end-effector link (default: the last link)")
     p.add_argument("--title", default="", help="figure title (default: the session's policy)")
+    add_arm_args(p)
     p.set_defaults(run=run)
 
 
@@ -55,7 +56,8 @@ def session_epsilon(policy: str | None) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from twin.session import SessionError, load_session
-    from viewer.session_plot import ArmSpec, plot_session
+    from viewer.arm import ArmModelError
+    from viewer.session_plot import plot_session
 
     if args.out.suffix.lower() not in (".png", ".pdf", ".svg"):
         print(f"error: -o {args.out}: give a .png, .pdf or .svg file", file=sys.stderr)
@@ -66,7 +68,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     eps = args.epsilon if args.epsilon is not None else session_epsilon(session.meta.get("policy"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plot_session(session, args.out, eps=eps, arm=ArmSpec(args.urdf, args.joint_map, args.ee_link), title=args.title)
+    try:
+        named = arm_spec(args).over(session.meta)
+        if named.given:  # by name first: a refused plot leaves no directory behind
+            check_arm(named, session.joint_names)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        plot_session(session, args.out, eps=eps, arm=arm_spec(args), title=args.title)
+    except ArmModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twin.arm_spec import add_arm_args, arm_spec
+
 if TYPE_CHECKING:  # numpy is imported where it is used: `armtwin --help` stays light
     import numpy as np
 
@@ -30,7 +32,11 @@ def add_parser(sub: Any, name: str) -> None:
         epilog="examples:\n  armtwin render demo-out/session.mcap -o twin.gif --duration 5\n"
         "  armtwin render session.mcap -o twin.mp4 --layout overlay --fps 30 --start 10 --duration 20\n"
         "  armtwin render session.mcap -o sheet.png --sheet 3x3\n"
-        "  armtwin render session.mcap -o a.gif --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
+        "  armtwin render session.mcap -o a.gif --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'\n"
+        "  armtwin render xarm.mcap -o x.png --urdf xarm/xarm6_robot.urdf --ee-link link6\n\n"
+        "The camera is fitted to the arm's link boxes over the poses shown: any arm fills the frame.\n"
+        "exit status: 0 = written; 2 = bad options, unreadable session, or the arm (named by the flags or the\n"
+        "session, else the KUKA iiwa) does not fit the recording's joints (the error says what to pass).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", type=Path)
@@ -43,12 +49,9 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=480, help="frame height in pixels (default 480)")
     p.add_argument("--start", type=float, default=0.0, help="seconds from the session's start (default 0)")
     p.add_argument("--duration", type=float, default=None, help="seconds to render (default: to the end)")
-    p.add_argument("--urdf", default=None, help="URDF path or pybullet_data id (default: the session's, else "
-                   "kuka_iiwa/model.urdf)")
-    p.add_argument("--joint-map", default=None, metavar="SPEC",
-                   help="RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],... or a JSON file (default: i-th joint)")
     p.add_argument("--sheet", default=None, metavar="RxC", help="png only: contact sheet of R×C frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arm_args(p)
     p.set_defaults(run=run)
 
 
@@ -131,13 +134,16 @@ def frame_indices(t_us: np.ndarray, start_s: float, duration_s: float, fps: floa
     return times, idx
 
 
-def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str, Any]:
-    """Render per ``args`` (the verb's options); returns frames, size and timing. Raises RenderError."""
+def render_session(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
+    """Render per ``args`` (the verb's options); returns frames, size and timing; the summary line goes to ``out``
+    (default: sys.stdout as it is at the call). Raises RenderError."""
     import numpy as np
+
+    out = out if out is not None else sys.stdout
 
     from twin.paths import prepare_output
     from twin.session import load_session
-    from viewer.arm import ArmModel, JointLimitWarning, JointMap
+    from viewer.arm import JointLimitWarning, JointMap, open_arm
     from viewer.overlay import LEGEND_GHOST, LEGEND_SIDE
     from viewer.scene import MEASURED_RGBA, TWIN_RGBA, Scene
 
@@ -163,13 +169,13 @@ def render_session(args: argparse.Namespace, out: Any = sys.stdout) -> dict[str,
     times, idx = frame_indices(s.t_us, args.start, duration, fps)
     if len(idx) == 0:
         raise RenderError(f"--duration {duration:g} s at {fps:g} fps is no frame at all")
-    urdf = args.urdf or s.meta.get("urdf")
-    jmap = JointMap.parse(args.joint_map)
+    spec = arm_spec(args)
     q = s.q[idx]
     qhat = s.qhat[idx] if s.qhat is not None else None
-    with warnings.catch_warnings(record=True) as caught, ArmModel(urdf, jmap, s.joint_names) as arm:
+    with warnings.catch_warnings(record=True) as caught, open_arm(spec, s.joint_names, s.meta) as arm:
         warnings.simplefilter("always", JointLimitWarning)
         ee = arm.ee_error_mm(q, qhat) if qhat is not None else np.full(len(q), np.nan)
+    urdf, jmap = arm.urdf_id, JointMap.parse(spec.over(s.meta).joint_map)  # the arm that fitted
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     err_deg = np.degrees(np.abs(q - qhat)).max(axis=1) if qhat is not None else np.full(len(q), np.nan)

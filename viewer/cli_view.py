@@ -17,12 +17,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from twin.arm_spec import add_arm_args, arm_spec
 from twin.security import add_security_args
 from viewer.feed import DeviceView, TwinFeed, local_us
 
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
 STATUS_EVERY_S = 5.0
 NOTHING_ARRIVED = 3  # exit code: the view ended before any twin state arrived
+ARM_MISMATCH = 2  # exit code: a device's joints do not fit the URDF (bad arguments: --urdf / --joint-map)
 FRAME_MEMORY = 20  # snapshots whose poses the camera keeps in view
 
 
@@ -36,28 +38,29 @@ def add_parser(sub: Any, name: str) -> None:
         "window cannot open) it runs headless and writes PNG snapshots into --out. Exits on Ctrl-C, SIGTERM, "
         "closing the window or --duration. It watches a live server: to watch a recorded session, render it "
         "(armtwin render SESSION -o out.mp4).",
-        epilog=f"exit codes:\n  0  twin states arrived\n  2  bad arguments\n  {NOTHING_ARRIVED}  no twin state "
+        epilog="exit codes:\n  0  twin states arrived\n  2  bad arguments, or a device's joints do not fit the "
+        "URDF (the view stops\n     when no other device is shown; the error says what to pass)\n"
+        f"  {NOTHING_ARRIVED}  no twin state "
         "arrived before the view ended (check the server's --pub address\n     and that a device is streaming)\n\n"
         "examples:\n  armtwin view --sub tcp://127.0.0.1:5556 --keys keys   (the viewer's cert: keys/clients/viewer)\n"
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
         "  armtwin view --foxglove --port 8765     (then Foxglove: open connection ws://localhost:8765)\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
-        "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
+        "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'\n"
+        "  armtwin view --urdf xarm/xarm6_robot.urdf --ee-link link6 --headless --out view-out\n\n"
+        "The camera is fitted to each arm's link boxes (headless: per snapshot, over its recent poses; window: once\n"
+        "per arm, with room for a half turn of the base): a small arm fills the frame as the KUKA does.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sub", action="append", metavar="ENDPOINT",
                    help=f"twin server PUB endpoint, repeatable (default {DEFAULT_SUB})")
     p.add_argument("--device", action="append", metavar="ID", help="show only these devices (repeatable)")
-    p.add_argument("--urdf", default=None, help="URDF path or pybullet_data id (default: what the device announced)")
-    p.add_argument("--joint-map", default=None, metavar="SPEC",
-                   help="RECORDED=URDF_JOINT[:SIGN[:OFFSET[:UNITS]]],... or a JSON file (default: i-th joint)")
     p.add_argument("--foxglove", action="store_true",
                    help="no PyBullet view: serve the live twin to Foxglove over WebSocket (ws://HOST:PORT; open "
                    "viewer/foxglove_layout.json in Foxglove)")
     p.add_argument("--port", type=int, default=8765, help="--foxglove: WebSocket port (default 8765; 0 = any)")
     p.add_argument("--host", default="127.0.0.1",
                    help="--foxglove: address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
-    p.add_argument("--ee-link", default=None, metavar="LINK", help="end-effector link (default: the last link)")
     p.add_argument("--headless", action="store_true", help="no window: render PNG snapshots (TinyRenderer)")
     p.add_argument("--snapshot-every", type=float, default=None, metavar="S",
                    help="write a PNG every S seconds (default: 1 headless, never in the window)")
@@ -69,6 +72,7 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=600, help="window / snapshot height (default 600)")
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
+    add_arm_args(p, "what the device announced, else kuka_iiwa/model.urdf", from_session=False)
     add_security_args(p, "client", "viewer")
     # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
     p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
@@ -113,6 +117,7 @@ class Viewer:
         self.feed: TwinFeed | None = None
         self.stop = stop
         self.frames = self.overruns = self.snapshots = 0
+        self.arm_errors = 0  # devices whose joints did not fit the URDF (not shown)
         self.frame_span = (0, 0)  # first and last frame times (µs): fps excludes the window's start-up
         self.update_ms: deque[float] = deque(maxlen=10_000)  # recent per-frame pose/text update times
         self.render_ms: deque[float] = deque(maxlen=1000)
@@ -120,16 +125,20 @@ class Viewer:
     def _load(self, dv: DeviceView, now: int) -> None:
         import numpy as np
 
+        from twin.arm_spec import check_arm
         from viewer.arm import ArmModelError
         from viewer.scene import MEASURED_RGBA, TWIN_RGBA
 
         base = (0.0, 2.0 * dv.slot, 0.0)
-        urdf = self.args.urdf or dv.urdf or None
+        spec = arm_spec(self.args).over({"urdf": dv.urdf})
+        urdf = spec.urdf
         try:
+            check_arm(spec, dv.joints)  # the same rules as every verb, by name (no PyBullet client of its own)
             self.scene.add_arm(dv.key, urdf, dv.joints, self.args.joint_map, base, TWIN_RGBA, MEASURED_RGBA)
         except ArmModelError as exc:
             dv.error = str(exc)
-            print(f"view: device {dv.dev}: {exc} (not shown)", file=sys.stderr, flush=True)
+            self.arm_errors += 1
+            print(f"error: device {dv.dev}: {exc} (not shown)", file=sys.stderr, flush=True)
             return
         dv.loaded = True
         print(f"device={dv.dev} joints={len(dv.joints)} urdf={urdf or 'default'}", flush=True)
@@ -204,6 +213,8 @@ class Viewer:
                     for dv in self.feed.poll(int(wait_ms)):
                         if not dv.loaded and dv.error is None:
                             self._load(dv, local_us())
+                    if self.arm_errors and not any(d.loaded for d in self.feed.devices.values()):
+                        break  # the arms that came do not fit their URDF: nothing to show, the error is printed
                     now = local_us()
                     if end is not None and now >= end:
                         break
@@ -243,6 +254,8 @@ class Viewer:
                 fps = max(self.frames - 1, 0) / max((self.frame_span[1] - self.frame_span[0]) / 1e6, 1e-9)
                 self._report(f"view stopped after {elapsed:.1f} s:", fps)
                 self.feed.close()
+        if self.arm_errors:
+            return ARM_MISMATCH
         if not self.feed.devices:
             self._nothing_arrived(elapsed)
             return NOTHING_ARRIVED
@@ -319,11 +332,12 @@ def run_foxglove(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device)
+    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))  # --keys too
     try:
         try:
-            bridge = FoxgloveBridge(feed, args.host, args.port, min(args.fps, 60.0), args.urdf, args.joint_map,
-                                    args.ee_link)
+            arm = arm_spec(args)
+            bridge = FoxgloveBridge(feed, args.host, args.port, min(args.fps, 60.0), arm.urdf, arm.joint_map,
+                                    arm.ee_link)
         except RuntimeError as exc:  # the port is taken, or the address cannot be bound
             print(f"error: cannot start the Foxglove server on {args.host}:{args.port}: {exc} (try --port 0)",
                   file=sys.stderr)
@@ -336,6 +350,8 @@ def run_foxglove(args: argparse.Namespace) -> int:
             bridge.close()
         print(f"foxglove: {bridge.published} frames to Foxglove, {feed.messages} twin states ({feed.bad} bad), "
               f"devices: {', '.join(sorted(bridge.scenes)) or 'none'}", flush=True)
+        if bridge.errors:
+            return ARM_MISMATCH
         return 0 if feed.messages else NOTHING_ARRIVED
     finally:
         feed.close()

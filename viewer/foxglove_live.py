@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from viewer.arm import ArmModel, ArmModelError, JointMap, import_pybullet, resolve_urdf
+from twin.arm_spec import ArmSpec
+from viewer.arm import ArmModel, ArmModelError, JointMap, import_pybullet, open_arm, resolve_urdf
 from viewer.feed import DeviceView, TwinFeed, local_us
 
 DEFAULT_PORT = 8765
@@ -157,13 +159,14 @@ class FoxgloveBridge:
             sc.arm.disconnect()
         key = topic_key(dv.dev)
         try:
-            urdf = self.urdf or dv.urdf or None
-            arm = ArmModel(urdf, self.joint_map, dv.joints, self.ee_link).connect()
+            arm = open_arm(ArmSpec(self.urdf, self.joint_map.spec() or None, self.ee_link), dv.joints,
+                           {"urdf": dv.urdf})
         except ArmModelError as exc:
             if self.errors.get(dv.dev) != str(exc):
                 self.errors[dv.dev] = str(exc)
-                print(f"foxglove: {dv.dev}: {exc}", flush=True)
+                print(f"error: device {dv.dev}: {exc} (not shown)", file=sys.stderr, flush=True)
             return None
+        urdf = arm.urdf_id
         pb = import_pybullet()
         base = pb.getBodyInfo(arm.body, physicsClientId=arm.client)[0].decode()
         url = self.assets.add(key, resolve_urdf(urdf))
@@ -230,10 +233,13 @@ class FoxgloveBridge:
         return out
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
-        """Poll the feed; publish a frame when ``period_s`` has passed since the last one (so never faster)."""
+        """Poll the feed; publish a frame when ``period_s`` has passed since the last one (so never faster). Ends
+        early when every arm that came failed to fit its URDF (``errors``)."""
         end = None if duration_s is None else time.monotonic() + duration_s
         last = 0.0
         while not stop.is_set() and (end is None or time.monotonic() < end):
+            if self.errors and not self.scenes:
+                return  # the only arms that came do not fit their URDF: nothing to show (the CLI exits 2)
             wait = max(0.0, last + self.period_s - time.monotonic())
             self.feed.poll(int(wait * 1000))
             if time.monotonic() - last >= self.period_s:

@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from twin.arm_spec import ArmSpec
 from twin.session import Session
 from viewer.plots import _error, _pyplot, joint_panel
 
 LOAD_WINDOW_S = 1.0  # the load panel: sent / measured samples per second of device time (the status line's load)
 MAX_POINTS = 200_000  # per line: an hour at 1 kHz is drawn from every 18th sample (the error panel keeps all)
-
-
-@dataclass
-class ArmSpec:
-    """Which URDF, joint map and end-effector link give the end-effector error (None: the session's own)."""
-
-    urdf: str | None = None
-    joint_map: str | None = None
-    ee_link: str | None = None
 
 
 def load_over_time(t_s: np.ndarray, sent: np.ndarray, window_s: float = LOAD_WINDOW_S) -> tuple[np.ndarray,
@@ -42,19 +33,20 @@ def load_over_time(t_s: np.ndarray, sent: np.ndarray, window_s: float = LOAD_WIN
 
 
 def ee_error_series(session: Session, arm: ArmSpec, stride: int) -> tuple[np.ndarray | None, str]:
-    """End-effector error (mm) of every ``stride``-th sample, or (None, why not)."""
+    """End-effector error (mm) of every ``stride``-th sample, or (None, why not) when there is no twin display, no
+    PyBullet, or no arm named and the default does not fit. An arm that was named and does not fit raises
+    ``ArmModelError``: a picture without the panel asked for would hide the mistake."""
     if session.qhat is None:
         return None, "no twin display recorded (imported or never sent)"
     try:
-        from viewer.arm import ArmModel, ArmModelError, JointLimitWarning
+        from viewer.arm import JointLimitWarning, NoArm, open_arm
     except ImportError as exc:  # pybullet missing: the joint-space panels still help
         return None, f"end-effector error needs pybullet ({exc})"
     try:
-        with ArmModel(arm.urdf or session.meta.get("urdf"), arm.joint_map, session.joint_names,
-                      arm.ee_link) as model, warnings.catch_warnings():
+        with open_arm(arm, session.joint_names, session.meta) as model, warnings.catch_warnings():
             warnings.simplefilter("ignore", JointLimitWarning)
             return model.ee_error_mm(session.q, session.qhat, stride), ""
-    except (ArmModelError, RuntimeError) as exc:
+    except (NoArm, RuntimeError) as exc:
         return None, str(exc)
 
 
