@@ -37,6 +37,10 @@ def add_parser(sub: Any, name: str) -> None:
     add_security_args(p, "server")
     p.add_argument("--status-every", type=float, default=10.0, metavar="S",
                    help="print a status line (devices, samples/s, drops by reason) every S s (default 10)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="session worker processes (default 1: one process). With N > 1 a front process keeps the "
+                   "one --bind/--pub endpoint and the keys, and each device's session lives in worker "
+                   "hash(identity) %% N: use N = the cores to spare")
     p.set_defaults(run=run)
 
 
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     import zmq
 
+    from server.front import ShardedServer
     from server.twin_server import TwinServer
     from twin.endpoints import EndpointError, endpoint
     from twin.security import security_from_args
@@ -55,10 +60,17 @@ def run(args: argparse.Namespace) -> int:
         security = security_from_args(args, "server")
         bind = endpoint(args.bind, bind=True)
         pub = None if args.pub == "none" else endpoint(args.pub, bind=True)
-        srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None,
-                         log=lambda line: print(line, flush=True), status_every_s=args.status_every,
-                         security=security)
-    except (EndpointError, ValueError) as exc:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1 (got {args.workers})")
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.workers > 1:
+            srv: TwinServer | ShardedServer = ShardedServer(
+                bind, pub, args.workers, args.predictor, key.encode() if key else None, log=log,
+                status_every_s=args.status_every, security=security)
+        else:
+            srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None, log=log,
+                             status_every_s=args.status_every, security=security)
+    except (EndpointError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:
@@ -72,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"pub={srv.pub_endpoint or 'none'}", flush=True)
     print(f"predictor={args.predictor}", flush=True)
     print(f"security={security.label}", flush=True)
+    if isinstance(srv, ShardedServer):
+        print(f"workers={args.workers} pids={','.join(map(str, srv.worker_pids))}", flush=True)
     srv.serve_forever()
     for line in srv.summary_lines():
         print(line, flush=True)
