@@ -12,6 +12,18 @@ from twin.predictors import DEFAULT_PREDICTOR
 from twin.security import add_security_args
 
 
+def add_zenoh_args(group: Any) -> None:
+    """--zenoh-config / --zenoh-connect / --zenoh-listen (shared with ``armtwin view --zenoh``)."""
+    group.add_argument("--zenoh-config", default=None, metavar="FILE",
+                       help="a Zenoh JSON5 config (mode, router endpoints, TLS, access control; see "
+                       "docs/zenoh/). Without it: a peer")
+    group.add_argument("--zenoh-connect", action="append", default=[], metavar="EP",
+                       help="Zenoh endpoint to connect to, e.g. tcp/router-host:7447 (repeatable)")
+    group.add_argument("--zenoh-listen", action="append", default=[], metavar="EP",
+                       help="Zenoh endpoint to listen on, e.g. tcp/0.0.0.0:7448 (port 0 = a free one; repeatable)."
+                       " Explicit endpoints without a config file turn multicast scouting off")
+
+
 def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(
         name,
@@ -41,6 +53,12 @@ def add_parser(sub: Any, name: str) -> None:
                    help="session worker processes (default 1: one process). With N > 1 a front process keeps the "
                    "one --bind/--pub endpoint and the keys, and each device's session lives in worker "
                    "hash(identity) %% N: use N = the cores to spare")
+    z = p.add_argument_group("upper tier (Eclipse Zenoh; pip install 'armtwin[zenoh]')")
+    z.add_argument("--zenoh", action="store_true",
+                   help="also publish every arm under armtwin/SITE/DEVICE/twin and .../status, and answer queries "
+                   "for the latest state (late joiners: armtwin view --zenoh 'armtwin/**')")
+    z.add_argument("--site", default=None, help="this edge server's name in the key expressions (with --zenoh)")
+    add_zenoh_args(z)
     p.set_defaults(run=run)
 
 
@@ -56,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     key = os.environ.get(args.key_env)
     bind, pub = args.bind, args.pub
+    tier = None
     try:
         security = security_from_args(args, "server")
         bind = endpoint(args.bind, bind=True)
@@ -63,19 +82,31 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1 (got {args.workers})")
         log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.zenoh:
+            from server.zenoh_tier import ZenohTier
+
+            if not args.site:
+                raise ValueError("--zenoh needs --site NAME (this edge server's name in armtwin/NAME/...)")
+            tier = ZenohTier(args.site, args.zenoh_config, args.zenoh_connect, args.zenoh_listen, log)
+        elif args.site or args.zenoh_config or args.zenoh_connect or args.zenoh_listen:
+            raise ValueError("--site and --zenoh-* need --zenoh")
         if args.workers > 1:
             srv: TwinServer | ShardedServer = ShardedServer(
                 bind, pub, args.workers, args.predictor, key.encode() if key else None, log=log,
-                status_every_s=args.status_every, security=security)
+                status_every_s=args.status_every, security=security, tier=tier)
         else:
             srv = TwinServer(bind, pub, args.predictor, key.encode() if key else None, log=log,
-                             status_every_s=args.status_every, security=security)
+                             status_every_s=args.status_every, security=security, tier=tier)
     except (EndpointError, ValueError, RuntimeError) as exc:
+        if tier is not None:
+            tier.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:
         busy = " (the port is in use: another server running? pick another with --bind/--pub)" \
             if exc.errno == errno.EADDRINUSE else ""
+        if tier is not None:
+            tier.close()
         print(f"error: cannot bind {bind} / {pub or 'no PUB'}: {exc}{busy}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -86,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"security={security.label}", flush=True)
     if isinstance(srv, ShardedServer):
         print(f"workers={args.workers} pids={','.join(map(str, srv.worker_pids))}", flush=True)
+    if tier is not None:
+        print(f"zenoh={tier.prefix} listen={','.join(tier.listen) or 'config'}", flush=True)
     srv.serve_forever()
     for line in srv.summary_lines():
         print(line, flush=True)
+    if tier is not None:
+        print(tier.summary(), flush=True)
     return 0

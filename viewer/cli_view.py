@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from server.cli import add_zenoh_args
 from twin.security import add_security_args
 from viewer.feed import DeviceView, TwinFeed, local_us
 
@@ -42,6 +43,7 @@ def add_parser(sub: Any, name: str) -> None:
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
         "  armtwin view --foxglove --port 8765     (then Foxglove: open connection ws://localhost:8765)\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
+        "  armtwin view --zenoh 'armtwin/**' --zenoh-connect tcp/router-host:7447 --text\n"
         "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -69,6 +71,15 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--height", type=int, default=600, help="window / snapshot height (default 600)")
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
+    p.add_argument("--text", action="store_true",
+                   help="no 3D scene: print a line per arm as it appears and its newest state every "
+                   "--snapshot-every S (default 1)")
+    z = p.add_argument_group("upper tier (Eclipse Zenoh; pip install 'armtwin[zenoh]')")
+    z.add_argument("--zenoh", default=None, metavar="KEYEXPR",
+                   help="watch the Zenoh tier instead of one server's PUB: every arm of every edge server the key "
+                   "expression matches, e.g. 'armtwin/**' or 'armtwin/site1/*/twin' (arms are named SITE/DEVICE; "
+                   "the latest state of each is queried at start)")
+    add_zenoh_args(z)
     add_security_args(p, "client", "viewer")
     # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
     p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
@@ -102,7 +113,8 @@ def gui_available() -> tuple[bool, str]:
 class Viewer:
     """The display loop: absolute frame deadlines, never a busy poll, snapshots, cadence report."""
 
-    def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event) -> None:
+    def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event,
+                 make_feed: Any = None) -> None:
         from viewer.overlay import LEGEND_VIEW
         from viewer.scene import Scene
 
@@ -111,6 +123,8 @@ class Viewer:
         self.scene.legend = list(LEGEND_VIEW)  # which arm is the twin, which the measured ghost
         self._seen: dict[str, deque[Any]] = {}  # device key -> link box corners at the poses of recent frames
         self.feed: TwinFeed | None = None
+        self.make_feed = make_feed or (lambda: TwinFeed(args.sub or [DEFAULT_SUB], args.device,
+                                                        getattr(args, "security", None)))
         self.stop = stop
         self.frames = self.overruns = self.snapshots = 0
         self.frame_span = (0, 0)  # first and last frame times (µs): fps excludes the window's start-up
@@ -193,9 +207,9 @@ class Viewer:
             next_frame, next_snap = start, start + int(every * 1e6) if every > 0 else None
             next_status, last_status = start + int(STATUS_EVERY_S * 1e6), (start, 0)
             next_text = start
-            self.feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))
+            self.feed = self.make_feed()
             try:
-                print(f"view: mode={'gui' if self.gui else 'headless'} sub={','.join(args.sub or [DEFAULT_SUB])}"
+                print(f"view: mode={'gui' if self.gui else 'headless'} {feed_source(args)}"
                       + (f" snapshots every {every:g} s into {args.out}" if every > 0 else ""), flush=True)
                 while not self.stop.is_set():
                     now = local_us()
@@ -283,15 +297,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec
         args.sub = [endpoint(ep) for ep in (args.sub or [])]  # HOST:PORT is accepted too
-        args.security = security_from_args(args, "client", "viewer")
+        # The Zenoh tier is secured by Zenoh's own config (TLS, access control), not by the ZeroMQ keys.
+        args.security = security_from_args(args, "client", "viewer") if args.zenoh is None else None
     except (ArmModelError, EndpointError, SecurityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fps <= 0 or (args.snapshot_every is not None and args.snapshot_every < 0):
         print("error: --fps must be > 0 and --snapshot-every >= 0", file=sys.stderr)
         return 2
+    try:
+        make_feed = zenoh_feed_factory(args)
+    except ValueError as exc:  # ZenohSetupError too: the extra missing, a bad key expression or config
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.text:
+        return run_text_mode(args, make_feed)
     if args.foxglove:
-        return run_foxglove(args)
+        return run_foxglove(args, make_feed)
     gui = not args.headless
     if gui:
         gui, reason = gui_available()
@@ -301,25 +323,75 @@ def run(args: argparse.Namespace) -> int:
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not gui:
-            return Viewer(args, False, stop).run()
+            return Viewer(args, False, stop, make_feed).run()
         try:
             with native_output_silenced():  # PyBullet's OpenGL/thread chatter
-                return Viewer(args, True, stop).run()
+                return Viewer(args, True, stop, make_feed).run()
         except ArmModelError as exc:
             print(f"view: {exc}; running headless, snapshots into {args.out}", flush=True)
-            return Viewer(args, False, stop).run()
+            return Viewer(args, False, stop, make_feed).run()
+    except ValueError as exc:  # the Zenoh session could not open (a listen port taken, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
 
-def run_foxglove(args: argparse.Namespace) -> int:
+def feed_source(args: argparse.Namespace) -> str:
+    if args.zenoh is not None:
+        return f"zenoh={args.zenoh}"
+    return f"sub={','.join(args.sub or [DEFAULT_SUB])}"
+
+
+def zenoh_feed_factory(args: argparse.Namespace) -> Any:
+    """None for the ZeroMQ feed; with --zenoh, a function opening the Zenoh feed (options checked now)."""
+    zenoh_opts = args.zenoh_config or args.zenoh_connect or args.zenoh_listen
+    if args.zenoh is None:
+        if zenoh_opts:
+            raise ValueError("--zenoh-config/--zenoh-connect/--zenoh-listen need --zenoh KEYEXPR")
+        return None
+    if args.sub:
+        raise ValueError("--zenoh and --sub are two different feeds: pick one")
+    from server.zenoh_tier import import_zenoh, zenoh_config
+    from viewer.zenoh_feed import ZenohFeed
+
+    zenoh = import_zenoh()
+    try:
+        zenoh.KeyExpr(args.zenoh)
+    except zenoh.ZError as exc:
+        raise ValueError(f"--zenoh {args.zenoh!r} is not a key expression ({exc}); e.g. 'armtwin/**'") from None
+    zenoh_config(args.zenoh_config, args.zenoh_connect, [])  # a bad file fails here, before any window opens
+    return lambda: ZenohFeed(args.zenoh, args.device, args.zenoh_config, args.zenoh_connect, args.zenoh_listen)
+
+
+def run_text_mode(args: argparse.Namespace, make_feed: Any) -> int:
+    """``--text``: lines per arm until Ctrl-C, SIGTERM or --duration."""
+    from viewer.text_view import run_text
+
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        feed = make_feed() if make_feed else TwinFeed(args.sub or [DEFAULT_SUB], args.device, args.security)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        every = args.snapshot_every if args.snapshot_every else 1.0
+        return run_text(feed, stop, every, args.duration, feed_source(args))
+    finally:
+        feed.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def run_foxglove(args: argparse.Namespace, make_feed: Any = None) -> int:
     """``--foxglove``: the twin feed to a Foxglove WebSocket server until Ctrl-C, SIGTERM or --duration."""
     from viewer.foxglove_live import FoxgloveBridge
 
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device)
+    feed = make_feed() if make_feed else TwinFeed(args.sub or [DEFAULT_SUB], args.device)
     try:
         try:
             bridge = FoxgloveBridge(feed, args.host, args.port, min(args.fps, 60.0), args.urdf, args.joint_map,
