@@ -49,7 +49,7 @@ class ZenohFeed(TwinFeed):
         self.first_from_query: set[str] = set()  # arms the queryable showed before any live state
         self._q: queue.Queue[tuple[str, bytes, bool]] = queue.Queue(QUEUE_MAX)
         self._dropped = 0
-        self._early_status: dict[str, dict[str, Any]] = {}
+        self._tier_status: dict[str, dict[str, Any]] = {}  # the edge server's status of each arm
         self.session = open_session(conf)
         self._sub = self.session.declare_subscriber(key_expr, lambda s: self._push(s, False))
         self.session.get(key_expr, lambda r: self._push(r.ok, True) if r.ok is not None else None,
@@ -97,20 +97,21 @@ class ZenohFeed(TwinFeed):
             status = msgpack.unpackb(body, raw=False)
             if not isinstance(status, dict):
                 raise ValueError("status is not a map")
+            if name in self._tier_status or len(self._tier_status) < QUEUE_MAX:
+                self._tier_status[name] = status  # may come before the arm's first state
             if dv is not None:
                 dv.status = {**dv.status, **status}
-            elif len(self._early_status) < QUEUE_MAX:  # an arm's status may come before its first state
-                self._early_status[name] = status
             return None
         if queried:
             self.from_query += 1
             if dv is not None:
                 return None  # a live state came first: it is newer than what the queryable held
         dv = self._apply([key.encode(), body], local_us(), name)
-        if dv is not None:
-            dv.status = {**self._early_status.pop(name, {}), **dv.status}
-            if queried:
-                self.first_from_query.add(name)
+        if dv is not None and queried:
+            self.first_from_query.add(name)
+        shown = self.devices.get(name)
+        if shown is not None and name in self._tier_status:  # a twin state carries the device's own status only
+            shown.status = {**shown.status, **self._tier_status[name]}
         return dv
 
     def close(self) -> None:

@@ -1,0 +1,114 @@
+"""The Zenoh upper tier on loopback: two edge servers (one with 2 workers) and global viewers as real Zenoh peers
+(explicit listen/connect endpoints, multicast scouting off). Both sites' arms reach a viewer subscribed to
+'armtwin/**', a viewer that joins after the arms went quiet gets each arm's latest state from the queryables, and
+everything stops cleanly."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+import zmq
+
+from tests.conftest import Proc
+from twin.schema import Wire
+from twin.security import Security
+
+pytest.importorskip("zenoh")
+
+
+class Arm:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, name: str, security: Security) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        security.client_socket(self.sock)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.name, self.wire, self.seq = name, Wire(), 0
+
+    def recv(self) -> dict[str, Any]:
+        assert self.sock.poll(10_000), f"no reply for {self.name}"
+        return self.wire.decode(self.sock.recv_multipart())
+
+    def hello(self) -> None:
+        self.sock.send_multipart(self.wire.encode("hello", dev=self.name, joints=["j0", "j1"], rate_hz=1000.0,
+                                                  urdf="u", policy="p", ts=0))
+        assert self.recv()["type"] == "welcome"
+
+    def samples(self, n: int) -> None:
+        for _ in range(n):
+            self.seq += 1
+            self.sock.send_multipart(self.wire.encode("sample", seq=self.seq, t=self.seq * 1000,
+                                                      q=[0.001 * self.seq, -0.2], h=5000, ts=self.seq))
+            assert self.recv()["type"] == "pred"
+
+
+def _edge(site: str, *extra: str) -> Proc:
+    return Proc("server", "--bind", "tcp://127.0.0.1:*", "--pub", "none", "--zenoh", "--site", site,
+                "--zenoh-listen", "tcp/127.0.0.1:0", "--status-every", "3600", *extra)
+
+
+def _listen(proc: Proc) -> str:
+    return proc.wait_line("zenoh=", timeout=60).split("listen=")[1]
+
+
+def _viewer(eps: list[str], *extra: str) -> Proc:
+    connect = [a for ep in eps for a in ("--zenoh-connect", ep)]
+    return Proc("view", "--text", "--zenoh", "armtwin/**", *connect, "--snapshot-every", "0.2", *extra)
+
+
+def test_two_sites_reach_a_global_viewer_and_a_late_joiner_gets_the_latest(
+        procs: list[Proc], ctx: zmq.Context[Any], device_security: Security) -> None:
+    site_a, site_b = _edge("siteA"), _edge("siteB", "--workers", "2")
+    procs += [site_a, site_b]
+    eps = [_listen(site_a), _listen(site_b)]
+    arms = [Arm(ctx, site_a.value("bind"), "arm1", device_security),
+            Arm(ctx, site_a.value("bind"), "arm2", device_security),
+            Arm(ctx, site_b.value("bind"), "arm1", device_security)]  # the same name at another site
+    try:
+        for arm in arms:
+            arm.hello()
+            arm.samples(10)
+        viewer = _viewer(eps)
+        procs.append(viewer)
+        viewer.wait_line("view: mode=text zenoh=armtwin/**", timeout=60)
+        for name in ("siteA/arm1", "siteA/arm2", "siteB/arm1"):
+            viewer.wait_line(f"arm={name} joints=2", timeout=30)
+        # Live: newer samples arrive through the subscriber (the query at start could only give t0 = 10 ms).
+        for arm in arms:
+            arm.samples(10)
+        for name in ("siteA/arm1", "siteA/arm2", "siteB/arm1"):
+            viewer.wait_line(f"state arm={name} t0_us=20000", timeout=30, contains="connected=1")
+        # A viewer joining now, while every arm is quiet, has them all at once from the queryables.
+        late = _viewer(eps, "--duration", "30")
+        procs.append(late)
+        for name in ("siteA/arm1", "siteA/arm2", "siteB/arm1"):
+            assert "first=query" in late.wait_line(f"arm={name} joints=2", timeout=30)
+            late.wait_line(f"state arm={name} t0_us=20000", timeout=30, contains="connected=1")
+        late.p.send_signal(signal.SIGTERM)
+        code, out, err = late.finish(timeout=30)
+        assert code == 0 and "arms=3" in out, err
+    finally:
+        for arm in arms:
+            arm.sock.close(linger=0)
+    viewer.p.send_signal(signal.SIGINT)
+    code, out, err = viewer.finish(timeout=30)
+    assert code == 0 and "arms=3" in out and "bad=0" in out, err
+    for site, twins in ((site_a, 40), (site_b, 20)):
+        site.p.send_signal(signal.SIGTERM)
+        code, out, err = site.finish(timeout=60)
+        assert code == 0, err
+        assert f"zenoh: {twins} twin states" in out and "0 put errors" in out
+        assert "queries answered" in out and " 0 queries answered" not in out
+
+
+def test_bad_zenoh_options_say_what_to_do(procs: list[Proc]) -> None:
+    for args, says in ((["server", "--zenoh"], "--zenoh needs --site"),
+                       (["server", "--zenoh", "--site", "a/b"], "--site 'a/b'"),
+                       (["server", "--site", "x"], "need --zenoh"),
+                       (["view", "--zenoh", "armtwin/**", "--sub", "tcp://127.0.0.1:1"], "pick one"),
+                       (["view", "--zenoh", "armtwin/***x"], "not a key expression")):
+        p = Proc(*args, "--insecure") if args[0] == "server" else Proc(*args)
+        procs.append(p)
+        code, _, err = p.finish(timeout=60)
+        assert code == 2 and says in err and "Traceback" not in err, (args, err)
