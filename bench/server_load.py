@@ -121,7 +121,7 @@ def measure_throughput(workers: int = 1, devices: int = 10, seconds: float = 3.0
             for line in srv.stdout:
                 key, _, value = line.strip().partition("=")
                 info[key] = value
-                if key == "security" and workers == 1 or key == "workers":
+                if (key == "security" and workers == 1) or key == "workers":
                     break
             if "bind" not in info:
                 raise RuntimeError(f"server did not start: {info}")

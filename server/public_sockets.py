@@ -111,9 +111,9 @@ class PublicSockets:
         for mon, sock in zip(self._monitors, self._watched, strict=False):
             sock.disable_monitor()
             mon.close(linger=0)
-        for sock in (self.router, self.pub_sock):
-            if sock is not None:
-                sock.close(linger=0)
+        for public in (self.router, self.pub_sock):
+            if public is not None:
+                public.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
