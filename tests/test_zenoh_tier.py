@@ -5,13 +5,18 @@ everything stops cleanly."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 
-from tests.conftest import Proc
+from tests.conftest import REPO, Proc
 from twin.schema import Wire
 from twin.security import Security
 
@@ -112,3 +117,78 @@ def test_bad_zenoh_options_say_what_to_do(procs: list[Proc]) -> None:
         procs.append(p)
         code, _, err = p.finish(timeout=60)
         assert code == 2 and says in err and "Traceback" not in err, (args, err)
+
+
+ROUTER = """
+import sys, zenoh
+session = zenoh.open(zenoh.Config.from_file(sys.argv[1]))
+print("router ready", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+session.close()
+"""
+
+
+def _certs(d: Path) -> None:
+    """A CA and certificates for the router (localhost), an edge server and a viewer (the CNs the ACL names)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+        "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=armtwin-test-ca")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    for name, cn in (("router", "localhost"), ("edge", "armtwin-edge"), ("viewer", "armtwin-viewer")):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", "ext.cnf")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificates")
+def test_the_documented_tls_and_access_control_configs_carry_the_tier(
+        tmp_path: Path, procs: list[Proc], ctx: zmq.Context[Any], device_security: Security) -> None:
+    """docs/zenoh/*.json5 as shipped (only the certificate directory and the router's address changed): a router
+    with mutual TLS and access control, an edge server and a viewer as its clients; a client without a
+    certificate gets nothing."""
+    _certs(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name in ("router", "edge", "viewer"):
+        text = (REPO / "docs" / "zenoh" / f"{name}.json5").read_text()
+        text = text.replace("/etc/armtwin/zenoh/", f"{tmp_path}/").replace("tls/0.0.0.0:7447", f"tls/127.0.0.1:{port}")
+        (tmp_path / f"{name}.json5").write_text(text.replace("tls/zenoh-router.example:7447", f"tls/localhost:{port}"))
+    router = subprocess.Popen([sys.executable, "-c", ROUTER, str(tmp_path / "router.json5")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert router.stdout is not None and router.stdout.readline().strip() == "router ready"
+        edge = Proc("server", "--bind", "tcp://127.0.0.1:*", "--pub", "none", "--zenoh", "--site", "tls",
+                    "--zenoh-config", str(tmp_path / "edge.json5"))
+        procs.append(edge)
+        arm = Arm(ctx, edge.value("bind", timeout=60), "arm1", device_security)
+        try:
+            arm.hello()
+            arm.samples(5)
+            view = Proc("view", "--text", "--zenoh", "armtwin/**", "--zenoh-config", str(tmp_path / "viewer.json5"),
+                        "--snapshot-every", "0.2")
+            procs.append(view)
+            assert "first=query" in view.wait_line("arm=tls/arm1 joints=2", timeout=60)
+            arm.samples(5)
+            view.wait_line("state arm=tls/arm1 t0_us=10000", timeout=30)
+        finally:
+            arm.sock.close(linger=0)
+        # Without a certificate of the tier's CA nothing arrives (the router refuses the TLS link).
+        stranger = Proc("view", "--text", "--zenoh", "armtwin/**", "--zenoh-connect", f"tls/localhost:{port}",
+                        "--duration", "3")
+        procs.append(stranger)
+        code, out, _ = stranger.finish(timeout=60)
+        assert code == 3 and "arms=0 msgs=0" in out, out
+        for p in (view, edge):
+            p.p.send_signal(signal.SIGTERM)
+            code, _, err = p.finish(timeout=60)
+            assert code == 0, err
+    finally:
+        assert router.stdin is not None
+        router.stdin.close()
+        router.wait(timeout=30)
+        if router.stdout is not None:
+            router.stdout.close()
