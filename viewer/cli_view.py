@@ -20,6 +20,8 @@ from typing import Any
 from server.cli import add_zenoh_args
 from twin.security import add_security_args
 from viewer.feed import DeviceView, TwinFeed, local_us
+from viewer.text_view import run_text_mode
+from viewer.zenoh_feed import zenoh_feed_factory
 
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
 STATUS_EVERY_S = 5.0
@@ -307,11 +309,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         make_feed = zenoh_feed_factory(args)
+        if args.zenoh is None and args.text:
+            make_feed = lambda: TwinFeed(args.sub or [DEFAULT_SUB], args.device, args.security)  # noqa: E731
     except ValueError as exc:  # ZenohSetupError too: the extra missing, a bad key expression or config
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.text:
-        return run_text_mode(args, make_feed)
+        return run_text_mode(args, make_feed, feed_source(args))
     if args.foxglove:
         return run_foxglove(args, make_feed)
     gui = not args.headless
@@ -342,47 +346,6 @@ def feed_source(args: argparse.Namespace) -> str:
     if args.zenoh is not None:
         return f"zenoh={args.zenoh}"
     return f"sub={','.join(args.sub or [DEFAULT_SUB])}"
-
-
-def zenoh_feed_factory(args: argparse.Namespace) -> Any:
-    """None for the ZeroMQ feed; with --zenoh, a function opening the Zenoh feed (options checked now)."""
-    zenoh_opts = args.zenoh_config or args.zenoh_connect or args.zenoh_listen
-    if args.zenoh is None:
-        if zenoh_opts:
-            raise ValueError("--zenoh-config/--zenoh-connect/--zenoh-listen need --zenoh KEYEXPR")
-        return None
-    if args.sub:
-        raise ValueError("--zenoh and --sub are two different feeds: pick one")
-    from server.zenoh_tier import import_zenoh, zenoh_config
-    from viewer.zenoh_feed import ZenohFeed
-
-    zenoh = import_zenoh()
-    try:
-        zenoh.KeyExpr(args.zenoh)
-    except zenoh.ZError as exc:
-        raise ValueError(f"--zenoh {args.zenoh!r} is not a key expression ({exc}); e.g. 'armtwin/**'") from None
-    zenoh_config(args.zenoh_config, args.zenoh_connect, [])  # a bad file fails here, before any window opens
-    return lambda: ZenohFeed(args.zenoh, args.device, args.zenoh_config, args.zenoh_connect, args.zenoh_listen)
-
-
-def run_text_mode(args: argparse.Namespace, make_feed: Any) -> int:
-    """``--text``: lines per arm until Ctrl-C, SIGTERM or --duration."""
-    from viewer.text_view import run_text
-
-    stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        feed = make_feed() if make_feed else TwinFeed(args.sub or [DEFAULT_SUB], args.device, args.security)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        every = args.snapshot_every if args.snapshot_every else 1.0
-        return run_text(feed, stop, every, args.duration, feed_source(args))
-    finally:
-        feed.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def run_foxglove(args: argparse.Namespace, make_feed: Any = None) -> int:

@@ -3,6 +3,9 @@ feed's transport): a line when an arm first appears, then each arm's newest stat
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
 import threading
 from typing import Any
 
@@ -43,3 +46,21 @@ def run_text(feed: Any, stop: threading.Event, every_s: float, duration: float |
     print(f"view stopped after {elapsed:.1f} s: arms={len(feed.devices)} msgs={feed.messages} bad={feed.bad}",
           flush=True)
     return 0 if feed.devices else NOTHING_ARRIVED
+
+
+def run_text_mode(args: argparse.Namespace, make_feed: Any, source: str) -> int:
+    """``--text``: lines per arm until Ctrl-C, SIGTERM or --duration."""
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        feed = make_feed()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        every = args.snapshot_every if args.snapshot_every else 1.0
+        return run_text(feed, stop, every, args.duration, source)
+    finally:
+        feed.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

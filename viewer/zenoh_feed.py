@@ -9,6 +9,7 @@ the feed hands the samples to the viewer's loop through a bounded queue (overflo
 
 from __future__ import annotations
 
+import argparse
 import queue
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,21 @@ class ZenohFeed(TwinFeed):
     def close(self) -> None:
         self._sub.undeclare()
         self.session.close()
+
+
+def zenoh_feed_factory(args: argparse.Namespace) -> Any:
+    """None for the ZeroMQ feed; with --zenoh, a function opening the Zenoh feed (options checked now)."""
+    zenoh_opts = args.zenoh_config or args.zenoh_connect or args.zenoh_listen
+    if args.zenoh is None:
+        if zenoh_opts:
+            raise ValueError("--zenoh-config/--zenoh-connect/--zenoh-listen need --zenoh KEYEXPR")
+        return None
+    if args.sub:
+        raise ValueError("--zenoh and --sub are two different feeds: pick one")
+    zenoh = import_zenoh()
+    try:
+        zenoh.KeyExpr(args.zenoh)
+    except zenoh.ZError as exc:
+        raise ValueError(f"--zenoh {args.zenoh!r} is not a key expression ({exc}); e.g. 'armtwin/**'") from None
+    zenoh_config(args.zenoh_config, args.zenoh_connect, [])  # a bad file fails here, before any window opens
+    return lambda: ZenohFeed(args.zenoh, args.device, args.zenoh_config, args.zenoh_connect, args.zenoh_listen)
