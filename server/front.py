@@ -183,33 +183,39 @@ class ShardedServer:
                     self.stats.drop("worker-busy")
 
     def _from_workers(self) -> None:
-        assert self.net is not None
-        net, tier = self.net, self.tier
         for _ in range(256):
             try:
                 batch = self.pull.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            for kind, value, frames in link.records(batch):
-                if kind == link.REPLY:
-                    if not net.reply(frames[0], frames[1:]):
-                        self.stats.drop("reply-queue-full")
-                elif kind == link.TWIN:
-                    dev = frames[0].decode()
-                    if tier is not None:
-                        tier.twin(dev, frames[1])
-                    if not net.publish(dev, frames[1]):
-                        self.stats.drop("pub-queue-full")
-                elif kind == link.STATUS:
-                    if tier is not None:
-                        tier.status(frames[0].decode(), link.unpack(frames[1]))
-                elif kind == link.LOG:
-                    self.log(frames[0].decode())
-                elif kind in (link.STATS, link.FINAL) and 0 <= value < self.n:
-                    st, rows = link.unpack(frames[0]), link.unpack(frames[1])
-                    self.worker_stats[value], self.worker_rows[value] = st, rows
-                    if kind == link.FINAL:
-                        self.finals[value] = (st, rows)
+            try:
+                self._dispatch(batch)
+            except (ValueError, IndexError, UnicodeDecodeError):  # our own workers: a bug, counted, not fatal
+                self.stats.drop("worker-garbled")
+
+    def _dispatch(self, batch: list[bytes]) -> None:
+        assert self.net is not None
+        net, tier = self.net, self.tier
+        for kind, value, frames in link.records(batch):
+            if kind == link.REPLY:
+                if not net.reply(frames[0], frames[1:]):
+                    self.stats.drop("reply-queue-full")
+            elif kind == link.TWIN:
+                dev = frames[0].decode()
+                if tier is not None:
+                    tier.twin(dev, frames[1])
+                if not net.publish(dev, frames[1]):
+                    self.stats.drop("pub-queue-full")
+            elif kind == link.STATUS:
+                if tier is not None:
+                    tier.status(frames[0].decode(), link.unpack(frames[1]))
+            elif kind == link.LOG:
+                self.log(frames[0].decode())
+            elif kind in (link.STATS, link.FINAL) and 0 <= value < self.n:
+                st, rows = link.unpack(frames[0]), link.unpack(frames[1])
+                self.worker_stats[value], self.worker_rows[value] = st, rows
+                if kind == link.FINAL:
+                    self.finals[value] = (st, rows)
 
     def _check_workers(self) -> None:
         """A worker that died is started again: its devices get "no-session" and say hello again."""

@@ -99,11 +99,14 @@ class Worker:
                             batch = self.pull.recv_multipart(flags=zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        for kind, value, frames in records(batch):
-                            if kind == MSG:
-                                core.receive(frames, value)
-                            elif kind == STOP:
-                                self.stop.set()
+                        try:
+                            for kind, value, frames in records(batch):
+                                if kind == MSG:
+                                    core.receive(frames, value)
+                                elif kind == STOP:
+                                    self.stop.set()
+                        except ValueError:  # a truncated batch from our own front: a bug, counted, not fatal
+                            core.stats.drop("front-garbled")
                         self._flush()
                 now = time.monotonic()
                 if now >= next_stats:

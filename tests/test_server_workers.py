@@ -15,6 +15,7 @@ import msgpack
 import pytest
 import zmq
 
+from server import shard_link as link
 from server.front import ShardedServer, shard
 from tests.conftest import Proc
 from twin.schema import Wire, prediction_from_wire
@@ -205,3 +206,14 @@ def test_a_dead_worker_is_replaced_and_its_devices_say_hello_again(
         assert arm.recv()["type"] == "pred"
     finally:
         arm.sock.close(linger=0)
+
+
+def test_link_records_round_trip_and_refuse_a_truncated_batch() -> None:
+    batch: list[bytes] = []
+    link.record(batch, link.MSG, [b"id", b"body"], 123)
+    link.record(batch, link.STOP, [])
+    assert list(link.records(batch)) == [(link.MSG, 123, [b"id", b"body"]), (link.STOP, 0, [])]
+    with pytest.raises(ValueError, match="truncated"):
+        list(link.records(batch[:2]))
+    with pytest.raises(ValueError, match="header"):
+        list(link.records([b"short"]))
