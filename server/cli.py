@@ -34,6 +34,8 @@ def add_parser(sub: Any, name: str) -> None:
         "in --keys DIR/authorized/ get a session or twin data.",
         epilog="examples:\n  armtwin keys init keys && armtwin server --keys keys\n"
         "  armtwin server --keys keys --bind tcp://127.0.0.1:* --pub tcp://127.0.0.1:* --predictor quadratic\n"
+        "  armtwin server --keys keys --workers 2   (sessions over 2 processes, one endpoint)\n"
+        "  armtwin server --keys keys --zenoh --site plant1 --zenoh-connect tcp/router-host:7447\n"
         "  armtwin server --insecure   (plaintext: a trusted network only; warns)\n\n"
         "exit status: 0 = stopped by Ctrl-C/SIGTERM; 2 = bad arguments, keys missing, or the port is taken",
         formatter_class=argparse.RawDescriptionHelpFormatter,
