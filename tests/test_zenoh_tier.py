@@ -24,7 +24,9 @@ pytest.importorskip("zenoh")
 
 
 class Arm:
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, name: str, security: Security) -> None:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, name: str, security: Security, joints: int = 2,
+                 urdf: str = "u") -> None:
+        self.joints, self.urdf = joints, urdf
         self.sock = ctx.socket(zmq.DEALER)
         security.client_socket(self.sock)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -36,15 +38,16 @@ class Arm:
         return self.wire.decode(self.sock.recv_multipart())
 
     def hello(self) -> None:
-        self.sock.send_multipart(self.wire.encode("hello", dev=self.name, joints=["j0", "j1"], rate_hz=1000.0,
-                                                  urdf="u", policy="p", ts=0))
+        self.sock.send_multipart(self.wire.encode("hello", dev=self.name, joints=[f"j{i}" for i in range(self.joints)],
+                                                  rate_hz=1000.0, urdf=self.urdf, policy="p", ts=0))
         assert self.recv()["type"] == "welcome"
 
     def samples(self, n: int) -> None:
         for _ in range(n):
             self.seq += 1
             self.sock.send_multipart(self.wire.encode("sample", seq=self.seq, t=self.seq * 1000,
-                                                      q=[0.001 * self.seq, -0.2], h=5000, ts=self.seq))
+                                                      q=[0.001 * self.seq, *[-0.2] * (self.joints - 1)], h=5000,
+                                                      ts=self.seq))
             assert self.recv()["type"] == "pred"
 
 
@@ -105,6 +108,31 @@ def test_two_sites_reach_a_global_viewer_and_a_late_joiner_gets_the_latest(
         assert code == 0, err
         assert f"zenoh: {twins} twin states" in out and "0 put errors" in out
         assert "queries answered" in out and " 0 queries answered" not in out
+
+
+def test_the_3d_viewer_shows_arms_from_the_tier(procs: list[Proc], ctx: zmq.Context[Any], device_security: Security,
+                                              tmp_path: Path) -> None:
+    """The scene path (PyBullet DIRECT, headless snapshots) fed by Zenoh: the arm is named SITE/DEVICE."""
+    pytest.importorskip("pybullet")
+    edge = _edge("cell7")
+    procs.append(edge)
+    ep = _listen(edge)
+    arm = Arm(ctx, edge.value("bind"), "kuka", device_security, joints=7, urdf="kuka_iiwa/model.urdf")
+    try:
+        arm.hello()
+        arm.samples(3)
+        out = tmp_path / "snaps"
+        view = Proc("view", "--zenoh", "armtwin/**", "--zenoh-connect", ep, "--headless", "--snapshot-every", "0.5",
+                    "--out", str(out), "--width", "160", "--height", "120", "--duration", "60")
+        procs.append(view)
+        assert view.wait_line("device=", timeout=60).startswith("device=cell7/kuka joints=7")
+        snap = view.wait_line("snapshot=", timeout=60).split("=", 1)[1]
+        assert snap.endswith("_cell7_kuka.png") and Path(snap).stat().st_size > 0
+        view.p.terminate()
+        code, stdout, err = view.finish(timeout=30)
+        assert code == 0 and "devices=1" in stdout, err
+    finally:
+        arm.sock.close(linger=0)
 
 
 def test_bad_zenoh_options_say_what_to_do(procs: list[Proc]) -> None:
