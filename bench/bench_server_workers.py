@@ -30,15 +30,18 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     rows = []
-    print(f"{'workers':>7} {'devices':>7} {'samples/s':>10} {'server cores':>12} {'samples/CPU-s':>13}")
+    print(f"{'workers':>7} {'devices':>7} {'samples/s':>10} {'server cores':>12} {'front cores':>11} "
+          f"{'samples/CPU-s':>13}")
     for w in (int(x) for x in args.workers.split(",")):
         runs = [measure_throughput(w, args.devices, args.seconds, args.in_flight, args.loadgen)
                 for _ in range(args.repeats)]
         row = {**runs[0], **{k: statistics.median(r[k] for r in runs)
-                             for k in ("samples_per_s", "server_cpu_cores", "samples_per_server_cpu_s")},
+                             for k in ("samples_per_s", "server_cpu_cores", "front_cpu_cores",
+                                       "samples_per_server_cpu_s")},
                "repeats": args.repeats, "bad_replies": sum(r["bad_replies"] for r in runs)}
         rows.append(row)
-        print(f"{w:>7} {args.devices:>7} {row['samples_per_s']:>10.0f} {row['server_cpu_cores']:>12.2f} "
+        front = f"{row['front_cpu_cores']:>11.2f}" if w > 1 else f"{'-':>11}"
+        print(f"{w:>7} {args.devices:>7} {row['samples_per_s']:>10.0f} {row['server_cpu_cores']:>12.2f} {front} "
               f"{row['samples_per_server_cpu_s']:>13.0f}", flush=True)
     if len(rows) > 1:
         print(f"ratio {rows[-1]['workers']} vs {rows[0]['workers']} workers: samples/s "

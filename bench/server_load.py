@@ -135,9 +135,9 @@ def measure_throughput(workers: int = 1, devices: int = 10, seconds: float = 3.0
                 g.start()
             # The server's CPU over the counted window only (hellos and warm-up excluded).
             time.sleep(warm_s + 0.5)
-            cpu0, t0 = sum(_cpu_s(p) for p in pids), time.monotonic()
+            cpu0, t0 = [_cpu_s(p) for p in pids], time.monotonic()
             time.sleep(max(seconds - 1.0, 0.1))
-            cpu1, t1 = sum(_cpu_s(p) for p in pids), time.monotonic()
+            cpu1, t1 = [_cpu_s(p) for p in pids], time.monotonic()
             parts = [result.get(timeout=60 + seconds) for _ in gens]
             for g in gens:
                 g.join(timeout=30)
@@ -154,8 +154,12 @@ def measure_throughput(workers: int = 1, devices: int = 10, seconds: float = 3.0
                 srv.stdout.close()
     answered = sum(p["answered"] for p in parts)
     rate = answered / seconds
-    cpu = (cpu1 - cpu0) / (t1 - t0)
+    per = [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True)]
+    cpu = sum(per)
     return {"workers": workers, "devices": devices, "in_flight": in_flight, "loadgen_procs": loadgen_procs,
             "seconds": seconds, "samples_per_s": rate, "server_cpu_cores": cpu,
+            # With workers: the front's share (routing only) and the workers' (sessions, predictions).
+            "front_cpu_cores": per[0] if workers > 1 else cpu,
+            "workers_cpu_cores": sum(per[1:]) if workers > 1 else cpu,
             "samples_per_server_cpu_s": rate / cpu if cpu > 0 else float("nan"),
             "bad_replies": sum(p["bad"] for p in parts)}
