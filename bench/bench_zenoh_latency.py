@@ -116,9 +116,10 @@ def measure_latency(arms: int = 100, rate_hz: float = 20.0, seconds: float = 5.0
             q, d = np.linspace(-0.5, 0.5, JOINTS).tolist(), [0.1] * (2 * JOINTS)
             period_ns = int(1e9 / (rate_hz * arms))  # arms take turns: an even stream, not bursts
             start = time.monotonic_ns()
-            end, k, seq = start + int(seconds * 1e9), 0, 0
-            while (now := time.monotonic_ns()) < end:
-                due = start + k * period_ns
+            end, k, seq, replies = start + int(seconds * 1e9), 0, 0, 0
+            drain_until = end + 30 * 10**9  # after the last send: until every reply is back (or 30 s)
+            while (now := time.monotonic_ns()) < drain_until and (now < end or replies < seq):
+                due = start + k * period_ns if now < end else drain_until
                 if now >= due:
                     i = k % arms
                     seq += 1
@@ -128,13 +129,13 @@ def measure_latency(arms: int = 100, rate_hz: float = 20.0, seconds: float = 5.0
                                                         ts=now // 1000, d=d))
                     k += 1
                     continue
-                for s, _ in poller.poll(max((due - now) // 1_000_000, 0)):
+                for s, _ in poller.poll(min(max((due - now) // 1_000_000, 0), 100)):
                     while True:
                         try:
-                            msgpack.unpackb(s.recv_multipart(flags=zmq.NOBLOCK)[0])
+                            replies += msgpack.unpackb(s.recv_multipart(flags=zmq.NOBLOCK)[0])["type"] == "pred"
                         except zmq.Again:
                             break
-            time.sleep(1.0)  # the last states in flight
+            time.sleep(1.0)  # every reply is back: the twin states published with them are on their way
         finally:
             stop.set()
             arrivals = out.get(timeout=60) if sub.is_alive() or not out.empty() else []
@@ -150,6 +151,7 @@ def measure_latency(arms: int = 100, rate_hz: float = 20.0, seconds: float = 5.0
     lat = np.array([(now - sent[(site, dev, t0)]) / 1e6 for site, dev, t0, now in arrivals
                     if (site, dev, t0) in sent])
     return {"arms": arms, "rate_hz": rate_hz, "seconds": seconds, "workers": workers, "sent": len(sent),
+            "replies": replies,
             "arrived": int(lat.size), "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
             "max_ms": float(lat.max()) if lat.size else float("nan")}
@@ -166,7 +168,7 @@ def main() -> int:
     r = measure_latency(args.arms, args.rate_hz, args.seconds, args.workers)
     print(f"two edge servers, {r['arms']} arms at {r['rate_hz']:g} Hz, {r['workers']} worker(s) each: "
           f"device send -> Zenoh subscriber p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-          f"max {r['max_ms']:.2f} ms ({r['arrived']}/{r['sent']} states arrived)")
+          f"max {r['max_ms']:.2f} ms ({r['arrived']}/{r['sent']} states arrived, {r['replies']} replies)")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     return 0 if r["arrived"] else 1

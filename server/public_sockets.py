@@ -29,10 +29,9 @@ _HANDSHAKE_REASON: dict[int, str] = {
 class PublicSockets:
     """ROUTER (bound at ``bind``) and optional PUB (``pub``) on a context of their own, CURVE per ``security``."""
 
-    def __init__(self, bind: str, pub: str | None, security: Security | None, log: Callable[[str], None],
-                 io_threads: int = 1) -> None:
+    def __init__(self, bind: str, pub: str | None, security: Security | None, log: Callable[[str], None]) -> None:
         self.log = log
-        self.ctx: zmq.Context[Any] = zmq.Context(io_threads=io_threads)
+        self.ctx: zmq.Context[Any] = zmq.Context()
         # CURVE: the authenticator (ZAP handler thread) admits only the authorised client keys, on both sockets.
         self.security = security or Security.insecure()
         self.auth = self.security.start_authenticator(self.ctx)
