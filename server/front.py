@@ -177,7 +177,7 @@ class ShardedServer:
             if not batch:
                 continue
             try:
-                self.pushes[k].send_multipart(batch, flags=zmq.NOBLOCK)
+                self.pushes[k].send(b"".join(batch), flags=zmq.NOBLOCK)
             except zmq.Again:  # worker k is that far behind: refuse, counted, rather than queue without bound
                 self.stats.messages += counts[k]
                 for _ in range(counts[k]):
@@ -186,7 +186,7 @@ class ShardedServer:
     def _from_workers(self) -> None:
         for _ in range(256):
             try:
-                batch = self.pull.recv_multipart(flags=zmq.NOBLOCK)
+                batch = self.pull.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -194,7 +194,7 @@ class ShardedServer:
             except (ValueError, IndexError, UnicodeDecodeError):  # our own workers: a bug, counted, not fatal
                 self.stats.drop("worker-garbled")
 
-    def _dispatch(self, batch: list[bytes]) -> None:
+    def _dispatch(self, batch: bytes) -> None:
         assert self.net is not None
         net, tier = self.net, self.tier
         for kind, value, frames in link.records(batch):
@@ -202,10 +202,9 @@ class ShardedServer:
                 if not net.reply(frames[0], frames[1:]):
                     self.stats.drop("reply-queue-full")
             elif kind == link.TWIN:
-                dev = frames[0].decode()
                 if tier is not None:
-                    tier.twin(dev, frames[1])
-                if not net.publish(dev, frames[1]):
+                    tier.twin(frames[0].decode(), frames[1])
+                if not net.publish(frames[0], frames[1]):
                     self.stats.drop("pub-queue-full")
             elif kind == link.STATUS:
                 if tier is not None:
@@ -238,7 +237,7 @@ class ShardedServer:
             out: list[bytes] = []
             link.record(out, link.STOP, [])
             with contextlib.suppress(zmq.Again):  # a worker that far behind gets SIGTERM from _reap
-                push.send_multipart(out, flags=zmq.NOBLOCK)
+                push.send(b"".join(out), flags=zmq.NOBLOCK)
         deadline = time.monotonic() + timeout_s
         alive = [k for k, p in enumerate(self.procs) if p is not None and p.poll() is None]
         while len(self.finals) < len(alive) and time.monotonic() < deadline:

@@ -1,9 +1,10 @@
 """The private link between the front of ``armtwin server --workers N`` and its worker processes.
 
-Both directions carry batches: one ZeroMQ multipart message holds many records, each a 10-byte header
-(kind, frame count, a 64-bit value) followed by its frames, so under load the front and a worker pay one
-send/receive per batch instead of one per device message. The link is ``ipc://`` in a directory only the
-server's user can open (``tempfile.mkdtemp`` makes it 0700): the workers see plaintext, never the network.
+Both directions carry batches: one ZeroMQ message (a single frame) holds many records, each an 11-byte header
+(kind, frame count, a 64-bit value) followed by its frames as (u32 length, bytes), so under load the front and a
+worker pay one send/receive per batch instead of several per device message (pyzmq's cost is per frame).
+The link is ``ipc://`` in a directory only the server's user can open (``tempfile.mkdtemp`` makes it 0700):
+the workers see plaintext, never the network.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import msgpack
 
-_HEAD = struct.Struct("<BBq")  # kind, number of frames that follow, value (rx µs, worker index, ...)
+_HEAD = struct.Struct("<BHq")  # kind, number of frames that follow, value (rx µs, worker index, ...)
+_LEN = struct.Struct("<I")
 
 # front -> worker
 MSG = 0  # value = rx (server time, µs); frames = [identity, *body] as the ROUTER received them
@@ -26,26 +28,37 @@ STATUS = 12  # frames = [device id, msgpack status]: the upper tier
 STATS = 13  # value = worker index; frames = [msgpack counters, sessions]; the first one means "ready"
 LOG = 14  # frames = [a session event line]
 FINAL = 15  # value = worker index; frames = [msgpack counters, sessions] when the worker stops
-MAX_FRAMES = 255  # a ROUTER message with more frames than this is dropped by the front ("malformed")
+MAX_FRAMES = 64  # a ROUTER message with more frames than this is dropped by the front ("malformed")
 
 
 def record(out: list[bytes], kind: int, frames: list[bytes], value: int = 0) -> None:
-    """Append one record to the batch ``out``."""
+    """Append one record to the batch ``out`` (sent as ``b"".join(out)``)."""
     out.append(_HEAD.pack(kind, len(frames), value))
-    out.extend(frames)
+    for f in frames:
+        out.append(_LEN.pack(len(f)))
+        out.append(f)
 
 
-def records(batch: list[bytes]) -> Iterator[tuple[int, int, list[bytes]]]:
-    """The (kind, value, frames) records of a received batch; stops at a truncated record."""
+def records(batch: bytes) -> Iterator[tuple[int, int, list[bytes]]]:
+    """The (kind, value, frames) records of a received batch; ValueError at a truncated or malformed one."""
     i, n = 0, len(batch)
+    head, size = _HEAD.unpack_from, _LEN.unpack_from
     while i < n:
-        if len(batch[i]) != _HEAD.size:
-            raise ValueError(f"bad record header of {len(batch[i])} bytes")
-        kind, count, value = _HEAD.unpack(batch[i])
-        if i + 1 + count > n:
-            raise ValueError("truncated record")
-        yield kind, value, batch[i + 1:i + 1 + count]
-        i += 1 + count
+        if i + _HEAD.size > n:
+            raise ValueError("truncated record header")
+        kind, count, value = head(batch, i)
+        i += _HEAD.size
+        frames = []
+        for _ in range(count):
+            if i + 4 > n:
+                raise ValueError("truncated record")
+            (length,) = size(batch, i)
+            i += 4
+            if i + length > n:
+                raise ValueError("truncated record")
+            frames.append(batch[i:i + length])
+            i += length
+        yield kind, value, frames
 
 
 def pack(obj: Any) -> bytes:

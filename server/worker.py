@@ -82,7 +82,7 @@ class Worker:
         if self.out:
             batch, self.out = self.out, []
             try:
-                self.push.send_multipart(batch, flags=self.zmq.NOBLOCK)
+                self.push.send(b"".join(batch), flags=self.zmq.NOBLOCK)
             except self.zmq.Again:  # the front is not reading (10 000 batches queued): count each lost batch
                 self.core.stats.drop("front-busy")
 
@@ -96,7 +96,7 @@ class Worker:
                 if self.pull.poll(100):
                     for _ in range(64):  # bounded: counters and expiry still run under a flood
                         try:
-                            batch = self.pull.recv_multipart(flags=zmq.NOBLOCK)
+                            batch = self.pull.recv(flags=zmq.NOBLOCK)
                         except zmq.Again:
                             break
                         try:

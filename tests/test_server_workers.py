@@ -210,10 +210,10 @@ def test_a_dead_worker_is_replaced_and_its_devices_say_hello_again(
 
 def test_link_records_round_trip_and_refuse_a_truncated_batch() -> None:
     batch: list[bytes] = []
-    link.record(batch, link.MSG, [b"id", b"body"], 123)
+    link.record(batch, link.MSG, [b"id", b"body", b""], 123)
     link.record(batch, link.STOP, [])
-    assert list(link.records(batch)) == [(link.MSG, 123, [b"id", b"body"]), (link.STOP, 0, [])]
-    with pytest.raises(ValueError, match="truncated"):
-        list(link.records(batch[:2]))
-    with pytest.raises(ValueError, match="header"):
-        list(link.records([b"short"]))
+    data = b"".join(batch)
+    assert list(link.records(data)) == [(link.MSG, 123, [b"id", b"body", b""]), (link.STOP, 0, [])]
+    for cut in range(1, len(data) - 11):  # every truncation short of the last (empty) record is refused
+        with pytest.raises(ValueError, match="truncated"):
+            list(link.records(data[:cut]))
