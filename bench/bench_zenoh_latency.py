@@ -107,7 +107,10 @@ def measure_latency(arms: int = 100, rate_hz: float = 20.0, seconds: float = 5.0
             for s in socks:
                 if not s.poll(30_000):
                     raise RuntimeError("no welcome")
-                s.recv_multipart()
+                reply = msgpack.unpackb(s.recv_multipart()[0])
+                if reply["type"] != "welcome":  # e.g. server-full: 256 sessions per server process
+                    raise RuntimeError(f"hello refused: {reply.get('code')} ({reply.get('msg')}); with more arms "
+                                       "than 256 per edge server, use --workers")
             # Let the subscriber's interest reach both servers' publishers before the clock starts.
             time.sleep(1.0)
             poller = zmq.Poller()
