@@ -8,6 +8,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "lab": ("torch", "matplotlib", "tqdm", "pybullet"),
     "viewer": ("pybullet", "matplotlib", "tqdm", "imageio", "imageio_ffmpeg", "PIL", "foxglove"),
+    "zenoh": ("zenoh",),  # asked for by `server --zenoh` / `view --zenoh` themselves (server.zenoh_tier)
 }
 
 

@@ -96,6 +96,7 @@ class Proc:
             text=True, bufsize=1, cwd=REPO, env={**os.environ, **(env or {})},
         )
         self.lines: list[str] = []
+        self._buf = b""  # read from stdout, not yet a whole line
         self._sel = selectors.DefaultSelector()
         assert self.p.stdout is not None
         self._sel.register(self.p.stdout, selectors.EVENT_READ)
@@ -110,18 +111,26 @@ class Proc:
                 if line.startswith(predicate) and contains in line:
                     return line
         deadline = time.monotonic() + timeout
-        assert self.p.stdout is not None
-        while time.monotonic() < deadline:
-            if not self._sel.select(timeout=max(deadline - time.monotonic(), 0)):
-                break
-            line = self.p.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip("\n"))
+        while (line := self._readline(deadline)) is not None:
+            self.lines.append(line)
             if line.startswith(predicate) and contains in line:
-                return line.rstrip("\n")
+                return line
         err = self.p.stderr.read() if self.p.poll() is not None and self.p.stderr else ""
         raise AssertionError(f"{self.args[0]}: no line starting with {predicate!r}; got {self.lines[-5:]} {err}")
+
+    def _readline(self, deadline: float) -> str | None:
+        """The next stdout line, None at EOF or the deadline. Reads the pipe itself: a buffered readline would
+        take several lines at once and leave them where the selector cannot see them."""
+        assert self.p.stdout is not None
+        while b"\n" not in self._buf:
+            if not self._sel.select(timeout=max(deadline - time.monotonic(), 0)):
+                return None
+            chunk = os.read(self.p.stdout.fileno(), 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace")
 
     def value(self, key: str, timeout: float = 20.0) -> str:
         return self.wait_line(key + "=", timeout).split("=", 1)[1]
@@ -134,7 +143,8 @@ class Proc:
             self.stop()
             raise
         self._sel.close()
-        return self.p.returncode, "\n".join(self.lines) + out, err
+        rest = self._buf.decode(errors="replace") + out
+        return self.p.returncode, "\n".join([*self.lines, ""]) + rest if self.lines else rest, err
 
     def stop(self) -> None:
         if self.p.poll() is None:

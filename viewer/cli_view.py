@@ -17,9 +17,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from server.cli import add_zenoh_args
 from twin.arm_spec import add_arm_args, arm_spec
 from twin.security import add_security_args
 from viewer.feed import DeviceView, TwinFeed, local_us
+from viewer.text_view import run_text_mode
+from viewer.zenoh_feed import zenoh_feed_factory
 
 DEFAULT_SUB = "tcp://127.0.0.1:5556"
 STATUS_EVERY_S = 5.0
@@ -46,6 +49,7 @@ def add_parser(sub: Any, name: str) -> None:
         "  armtwin view --sub tcp://edge-pc:5556 --device arm1 --device arm2\n"
         "  armtwin view --foxglove --port 8765     (then Foxglove: open connection ws://localhost:8765)\n"
         "  armtwin view --headless --snapshot-every 2 --out view-out --duration 60\n"
+        "  armtwin view --zenoh 'armtwin/**' --zenoh-connect tcp/router-host:7447 --text\n"
         "  armtwin view --urdf my_arm.urdf --joint-map 'j1=shoulder,j2=elbow:-1:90:deg'\n"
         "  armtwin view --urdf xarm/xarm6_robot.urdf --ee-link link6 --headless --out view-out\n\n"
         "The camera is fitted to each arm's link boxes (headless: per snapshot, over its recent poses; window: once\n"
@@ -73,6 +77,15 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--stale-after", type=float, default=2.0, metavar="S",
                    help="mark a device STALE after S seconds without an update (default 2)")
     add_arm_args(p, "what the device announced, else kuka_iiwa/model.urdf", from_session=False)
+    p.add_argument("--text", action="store_true",
+                   help="no 3D scene: print a line per arm as it appears and its newest state every "
+                   "--snapshot-every S (default 1)")
+    z = p.add_argument_group("upper tier (Eclipse Zenoh; pip install 'armtwin[zenoh]')")
+    z.add_argument("--zenoh", default=None, metavar="KEYEXPR",
+                   help="watch the Zenoh tier instead of one server's PUB: every arm of every edge server the key "
+                   "expression matches, e.g. 'armtwin/**' or 'armtwin/site1/*/twin' (arms are named SITE/DEVICE; "
+                   "the latest state of each is queried at start)")
+    add_zenoh_args(z)
     add_security_args(p, "client", "viewer")
     # Not an option of view: caught so `view s.mcap` points to render instead of the top-level usage.
     p.add_argument("session", nargs="?", help=argparse.SUPPRESS)
@@ -106,7 +119,8 @@ def gui_available() -> tuple[bool, str]:
 class Viewer:
     """The display loop: absolute frame deadlines, never a busy poll, snapshots, cadence report."""
 
-    def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event) -> None:
+    def __init__(self, args: argparse.Namespace, gui: bool, stop: threading.Event,
+                 make_feed: Any = None) -> None:
         from viewer.overlay import LEGEND_VIEW
         from viewer.scene import Scene
 
@@ -115,6 +129,8 @@ class Viewer:
         self.scene.legend = list(LEGEND_VIEW)  # which arm is the twin, which the measured ghost
         self._seen: dict[str, deque[Any]] = {}  # device key -> link box corners at the poses of recent frames
         self.feed: TwinFeed | None = None
+        self.make_feed = make_feed or (lambda: TwinFeed(args.sub or [DEFAULT_SUB], args.device,
+                                                        getattr(args, "security", None)))
         self.stop = stop
         self.frames = self.overruns = self.snapshots = 0
         self.arm_errors = 0  # devices whose joints did not fit the URDF (not shown)
@@ -202,9 +218,9 @@ class Viewer:
             next_frame, next_snap = start, start + int(every * 1e6) if every > 0 else None
             next_status, last_status = start + int(STATUS_EVERY_S * 1e6), (start, 0)
             next_text = start
-            self.feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))
+            self.feed = self.make_feed()
             try:
-                print(f"view: mode={'gui' if self.gui else 'headless'} sub={','.join(args.sub or [DEFAULT_SUB])}"
+                print(f"view: mode={'gui' if self.gui else 'headless'} {feed_source(args)}"
                       + (f" snapshots every {every:g} s into {args.out}" if every > 0 else ""), flush=True)
                 while not self.stop.is_set():
                     now = local_us()
@@ -296,15 +312,25 @@ def run(args: argparse.Namespace) -> int:
     try:
         JointMap.parse(args.joint_map)  # fail early on a bad spec
         args.sub = [endpoint(ep) for ep in (args.sub or [])]  # HOST:PORT is accepted too
-        args.security = security_from_args(args, "client", "viewer")
+        # The Zenoh tier is secured by Zenoh's own config (TLS, access control), not by the ZeroMQ keys.
+        args.security = security_from_args(args, "client", "viewer") if args.zenoh is None else None
     except (ArmModelError, EndpointError, SecurityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.fps <= 0 or (args.snapshot_every is not None and args.snapshot_every < 0):
         print("error: --fps must be > 0 and --snapshot-every >= 0", file=sys.stderr)
         return 2
+    try:
+        make_feed = zenoh_feed_factory(args)
+        if args.zenoh is None and args.text:
+            make_feed = lambda: TwinFeed(args.sub or [DEFAULT_SUB], args.device, args.security)  # noqa: E731
+    except ValueError as exc:  # ZenohSetupError too: the extra missing, a bad key expression or config
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.text:
+        return run_text_mode(args, make_feed, feed_source(args))
     if args.foxglove:
-        return run_foxglove(args)
+        return run_foxglove(args, make_feed)
     gui = not args.headless
     if gui:
         gui, reason = gui_available()
@@ -314,25 +340,35 @@ def run(args: argparse.Namespace) -> int:
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not gui:
-            return Viewer(args, False, stop).run()
+            return Viewer(args, False, stop, make_feed).run()
         try:
             with native_output_silenced():  # PyBullet's OpenGL/thread chatter
-                return Viewer(args, True, stop).run()
+                return Viewer(args, True, stop, make_feed).run()
         except ArmModelError as exc:
             print(f"view: {exc}; running headless, snapshots into {args.out}", flush=True)
-            return Viewer(args, False, stop).run()
+            return Viewer(args, False, stop, make_feed).run()
+    except ValueError as exc:  # the Zenoh session could not open (a listen port taken, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
 
-def run_foxglove(args: argparse.Namespace) -> int:
+def feed_source(args: argparse.Namespace) -> str:
+    if args.zenoh is not None:
+        return f"zenoh={args.zenoh}"
+    return f"sub={','.join(args.sub or [DEFAULT_SUB])}"
+
+
+def run_foxglove(args: argparse.Namespace, make_feed: Any = None) -> int:
     """``--foxglove``: the twin feed to a Foxglove WebSocket server until Ctrl-C, SIGTERM or --duration."""
     from viewer.foxglove_live import FoxgloveBridge
 
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = TwinFeed(args.sub or [DEFAULT_SUB], args.device, getattr(args, "security", None))  # --keys too
+    feed = make_feed() if make_feed else TwinFeed(args.sub or [DEFAULT_SUB], args.device,
+                                                   getattr(args, "security", None))  # --keys too
     try:
         try:
             arm = arm_spec(args)

@@ -119,7 +119,9 @@ class TwinFeed:
                 new.append(dv)
         return new
 
-    def _apply(self, frames: list[bytes], now: int) -> DeviceView | None:
+    def _apply(self, frames: list[bytes], now: int, name: str | None = None) -> DeviceView | None:
+        """Take one twin state [topic, body]; ``name``: the device's name here (default: the one it sent;
+        the Zenoh feed prefixes the site, so equal names on two edge servers stay two arms)."""
         import msgpack
         import numpy as np
 
@@ -130,7 +132,7 @@ class TwinFeed:
         msg = msgpack.unpackb(frames[1], raw=False)
         if not isinstance(msg, dict) or msg.get("type") != "twin" or not isinstance(msg.get("dev"), str):
             raise ValueError("not a twin state")
-        dev = msg["dev"]
+        dev = name if name is not None else msg["dev"]
         if self.wanted is not None and dev not in self.wanted:
             return None  # SUBSCRIBE matches prefixes: "arm1" also lets "arm10" through
         joints = [str(j) for j in msg["joints"]]
