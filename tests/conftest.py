@@ -107,9 +107,9 @@ class Proc:
         Lines already read are searched first unless ``new`` is set (then only lines read from now on count).
         """
         if not new:
-            for line in self.lines:
-                if line.startswith(predicate) and contains in line:
-                    return line
+            for seen in self.lines:
+                if seen.startswith(predicate) and contains in seen:
+                    return seen
         deadline = time.monotonic() + timeout
         while (line := self._readline(deadline)) is not None:
             self.lines.append(line)
