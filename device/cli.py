@@ -108,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         if args.online_learning and not policy.supports_online:
             raise PolicySpecError(f"--online-learning adapts a kc-td3/td3 policy's λ; {policy.spec()} has none")
         key = os.environ.get(args.key_env)
+        # A selector must match a port now (exit 2 with what was found otherwise); the reader is given the selector
+        # itself and looks it up again on every reconnect, so a replug that renames the port is followed.
+        path = resolve_port(args.port)
         cfg = DeviceConfig(
-            port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            port=args.port, server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None,
             urdf_joint_names=movable_joint_names(args.urdf), urdf=args.urdf,
@@ -118,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
     except (PolicySpecError, EndpointError, OutputPathError, PortError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problem = port_problem(cfg.port)
+    problem = port_problem(path)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if "://" not in cfg.port and not os.path.exists(cfg.port):
-        print(f"warning: {cfg.port} does not exist (yet): waiting for it to appear (is the arm plugged in? "
+    if "://" not in path and not os.path.exists(path):
+        print(f"warning: {path} does not exist (yet): waiting for it to appear (is the arm plugged in? "
               "`armtwin` lists nothing by itself: try `ls /dev/ttyACM* /dev/ttyUSB*`)", file=sys.stderr, flush=True)
     agent = DeviceAgent(cfg)
     install_signal_handlers(agent)
