@@ -34,7 +34,9 @@ def add_parser(sub: Any, name: str) -> None:
         "crc = corrupt frames; dropped = sends the socket refused (no server); link = server reachable.\n\n"
         "exit status: 0 = ran and scored; 1 = no samples from the arm; 2 = bad arguments, or the port can never\n"
         "be a serial device, or no keys (--keys DIR or --insecure); 3 = samples came but nothing was scored (no\n"
-        "prediction came back from the server: wrong address, or keys the server does not authorise).",
+        "prediction came back from the server: wrong address, or keys the server does not authorise); 4 = ran and\n"
+        "scored, but the --record file stopped early (disk full, write error: the loop went on; the summary says\n"
+        "how many samples and seconds the file kept, and `armtwin recover` completes it).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True,
@@ -78,6 +80,7 @@ def add_parser(sub: Any, name: str) -> None:
 
 EXIT_NO_SAMPLES = 1  # the arm sent nothing (wrong port, unplugged, not streaming)
 EXIT_NOTHING_SCORED = 3  # samples came, but no prediction came back: the twin was never shown, nothing measured
+EXIT_RECORDING_STOPPED = 4  # the run went on, but the recording stopped early (disk full): a script must know
 # 2: bad arguments or a port that can never be a serial device; 130: interrupted before starting
 
 
@@ -144,4 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: nothing was scored: no prediction came back from {cfg.server} (is the server running and "
               "reachable? see the warnings above)", file=sys.stderr)
         return EXIT_NOTHING_SCORED
+    rec = summary.get("recording")
+    if isinstance(rec, dict) and rec.get("error"):
+        return EXIT_RECORDING_STOPPED  # the message naming the file and the error is printed above
     return 0
