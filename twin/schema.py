@@ -110,6 +110,10 @@ class Wire:
                 raise ProtocolError("auth", "missing or wrong HMAC")
         elif len(frames) != 1:
             raise ProtocolError("malformed", f"{len(frames)} frames, expected 1 (is a key configured on one side?)")
+        if not body or not (0x80 <= body[0] <= 0x8F or body[0] in (0xDE, 0xDF)):
+            # Every message is a msgpack map: anything else (garbage, arrays, deep nesting) is refused on its first
+            # byte, before the decoder spends time on it.
+            raise ProtocolError("malformed", "not a map")
         try:
             msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types for bad input (incl. deep nesting)
