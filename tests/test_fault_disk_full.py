@@ -60,8 +60,6 @@ def test_disk_full_mid_run_stops_the_recording_loudly_and_the_loop_goes_on(
     stopped = [ln for ln in status if "REC=STOPPED" in ln]
     assert len(status) >= RUN_S - 1 and len(stopped) >= 3, status
     assert stopped == status[len(status) - len(stopped):], "a status line after the failure lost REC=STOPPED"
-    rates = [float(re.search(r"rate=\s*([\d.]+)Hz", ln).group(1)) for ln in stopped]  # type: ignore[union-attr]
-    assert min(rates) > 900, rates
     assert f"recorded={kept}/" in out and f"({kept_s:.1f}s,STOPPED)" in out  # the one-line summary
 
     summary = json.loads(js.read_text())
@@ -74,7 +72,7 @@ def test_disk_full_mid_run_stops_the_recording_loudly_and_the_loop_goes_on(
     assert report["samples_kept"] == kept and abs(report["seconds_kept"] - kept_s) <= 0.05
     kept_s = report["seconds_kept"]
     assert report["samples_kept"] + report["samples_dropped"] == n  # every measured sample: kept or counted
-    assert 1000 <= kept < n - 2000, "the disk should fill after ~2 s of a 6 s run"
+    assert 1000 <= kept and n - kept >= 3000, "the loop should measure >= 3 s after the disk filled"
     assert rec.stat().st_size <= LIMIT
 
     # What was kept is readable as it is (no footer: the disk took none) and recoverable into a complete file.

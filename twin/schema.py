@@ -228,4 +228,10 @@ def prediction_from_wire(item: Any, joints: int) -> tuple[int, Prediction]:
     if len(flat) != p * joints:
         raise ProtocolError("bad-pred", f"prediction for {len(flat) // p} joints, expected {joints}")
     coeffs = np.asarray(flat, dtype=np.float64).reshape(p, joints)
+    # |q(τ)| <= Σ |c_k| H^k for 0 <= τ <= H: a prediction that could leave every pose on its own horizon is
+    # corrupt (or hostile), and would be displayed, scored and recorded as the twin if it were let through.
+    reach = (np.abs(coeffs) * ((h * 1e-6) ** np.arange(p))[:, None]).sum(axis=0)
+    if not np.all(reach <= MAX_ABS_Q):
+        raise ProtocolError("out-of-range", f"prediction reaches {float(np.max(reach)):.3g} rad within its "
+                            f"horizon, beyond ±{MAX_ABS_Q:g}")
     return pred_seq, Prediction(t0_us=t0, horizon_us=h, coeffs=coeffs)
