@@ -117,7 +117,8 @@ class Recorder:
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, OSError):
-            code = f" ({errno.errorcode[exc.errno]})" if exc.errno in errno.errorcode else ""
+            name = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+            code = f" ({name})" if name else ""
             self.error = f"recording failed: {exc}{code}"
         else:
             self.error = f"recording failed: {type(exc).__name__}: {exc}"

@@ -72,7 +72,7 @@ def test_disk_full_mid_run_stops_the_recording_loudly_and_the_loop_goes_on(
     assert report["samples_kept"] == kept and abs(report["seconds_kept"] - kept_s) <= 0.05
     kept_s = report["seconds_kept"]
     assert report["samples_kept"] + report["samples_dropped"] == n  # every measured sample: kept or counted
-    assert 1000 <= kept and n - kept >= 3000, "the loop should measure >= 3 s after the disk filled"
+    assert kept >= 1000 and n - kept >= 3000, "the loop should measure >= 3 s after the disk filled"
     assert rec.stat().st_size <= LIMIT
 
     # What was kept is readable as it is (no footer: the disk took none) and recoverable into a complete file.
@@ -88,7 +88,7 @@ def test_disk_full_mid_run_stops_the_recording_loudly_and_the_loop_goes_on(
     fixed = tmp_path / "fixed.mcap"
     rc = Proc("recover", str(rec), "-o", str(fixed))
     procs.append(rc)
-    rcode, rout, rerr = rc.finish()
+    rcode, _, rerr = rc.finish()
     assert rcode == 0, rerr
     whole = load_session(fixed)
     assert not whole.truncated and np.array_equal(whole.t_us, s.t_us)

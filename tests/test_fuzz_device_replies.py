@@ -140,9 +140,9 @@ def test_hostile_replies_never_stop_the_device_and_never_reach_the_recording_as_
     runner = threading.Thread(target=agent.run, name="device-agent")
     runner.start()
     t = [0]
-    handled = [0]  # replies the uplink has taken (delivered or refused), valid ones included
 
     def taken() -> int:
+        """Replies the uplink has taken, delivered or refused."""
         up = agent.uplink
         return 0 if up is None else up.stats.replies + up.stats.bad_replies
 
