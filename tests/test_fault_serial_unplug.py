@@ -64,12 +64,15 @@ def test_port_vanishes_and_returns_on_a_new_pty_the_device_reconnects_within_1_s
     assert delay_s <= RECONNECT_S, f"reconnected {delay_s:.3f} s after the port came back"
     print(f"reconnect delay {delay_s * 1000:.0f} ms after the port came back; gap {gap}")  # seen with -s
     # Nothing was lost but the gap itself and, on a starved host, frames the arm could not write into a pty the
-    # device had not drained (the arm counts those: like a UART, it never waits).
+    # device had not drained (the arm counts those: like a UART, it never waits). Some of the arm's drops may come
+    # before the device's first read (no sequence gap to count then), so its count bounds the other losses.
     missing = (gap["t_us"] - gap["after_t_us"]) // 1000 - 1
     m = re.search(r"frames_dropped=(\d+)", arm_err)
     assert m, arm_err[-1000:]
     arm_dropped = int(m.group(1))
-    assert summary["frames_lost"] == missing + arm_dropped, f"{missing} in the gap, {arm_dropped} dropped by the arm"
+    overflow = summary["frames_lost"] - missing
+    assert 0 <= overflow <= arm_dropped, f"{missing} lost in the gap, {overflow} elsewhere, {arm_dropped} dropped " \
+        "by the arm"
     assert summary["crc_errors"] == 0 and summary["time_resets"] == 0
     assert "port_reconnects=1" in out  # the one-line summary counts it
 
@@ -81,10 +84,10 @@ def test_port_vanishes_and_returns_on_a_new_pty_the_device_reconnects_within_1_s
     holes = np.flatnonzero(steps != 1000)
     at_gap = [i for i in holes if (s.t_us[i], s.t_us[i + 1]) == (gap["after_t_us"], gap["t_us"])]
     assert len(at_gap) == 1, f"the gap is not in the recording: holes at {s.t_us[holes]}"
-    # Every frame the device read is in the file, in order: the only holes are the gap and the arm's own drops.
-    assert int((steps[holes] // 1000 - 1).sum()) == missing + arm_dropped
+    # Every frame the device read is in the file, in order: the only holes are the gap and the counted losses.
+    assert int((steps[holes] // 1000 - 1).sum()) == summary["frames_lost"]
     after = s.t_us >= gap["t_us"]
-    if arm_dropped == 0:  # the usual case: after the return, every frame the arm made is in the file
+    if overflow == 0:  # the usual case: after the return, every frame the arm made is in the file
         assert np.all(np.diff(s.t_us[after]) == 1000) and np.all(np.diff(s.seq[after]) == 1)
     assert after.sum() >= 2000, "the run went on for less than 2 s after the reconnect"
     # The status records written during the run count the reconnect too.
