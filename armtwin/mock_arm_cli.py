@@ -99,8 +99,11 @@ def _pull_cable(arm: Any, stop: threading.Event, after_s: float, for_s: float) -
     if stop.wait(after_s):
         return
     arm.unplug()
-    print(f"mock arm: cable pulled for {for_s:g} s", file=sys.stderr, flush=True)
+    # The firmware clock at each event (µs stamp of the newest frame made before it): where the device's
+    # recording should show the gap begin, and the moment a reconnect delay is measured from.
+    print(f"mock arm: cable pulled for {for_s:g} s at fw_us={arm.unplugged_at_us}", file=sys.stderr, flush=True)
     if stop.wait(for_s):
         return
     arm.replug()
-    print(f"mock arm: plugged back in at {arm.port} (now {arm.pty})", file=sys.stderr, flush=True)
+    print(f"mock arm: plugged back in at {arm.port} (now {arm.pty}) at fw_us={arm.replugged_at_us}",
+          file=sys.stderr, flush=True)

@@ -465,7 +465,8 @@ class DeviceAgent:
             if self.recorder.error:
                 rep = summary["recording"]
                 print(f"error: {self.recorder.error}; the recording {rep['path']} holds {rep['samples_kept']} of "
-                      f"{rep['samples_kept'] + rep['samples_dropped']} samples", file=sys.stderr)
+                      f"{rep['samples_kept'] + rep['samples_dropped']} samples ({rep['seconds_kept']:.1f} s); "
+                      f"`armtwin recover {rep['path']} -o FIXED.mcap` makes it a complete file", file=sys.stderr)
         if self.uplink is not None:
             self.uplink.close()
         self._wake_rx.close(linger=0)

@@ -40,7 +40,8 @@ def add_parser(sub: Any, name: str) -> None:
         "be a serial device, or no keys (--keys DIR or --insecure), or the arm's frames do not fit the --urdf /\n"
         "--joint-map given (stopped at the first frame; the error says what to pass); 3 = samples came but\n"
         "nothing was scored (no prediction came back from the server: wrong address, or keys the server does not\n"
-        "authorise).",
+        "authorise); 4 = ran and scored, but the --record file stopped early (disk full, write error: the loop\n"
+        "went on; the summary says how many samples and seconds the file kept, and `armtwin recover` completes it).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True,
@@ -84,6 +85,7 @@ def add_parser(sub: Any, name: str) -> None:
 
 EXIT_NO_SAMPLES = 1  # the arm sent nothing (wrong port, unplugged, not streaming)
 EXIT_NOTHING_SCORED = 3  # samples came, but no prediction came back: the twin was never shown, nothing measured
+EXIT_RECORDING_STOPPED = 4  # the run went on, but the recording stopped early (disk full): a script must know
 # 2: bad arguments or a port that can never be a serial device; 130: interrupted before starting
 
 
@@ -121,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
         names = describe_urdf(urdf)  # None: not on this machine (announced as given; the viewer checks it)
         if arm.ee_link and names is not None and arm.ee_link not in names.links:
             raise ArmModelError(f"--ee-link {arm.ee_link}: {urdf} has no such link; links: {', '.join(names.links)}")
+        # A selector must match a port now (exit 2 with what was found otherwise); the reader is given the selector
+        # itself and looks it up again on every reconnect, so a replug that renames the port is followed.
+        path = resolve_port(args.port)
         cfg = DeviceConfig(
-            port=resolve_port(args.port), server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
+            port=args.port, server=server, policy=policy, device_id=args.device_id, baudrate=args.baud,
             duration_s=args.duration, record=args.record, summary_json=args.summary_json,
             joint_names=args.joint_names.split(",") if args.joint_names else None,
             urdf_joint_names=movable_joint_names(urdf), urdf=urdf, joint_map=arm.joint_map, ee_link=arm.ee_link,
@@ -132,12 +137,12 @@ def run(args: argparse.Namespace) -> int:
     except (PolicySpecError, EndpointError, OutputPathError, PortError, ArmModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problem = port_problem(cfg.port)
+    problem = port_problem(path)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if "://" not in cfg.port and not os.path.exists(cfg.port):
-        print(f"warning: {cfg.port} does not exist (yet): waiting for it to appear (is the arm plugged in? "
+    if "://" not in path and not os.path.exists(path):
+        print(f"warning: {path} does not exist (yet): waiting for it to appear (is the arm plugged in? "
               "`armtwin` lists nothing by itself: try `ls /dev/ttyACM* /dev/ttyUSB*`)", file=sys.stderr, flush=True)
     agent = DeviceAgent(cfg)
     install_signal_handlers(agent)
@@ -158,4 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: nothing was scored: no prediction came back from {cfg.server} (is the server running and "
               "reachable? see the warnings above)", file=sys.stderr)
         return EXIT_NOTHING_SCORED
+    rec = summary.get("recording")
+    if isinstance(rec, dict) and rec.get("error"):
+        return EXIT_RECORDING_STOPPED  # the message naming the file and the error is printed above
     return 0

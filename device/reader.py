@@ -21,7 +21,7 @@ import serial
 
 from device.stages import StageClock, now_ns
 from firmware_interfaces.codec import FLAG_END, FLAG_ESTOP, Frame, FrameDecoder, seq_restarted
-from firmware_interfaces.ports import DEFAULT_BAUD, PortError, open_port
+from firmware_interfaces.ports import DEFAULT_BAUD, PortError, is_selector, open_port, resolve_port
 from firmware_interfaces.realtime import realtime
 from twin.clock import ClockMap
 
@@ -31,6 +31,9 @@ _U32 = 1 << 32
 RESTART_TOLERANCE_US = 500_000
 MAX_BACKLOG = 60_000  # samples the agent has not drained (60 s at 1 kHz); beyond it the oldest are dropped, counted
 MAX_GAPS = 256  # gap records kept (the counters keep counting)
+# A missing port is looked for this often: an open attempt (or a selector lookup) costs well under a ms, and issue
+# 10 asks for reading again within 1 s of the port's return; 0.5 s used half of that on waiting alone.
+RECONNECT_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,9 @@ class SerialReader:
     """Reads the port in a thread (``in_waiting or 1`` bytes, blocking with a short timeout: never busy-polls).
 
     Samples go into a deque that the agent drains; ``on_data`` is called after each read that produced samples
-    (the agent uses it to wake its poll loop). A vanished port is reopened with back-off; all of it is counted.
+    (the agent uses it to wake its poll loop). A vanished port is looked for again every ``reconnect_s``; all of it
+    is counted. ``port`` may be a stable USB selector (``VID:PID[:SERIAL]``, ``serial:SERIAL``): it is resolved
+    again at every attempt, so an adapter that comes back under another name (ttyACM0 -> ttyACM1) is found.
     """
 
     def __init__(
@@ -68,7 +73,7 @@ class SerialReader:
         port: str,
         baudrate: int = DEFAULT_BAUD,
         on_data: Callable[[], None] | None = None,
-        reconnect_s: float = 0.5,
+        reconnect_s: float = RECONNECT_S,
         stages: StageClock | None = None,
     ) -> None:
         self.port = port
@@ -152,7 +157,8 @@ class SerialReader:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                self._ser = open_port(self.port, self.baudrate)
+                path = resolve_port(self.port) if is_selector(self.port) else self.port
+                self._ser = open_port(path, self.baudrate)
             except PortError as exc:
                 self.port_errors += 1
                 self.last_error = str(exc)

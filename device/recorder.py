@@ -9,6 +9,7 @@ given its footer if the disk lets it. ``report()`` says how much was kept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import sys
@@ -23,6 +24,13 @@ from twin.session import SessionWriter
 
 MAX_QUEUED = 600  # blocks waiting for the disk: 60 s of 100 ms blocks
 FLUSH_EVERY_S = 1.0
+
+
+def _span_s(first_t_us: int | None, last_t_us: int | None) -> float:
+    """Seconds of device time from the first to the last sample kept, one sample period included."""
+    if first_t_us is None or last_t_us is None:
+        return 0.0
+    return (last_t_us - first_t_us + 1000) / 1e6
 
 
 def check_writable(path: Path) -> None:
@@ -52,6 +60,7 @@ class Recorder:
         self.error: str | None = None
         self.samples_dropped = 0  # samples measured but not in the file (after a failure, or queue full)
         self.blocks_dropped = 0
+        self._kept: tuple[int, float] | None = None  # (samples, seconds) the file holds, once it has failed
         self._count = threading.Lock()  # both threads count drops
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
@@ -90,8 +99,16 @@ class Recorder:
         self._thread.join()
 
     def report(self) -> dict[str, Any]:
-        """What the file holds: samples kept and dropped, and the error that stopped it (None if none)."""
-        return {"path": str(self.writer.path), "samples_kept": self.writer.samples_written,
+        """What the file holds: samples kept (and the seconds of device time they span) and dropped, and the
+        error that stopped it (None if none). After a failure the kept figures are what a reader finds in the
+        file, not what was handed to the writer."""
+        w = self.writer
+        if self._kept is not None:
+            kept, kept_s = self._kept
+        else:
+            kept = w.samples_written
+            kept_s = _span_s(w.first_t_us, w.last_t_us)
+        return {"path": str(w.path), "samples_kept": kept, "seconds_kept": kept_s,
                 "samples_dropped": self.samples_dropped, "blocks_dropped": self.blocks_dropped, "error": self.error}
 
     def _dropped(self, n: int) -> None:
@@ -102,12 +119,21 @@ class Recorder:
         print(line, file=self._err or sys.stderr, flush=True)
 
     def _fail(self, exc: BaseException) -> None:
-        self.error = f"recording failed: {type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else (
-            f"recording failed: {exc}")
-        self._say(f"error: {self.error}; recording STOPPED with {self.writer.samples_written} samples kept in "
-                  f"{self.writer.path}; the device keeps running")
+        if isinstance(exc, OSError):
+            name = errno.errorcode.get(exc.errno) if exc.errno is not None else None
+            code = f" ({name})" if name else ""
+            self.error = f"recording failed: {exc}{code}"
+        else:
+            self.error = f"recording failed: {type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):  # a footer if the disk takes it: the file stays indexed
             self.writer.close()
+        # What is really in the file: the writer's chunk in progress (and a chunk cut by the disk) is not.
+        kept, last_t = self.writer.on_disk()
+        self._kept = (kept, _span_s(self.writer.first_t_us, last_t) if kept else 0.0)
+        self._dropped(self.writer.samples_written - kept)
+        self._say(f"error: {self.error} writing {self.writer.path}; recording STOPPED with {kept} samples "
+                  f"({self._kept[1]:.1f} s) kept in {self.writer.path} (readable: `armtwin info`, `armtwin recover`);"
+                  " the device keeps running")
 
     def _run(self) -> None:
         last_flush = time.monotonic()
@@ -120,6 +146,7 @@ class Recorder:
                 if kind == "block":
                     self._dropped(len(payload[0]))
             else:
+                written = self.writer.samples_written
                 try:
                     t_ns = now_ns()
                     if kind == "block":
@@ -133,7 +160,7 @@ class Recorder:
                         last_flush = time.monotonic()
                     self.stages.ns["record"] += now_ns() - t_ns
                 except Exception as exc:  # disk full, a bug, anything: the device loop must go on
-                    if kind == "block":
+                    if kind == "block" and self.writer.samples_written == written:  # else _fail counts it
                         self._dropped(len(payload[0]))
                     self._fail(exc)
             if not self._close_q.empty() and self._q.empty():

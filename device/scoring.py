@@ -59,15 +59,20 @@ class PredictionLog:
 
     def add(self, pred_seq: int, arrival_us: int, pred: Prediction) -> None:
         self._preds.setdefault(pred_seq, _Pred(arrival_us, pred))
-        if pred_seq > self.acked:
-            self._above.add(pred_seq)
-            newest = max(self._above)
-            while self._above and (self.acked + 1 in self._above or newest - self.acked > REPEAT_MAX):
-                if self.acked + 1 in self._above:
-                    self._above.discard(self.acked + 1)
-                else:
-                    self.never_received += 1
-                self.acked += 1
+        if pred_seq <= self.acked:
+            return
+        self._above.add(pred_seq)
+        floor = max(self._above) - REPEAT_MAX
+        if floor > self.acked:
+            # Holes more than REPEAT_MAX behind the newest can no longer be filled: give them up in one step (a
+            # broken server's jump to pred_seq 2^62 used to be walked one number at a time, hanging the device).
+            filled = {s for s in self._above if s <= floor}
+            self.never_received += floor - self.acked - len(filled)
+            self._above -= filled
+            self.acked = floor
+        while self.acked + 1 in self._above:
+            self._above.discard(self.acked + 1)
+            self.acked += 1
 
     def __len__(self) -> int:
         return len(self._preds)

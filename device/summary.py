@@ -30,7 +30,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     rec = summary.get("recording")
     if isinstance(rec, dict) and rec.get("error"):
-        parts.append(f"recorded={rec['samples_kept']}/{rec['samples_kept'] + rec['samples_dropped']}(STOPPED)")
+        parts.append(f"recorded={rec['samples_kept']}/{rec['samples_kept'] + rec['samples_dropped']}"
+                     f"({rec.get('seconds_kept', 0.0):.1f}s,STOPPED)")
     return "summary: " + " ".join(parts)
 
 

@@ -102,6 +102,12 @@ class MockArm:
         self.restart_after_us = None if restart_after_s is None else int(restart_after_s * 1e6)
         self.link = link
         self.stats = MockArmStats()
+        # Firmware clock (µs) and sequence of the newest frame made (sent or not): tests read the moment of an
+        # unplug or replug on the firmware's own clock, the clock the device's recording keeps.
+        self.fw_us = self.start_us
+        self.seq = 0
+        self.unplugged_at_us: int | None = None  # fw_us when the cable was last pulled
+        self.replugged_at_us: int | None = None  # fw_us when it was last plugged back in
         self._io = threading.Lock()  # the streaming thread writes, another may unplug
         self._master = -1
         self._open_pty()
@@ -125,6 +131,7 @@ class MockArm:
     def unplug(self) -> None:
         """Pull the cable: the pty goes away (the reader's next read fails) and ``link`` leads nowhere."""
         with self._io:
+            self.unplugged_at_us = self.fw_us  # under the lock: no frame is half-written at this moment
             if self.link is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.link)
@@ -136,6 +143,7 @@ class MockArm:
         """Plug it back: a new pty, at the same ``link`` path."""
         with self._io:
             if self._master < 0:
+                self.replugged_at_us = self.fw_us  # frames made after this one find the port back
                 self._open_pty()
 
     def reader_connected(self) -> bool:
@@ -202,6 +210,7 @@ class MockArm:
             self.stats.late_max_us = max(self.stats.late_max_us, (now - deadline) // 1000)
             last = not self.loop and i == n - 1  # a finite replay marks its last frame: the device ends the run
             stamp = fw_origin + round((t_rel - epoch_rel) * (1.0 + self.drift))  # the firmware's crystal
+            self.fw_us, self.seq = stamp, seq
             frame = encode_frame(seq, stamp, self.q_urad[row].tolist(), FLAG_SIM | (FLAG_END if last else 0))
             self._write(frame)
             seq += 1

@@ -16,6 +16,7 @@ import zmq
 
 from server.public_sockets import MAX_TRANSPORT_BYTES, PublicSockets
 from server.sessions import (
+    BATCH,
     EVENT_LINES,
     MAX_SESSIONS,
     SESSION_IDLE_S,
@@ -112,12 +113,18 @@ class TwinServer:
             self.close()
 
     def _drain(self, router: zmq.Socket[bytes]) -> None:
+        """Serve what the ROUTER socket holds, a batch at a time (trusted sessions first: ``receive_batch``)."""
         while True:
-            try:
-                frames = router.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
+            batch: list[tuple[list[bytes], int]] = []
+            while len(batch) < BATCH:
+                try:
+                    frames = router.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                batch.append((frames, server_us()))
+            self.core.receive_batch(batch)
+            if len(batch) < BATCH:
                 return
-            self.core.receive(frames, server_us())
 
     def close(self) -> None:
         self.net.close()

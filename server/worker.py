@@ -99,14 +99,16 @@ class Worker:
                             batch = self.pull.recv(flags=zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        msgs: list[tuple[list[bytes], int]] = []
                         try:
                             for kind, value, frames in records(batch):
                                 if kind == MSG:
-                                    core.receive(frames, value)
+                                    msgs.append((frames, value))
                                 elif kind == STOP:
                                     self.stop.set()
                         except ValueError:  # a truncated batch from our own front: a bug, counted, not fatal
                             core.stats.drop("front-garbled")
+                        core.receive_batch(msgs)  # trusted sessions first, as in one process
                         self._flush()
                 now = time.monotonic()
                 if now >= next_stats:

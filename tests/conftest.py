@@ -89,11 +89,13 @@ def leak_check() -> Iterator[None]:
 class Proc:
     """An ``armtwin`` subprocess whose stdout is read line by line with deadlines (never a fixed sleep)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
+        """``preexec_fn`` runs in the child before ``armtwin`` starts (e.g. a kernel resource limit)."""
         self.args = args
         self.p = subprocess.Popen(
             [sys.executable, "-m", "armtwin", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, cwd=REPO, env={**os.environ, **(env or {})},
+            text=True, bufsize=1, cwd=REPO, env={**os.environ, **(env or {})}, preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._buf = b""  # read from stdout, not yet a whole line

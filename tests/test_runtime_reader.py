@@ -332,3 +332,66 @@ def test_reader_backlog_is_bounded_and_counts_what_it_dropped(rig: Rig, ptys: Ca
         assert rig.data.wait_for(lambda: rig.reader.decoder.stats.frames_ok == 25, TIMEOUT_S)
     assert len(rig.reader.samples) == 10 and rig.reader.backlog_dropped == 15
     assert [s.seq for s in rig.reader.drain()] == list(range(15, 25))
+
+
+def test_a_usb_selector_is_looked_up_again_when_the_port_comes_back_renamed(
+        tmp_path: Path, ptys: Callable[[], Pty], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--port serial:ARM1`` survives a replug that renames the port (ttyACM0 -> ttyACM1): the reader resolves the
+    selector at every attempt. The OS's port list is the one thing stood in for (a pty has no USB ids); the ports
+    themselves are real ptys at different paths, and the reader opens them as it opens /dev/ttyACM0."""
+    import firmware_interfaces.ports as ports_mod
+    from firmware_interfaces.ports import PortInfo
+
+    listed: list[PortInfo] = []
+    lookups = threading.Condition()
+    looked: list[list[str]] = []  # the paths listed at each lookup
+
+    def list_ports() -> list[PortInfo]:
+        with lookups:
+            looked.append([p.device for p in listed])
+            lookups.notify_all()
+            return list(listed)
+
+    monkeypatch.setattr(ports_mod, "list_serial_ports", list_ports)
+    watch = Watch()
+    monkeypatch.setattr(reader_mod, "open_port", watch)
+    got: list[Sample] = []
+    data = threading.Condition()
+
+    def on_data() -> None:
+        with data:
+            data.notify_all()
+
+    def wait_samples(n: int) -> list[Sample]:
+        def ready() -> bool:
+            got.extend(reader.drain())
+            return len(got) >= n
+
+        with data:
+            assert data.wait_for(ready, TIMEOUT_S), f"timed out waiting for {n} samples; got {got}"
+        return got
+
+    reader = SerialReader("serial:ARM1", on_data=on_data, reconnect_s=0.01)
+    watch.reader = reader
+    first, second = ptys(), ptys()
+    assert first.path != second.path
+    try:
+        listed.append(PortInfo(first.path, 0x2341, 0x0043, "ARM1"))
+        reader.start()
+        watch.wait(lambda: watch.opens >= 1, "the first open")
+        first.write(encode_frame(0, 0, [1]) + encode_frame(1, 1000, [2]))
+        wait_samples(2)
+        listed.clear()  # unplugged: the adapter is gone from the list and its pty hangs up
+        first.close()
+        with lookups:
+            n = len(looked)
+            assert lookups.wait_for(lambda: looked[n:].count([]) >= 2, TIMEOUT_S), "no lookups while unplugged"
+        assert "no serial port matches 'serial:ARM1'" in reader.last_error
+        listed.append(PortInfo(second.path, 0x2341, 0x0043, "ARM1"))  # back, under another name
+        watch.wait(lambda: watch.opens >= 2, "the reopen at the new path")
+        second.write(encode_frame(2, 2000, [3]))
+        assert [s.seq for s in wait_samples(3)] == [0, 1, 2]
+        assert reader.reconnects == 1
+    finally:
+        reader.stop()
+    assert not reader._thread.is_alive()

@@ -110,9 +110,10 @@ def test_a_failing_write_stops_the_recording_loudly_and_keeps_an_indexed_file(
     close_within(rec, {"samples": 300})
     assert rec.error is not None
     assert rec.error.startswith("recording failed:") and "No space left on device" in rec.error
-    assert "recording STOPPED with 100 samples kept" in capsys.readouterr().err
-    assert rec.report() == {"path": str(path), "samples_kept": 100, "samples_dropped": 200, "blocks_dropped": 0,
-                            "error": rec.error}
+    err = capsys.readouterr().err
+    assert f"(ENOSPC) writing {path}; recording STOPPED with 100 samples (0.1 s) kept in {path}" in err
+    assert rec.report() == {"path": str(path), "samples_kept": 100, "seconds_kept": 0.1, "samples_dropped": 200,
+                            "blocks_dropped": 0, "error": rec.error}
     s = load_session(path)
     assert not s.truncated  # the footer was written when the recording stopped
     np.testing.assert_array_equal(s.t_us, blocks[0][0])

@@ -55,6 +55,18 @@ def test_duplicate_pred_seq_from_redundant_replies_is_ignored() -> None:
     np.testing.assert_array_equal(log.evaluate(np.array([99, 100, 400])), [[np.nan], [1.0], [1.0]])
 
 
+def test_a_jump_to_a_huge_pred_seq_gives_up_the_holes_in_one_step() -> None:
+    """A broken server's pred_seq 2^62 used to be walked one number at a time (the device hung); found by
+    tests/test_fuzz_device_replies.py."""
+    log = PredictionLog(joints=1)
+    add_all(log, [1, 2, 4])
+    log.add(2**62, 0, pred(0, 0.0))
+    assert log.acked == 2**62 - REPEAT_MAX
+    assert log.never_received == 2**62 - REPEAT_MAX - 3  # 3 of the numbers below the new floor did come
+    log.add(2**62 - REPEAT_MAX + 1, 0, pred(0, 0.0))
+    assert log.acked == 2**62 - REPEAT_MAX + 1
+
+
 def test_acked_advances_over_contiguous_seqs_and_waits_at_a_hole() -> None:
     log = PredictionLog(joints=1)
     add_all(log, [1, 2, 3])

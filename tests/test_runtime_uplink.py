@@ -403,6 +403,18 @@ def test_a_prediction_for_another_joint_count_is_refused_with_a_protocol_error()
     assert exc.value.reason == "bad-pred"
 
 
+@pytest.mark.parametrize(("h_us", "flat"), [(0, [1e12, 0.0]), (10_000_000, [0.0, 0.0, 0.0, 2e3]),
+                                             (60_000_000, [0.0, 0.0, 0.0, 0.0, 0.0, 3.0])])
+def test_a_prediction_that_leaves_every_pose_within_its_horizon_is_refused(h_us: int, flat: list[float]) -> None:
+    """Coefficients within the wire's limit can still put the twin at 1e12 rad (a constant) or 2e4 rad after 10 s
+    (a velocity): displayed, scored and recorded as the arm's pose if let through."""
+    with pytest.raises(ProtocolError, match="reaches") as exc:
+        prediction_from_wire([1, 0, h_us, len(flat) // 2, flat, 0], joints=2)
+    assert exc.value.reason == "out-of-range"
+    _, ok = prediction_from_wire([1, 0, 20_000, 2, [0.5, -0.5, 3.0, -3.0], 0], joints=2)  # 3 rad/s for 20 ms
+    assert ok.coeffs.shape == (2, 2)
+
+
 # -- session epochs (issue 10, defect 3) ----------------------------------------------------------------------
 def pred_epoch(pred_seq: int, epoch: int, t0: int) -> dict[str, Any]:
     return {"seq": pred_seq, "ts": T0, "rx": 0, "epoch": epoch, "preds": [[pred_seq, t0, 10_000, 1, [0.0, 0.0], 0]]}

@@ -114,6 +114,10 @@ class Wire:
                 raise ProtocolError("auth", "missing or wrong HMAC")
         elif len(frames) != 1:
             raise ProtocolError("malformed", f"{len(frames)} frames, expected 1 (is a key configured on one side?)")
+        if not body or not (0x80 <= body[0] <= 0x8F or body[0] in (0xDE, 0xDF)):
+            # Every message is a msgpack map: anything else (garbage, arrays, deep nesting) is refused on its first
+            # byte, before the decoder spends time on it.
+            raise ProtocolError("malformed", "not a map")
         try:
             msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types for bad input (incl. deep nesting)
@@ -231,4 +235,10 @@ def prediction_from_wire(item: Any, joints: int, checked: bool = False) -> tuple
     if len(flat) != p * joints:
         raise ProtocolError("bad-pred", f"prediction for {len(flat) // p} joints, expected {joints}")
     coeffs = np.asarray(flat, dtype=np.float64).reshape(p, joints)
+    # |q(τ)| <= Σ |c_k| H^k for 0 <= τ <= H: a prediction that could leave every pose on its own horizon is
+    # corrupt (or hostile), and would be displayed, scored and recorded as the twin if it were let through.
+    reach = (np.abs(coeffs) * ((h * 1e-6) ** np.arange(p))[:, None]).sum(axis=0)
+    if not np.all(reach <= MAX_ABS_Q):
+        raise ProtocolError("out-of-range", f"prediction reaches {float(np.max(reach)):.3g} rad within its "
+                            f"horizon, beyond ±{MAX_ABS_Q:g}")
     return pred_seq, Prediction(t0_us=t0, horizon_us=h, coeffs=coeffs)

@@ -143,8 +143,13 @@ class SessionWriter:
         self._timing = self._w.register_channel(TIMING_TOPIC, "json", tid)
         full = {"format": FORMAT, "joint_names": joint_names, "units": "rad (stored as int µrad)", **meta}
         self._w.add_metadata("armtwin", {k: json.dumps(v) for k, v in full.items()})
-        self.samples_written = 0
+        self.samples_written = 0  # handed to the MCAP writer (some may still sit in the chunk in progress)
+        self.first_t_us: int | None = None
+        self.last_t_us: int | None = None
+        # (samples, their last t_us, file offset) at the last successful flush: all of it was on disk then.
+        self._flushed: tuple[int, int | None, int] = (0, None, 0)
         self._closed = False
+        self._closed_ok = False
         self.clock = clock
         self._names = list(joint_names)
         self._js = self._register_joint_states() if joint_states else None
@@ -176,6 +181,9 @@ class SessionWriter:
         if self._js is not None:
             self._write_joint_states(block)
         self.samples_written += len(t_us)
+        if self.first_t_us is None:
+            self.first_t_us = int(t_us[0])
+        self.last_t_us = int(t_us[-1])
 
     def _log_ns(self, t_us: int) -> int:
         if self.clock is None:  # the first sample written fixes the mapping; recorded for readers
@@ -217,6 +225,29 @@ class SessionWriter:
         """Close the chunk in progress and push everything to the OS: a process killed after this loses nothing
         written before it (the recorder calls it every second, so a crash costs at most ~1 s)."""
         self._w.flush()
+        self._flushed = (self.samples_written, self.last_t_us, self._fh.tell())
+
+    def on_disk(self) -> tuple[int, int | None]:
+        """(samples, last sample's t_us) that a reader finds in the file now: after a failed write, what was kept.
+
+        Everything up to the last successful flush, plus any complete chunk the disk took after it: the records
+        past that offset are read back (at most about a second of data), as ``load_session`` would read them.
+        """
+        n, last, offset = self._flushed
+        if self._closed_ok:
+            return self.samples_written, self.last_t_us
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(offset)
+                for rec in StreamReader(fh, skip_magic=offset > 0, emit_chunks=True).records:
+                    inner = breakup_chunk(rec, validate_crc=True) if isinstance(rec, Chunk) else [rec]
+                    for m in inner:
+                        if isinstance(m, Message) and m.channel_id == self._samples:
+                            t = json.loads(m.data)["t_us"]
+                            n, last = n + len(t), int(t[-1])
+        except Exception:  # the damaged tail is where the kept part ends
+            pass
+        return n, last
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         if self._closed:
@@ -226,6 +257,8 @@ class SessionWriter:
             if summary is not None:
                 self._w.add_metadata("summary", {k: json.dumps(v) for k, v in summary.items()})
             self._w.finish()
+            self._fh.close()
+            self._closed_ok = True
         finally:
             self._fh.close()
 
