@@ -43,6 +43,7 @@ class SampleSource:
         # reconnects, gaps and backlog drops (none: a program's samples have no port to lose).
         self.clock = ClockMap()
         self.reconnects = 0
+        self.realtime = "n/a: samples pushed by the program"  # no serial thread to schedule
         self.gaps: list[Any] = []
         self.backlog_dropped = 0
 
