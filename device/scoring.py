@@ -13,6 +13,7 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.recorder import Recorder
+from device.ring import Int64Ring
 from twin.clock import ClockMap
 from twin.constants import REPEAT_MAX
 from twin.display import Prediction, displayed, in_effect
@@ -144,11 +145,10 @@ class TrackingMonitor:
         self.measured = 0
         self.sent = 0
         # Uplink latency (sample -> server, device time) of the newest MAX_LATENCIES predictions: a ring of int64.
-        self._lat = np.zeros(MAX_LATENCIES, dtype=np.int64)
+        self._lat = Int64Ring(MAX_LATENCIES)
         self.predictions_back = 0  # predictions received once each (redundant copies not counted)
         self._lat_pending: list[tuple[int, int]] = []  # (server rx, t0) that came before the clocks were mapped
         self._clock_set = False
-        self._lat_count = 0
         self.windows_trimmed = 0  # window MSEs dropped from the front of acc.window_mse (bounded memory)
         self._newest_pred_seq = -1
         self._arrived_t0: set[int] = set()  # predictions fixed but whose samples are not scored yet
@@ -189,8 +189,7 @@ class TrackingMonitor:
     def _add_latency(self, server_rx_us: int, t0_us: int) -> None:
         """Mapped when it comes (the clock of its own time), into the ring."""
         arrival = int(self.preds._to_device(np.array([server_rx_us], dtype=np.int64))[0])
-        self._lat[self._lat_count % MAX_LATENCIES] = arrival - t0_us
-        self._lat_count += 1
+        self._lat.append(arrival - t0_us)
 
     def windows_from(self, start: int) -> tuple[list[float], int]:
         """The 100 ms window MSEs from absolute index ``start`` on, and the index after the last one."""
@@ -208,9 +207,9 @@ class TrackingMonitor:
         return self.finalize(None if final else dev_now, retired)
 
     def latency_percentiles_ms(self) -> tuple[float, float]:
-        if not self._lat_count:
+        if not len(self._lat):
             return float("nan"), float("nan")
-        arr = self._lat[:min(self._lat_count, MAX_LATENCIES)] / 1000
+        arr = self._lat.values() / 1000
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
     def finalize(self, now_dev_us: int | None, retired: list[tuple[int, int, bool]] | None = None) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from device.ring import Int64Ring
+
 STAGES = ("read", "decode", "wake", "policy", "send", "replies", "score", "record")
 MAX_LATENCIES = 100_000  # arrival -> sent latencies kept (a ring: memory stays flat on a run with no --duration)
 
@@ -27,21 +29,19 @@ class StageClock:
 
     def __init__(self) -> None:
         self.ns: dict[str, int] = dict.fromkeys(STAGES, 0)
-        self._lat = np.zeros(MAX_LATENCIES, dtype=np.int64)
-        self._lat_count = 0
+        self._lat = Int64Ring(MAX_LATENCIES)
 
     def add(self, stage: str, ns: int) -> None:
         self.ns[stage] += ns
 
     def sent_after(self, latency_us: int) -> None:
         """A sample left ``latency_us`` after its frame was read from the port."""
-        self._lat[self._lat_count % MAX_LATENCIES] = latency_us
-        self._lat_count += 1
+        self._lat.append(latency_us)
 
     def report(self) -> dict[str, Any]:
         """Stage totals in ms, and the arrival -> sent percentiles in ms (NaN when nothing was sent)."""
-        lat = self._lat[:min(self._lat_count, MAX_LATENCIES)] / 1000
+        lat = self._lat.values() / 1000
         p50, p99 = (float(np.percentile(lat, 50)), float(np.percentile(lat, 99))) if len(lat) else (
             float("nan"), float("nan"))
         return {"ms": {k: v / 1e6 for k, v in self.ns.items()}, "arrival_to_sent_p50_ms": p50,
-                "arrival_to_sent_p99_ms": p99, "sends_timed": self._lat_count}
+                "arrival_to_sent_p99_ms": p99, "sends_timed": self._lat.appended}

@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 
 from device.link_emulation import LinkModel, LinkSpec
+from device.ring import Int64Ring
 from twin.schema import MAX_MESSAGE_BYTES, ProtocolError, Wire
 from twin.security import Security
 
@@ -125,7 +126,7 @@ class Uplink:
         self.sock.connect(endpoint)
         self.stats = UplinkStats()
         self.rtts_us: deque[int] = deque(maxlen=4096)
-        self.all_rtts_us: deque[int] = deque(maxlen=200_000)  # summary RTTs: the newest 200k (bounded memory)
+        self.all_rtts_us = Int64Ring(200_000)  # summary RTTs: the newest 200k (1.6 MB, bounded and flat)
         self.link_up = False
         self._last_reply_us: int | None = None
         self._last_hb_us = 0
@@ -325,10 +326,10 @@ class Uplink:
                 self.server_offset_us = ((rx - ts) + (srv_us - now_us)) // 2
 
     def rtt_percentiles_ms(self, recent: bool = True) -> tuple[float, float]:
-        data = self.rtts_us if recent else self.all_rtts_us
-        if not data:
+        if not (self.rtts_us if recent else self.all_rtts_us):
             return float("nan"), float("nan")
-        arr = np.fromiter(data, dtype=np.float64)
+        arr = (np.fromiter(self.rtts_us, dtype=np.float64) if recent
+               else self.all_rtts_us.values().astype(np.float64))
         return float(np.percentile(arr, 50) / 1000), float(np.percentile(arr, 99) / 1000)
 
     def close(self) -> None:
