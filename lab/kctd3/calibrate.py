@@ -84,7 +84,7 @@ def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: i
     return table
 
 
-def dr_expert_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> dict[str, list[Any]]:
+def dr_expert_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> dict[str, Any]:
     """The trigger mode's expert knowledge: for each (delay, loss) of the λ grid, the dead-reckoning (δ, H) that
     ``armtwin evaluate``'s search picks on the training sessions for ε (lowest load meeting ε among
     ``lab.evaluate.candidates("dead-reckoning")``), lossy levels pooled over ``realisations`` loss patterns, with
