@@ -1,6 +1,9 @@
 """Issue 14's targets, checked on an ``armtwin evaluate`` results.json (figures from the file, not typed):
 
-    python tools/kctd3_targets.py docs/results/kctd3_trigger/mocap/results.json [--learnt kc-td3-trigger]
+    python tools/kctd3_targets.py RESULTS.json [MORE.json ...] [--learnt kc-td3-trigger]
+
+Several files (e.g. the baselines' run and the new checkpoints' run, ``--no-oracle``) are merged: the same test
+sessions, links and constraints are assumed; a policy row present in several files is taken from the first.
 
 One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy
 its test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown at the ε in its file
@@ -31,10 +34,10 @@ def _short(link: str) -> str:
     return ", ".join(p for p in link.split(",") if not p.endswith("=0")) or "perfect"
 
 
-def _cell(r: dict[str, Any] | None) -> str:
+def _cell(r: dict[str, Any] | None, oracle: dict[str, Any] | None) -> str:
     if r is None:
         return "–"
-    ratio = r.get("load_vs_oracle")
+    ratio = r["load"] / oracle["load"] if oracle is not None and oracle.get("oracle_feasible", True) else None
     return (f"{r['load']:.4f}" + ("" if ratio is None else f" ({ratio:.2f}×)") + f" / {r['tail_fraction']:.3f}"
             + ("" if r["meets_constraint"] else " ✗"))
 
@@ -61,17 +64,25 @@ def table(records: list[dict[str, Any]], learnt: str) -> str:
         meeting = [r["load"] for r in row.values() if r["meets_constraint"]]
         best = f"{min(meeting) / o['load']:.2f}" if o is not None and meeting else "–"
         lines.append("| " + " | ".join([_short(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
-                                        *(_cell(row.get(p)) for p in pols), _judge(row, learnt), best]) + " |")
+                                        *(_cell(row.get(p), o) for p in pols), _judge(row, learnt), best]) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
+    ap.add_argument("results", type=Path, nargs="+", help="results.json written by armtwin evaluate")
     ap.add_argument("--learnt", default="kc-td3-trigger", help="the policy row judged against the baselines")
     args = ap.parse_args()
     print("cells: test load (× oracle) / tail fraction; ✗ = misses ε")
-    print(table(json.loads(args.results.read_text())["records"], args.learnt))
+    records: list[dict[str, Any]] = []
+    seen = set()
+    for path in args.results:
+        for r in json.loads(path.read_text())["records"]:
+            key = (r["policy"], r["spec"], r["link"], r["constraint"])
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+    print(table(records, args.learnt))
 
 
 if __name__ == "__main__":
