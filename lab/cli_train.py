@@ -44,6 +44,11 @@ def add_parser(sub: Any, name: str) -> None:
                    help="with --tail-max auto: the fraction of the static policy's tail to aim at (default 0.5)")
     p.add_argument("--no-resend", action="store_true",
                    help="train (and run) without ack-based resend of samples whose prediction never came back")
+    p.add_argument("--action", choices=("kh", "trigger"), default="kh",
+                   help="what the actor picks every 100 ms: 'kh' the sampling interval k and horizon H (between "
+                   "decisions: static:k=K,h=H), 'trigger' the dead-reckoning threshold δ (log scale, 0.005-2 deg) "
+                   "and H (between decisions: dead-reckoning:delta=δ,h=H); its expert starts from the δ the "
+                   "dead-reckoning search picks on the training sessions (default kh)")
     p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
     p.add_argument("--seeds", type=int, default=1,
@@ -92,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
-                          resend=not args.no_resend, predictor=args.predictor or DEFAULT_PREDICTOR,
+                          resend=not args.no_resend, action=args.action, predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)),
                           info={"sessions": [str(p) for p in args.sessions]}, tail_table=list(table))
         out = args.output if args.seeds == 1 else args.output.with_name(f"{args.output.stem}.seed{seed}.pt")
@@ -136,7 +141,8 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
         return 2
     ignored = [flag for flag, used in (("--link", args.link), ("--predictor", args.predictor),
                                        ("--no-resend", args.no_resend), ("--no-knowledge", args.no_knowledge),
-                                       ("--seeds", args.seeds != 1)) if used]
+                                       ("--seeds", args.seeds != 1), ("--action", args.action != "kh"))
+               if used]
     if ignored:
         print(f"error: --recalibrate keeps the checkpoint's training setup; {', '.join(ignored)} do not apply",
               file=sys.stderr)

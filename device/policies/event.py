@@ -70,6 +70,16 @@ class DeadReckoningPolicy(Policy):
         # Resend (device.acks) runs on the compiled path only (the constructor refuses resend=1 without it).
         self.acks = AckTracker() if self.resend and self._kind >= 0 else None
 
+    def retarget(self, delta_deg: float, horizon_ms: float) -> None:
+        """New threshold and horizon from the next sample on (between ``select`` calls): KC-TD3's trigger mode
+        sets them every 100 ms. Sends made so far keep the horizon they carried (the kernel mirrors each
+        prediction with its own H, as the server shows it)."""
+        if delta_deg <= 0:
+            raise PolicySpecError("delta must be > 0 degrees")
+        self.delta_deg = float(delta_deg)
+        self._delta_rad = np.radians(self.delta_deg)
+        self.horizon_us = round(horizon_ms * 1000)
+
     @property
     def k(self) -> float:
         """Achieved mean sampling interval so far (samples per send), for status lines."""
@@ -154,7 +164,7 @@ class DeadReckoningPolicy(Policy):
         if self._kstate is None:
             joints = q.shape[1]
             self._kstate = (np.zeros(self._hist_cap, dtype=np.int64), np.zeros((self._hist_cap, joints)),
-                            np.zeros(3, dtype=np.int64), np.zeros((3, joints)), np.zeros(1))
+                            np.zeros(4, dtype=np.int64), np.zeros((3, joints)), np.zeros(1))
         hist_t, hist_q, state, coeffs, energy = self._kstate
         tt, qq, start = self._with_tail(t_us, q)
         out = np.zeros(len(tt), dtype=np.bool_)

@@ -57,9 +57,12 @@ def scan(
 ) -> int:
     """Mark in ``out`` the samples to send; returns the number sent.
 
-    ``state`` = [n_hist, t0 of the current prediction, has_prediction] and ``energy`` = [accumulated squared
-    error]; they and the history arrays (last sends, newest last) are updated in place so a scan continues
-    across chunks. ``norm`` 0: send when the largest joint error exceeds delta; 1: when the RMS over joints
+    ``state`` = [n_hist, t0 of the current prediction, has_prediction, horizon of the current prediction µs] and
+    ``energy`` = [accumulated squared error]; they and the history arrays (last sends, newest last) are updated in
+    place so a scan continues across chunks. ``horizon_us`` is the horizon a send made in this scan carries; the
+    prediction already in effect keeps the one it was sent with (the server honours each sample's own H), so a
+    policy may change H between chunks (KC-TD3's trigger mode does).
+    ``norm`` 0: send when the largest joint error exceeds delta; 1: when the RMS over joints
     does; 2 ("energy"): when the squared error accumulated since the last send (mean over joints, summed over
     samples) exceeds delta² x ENERGY_SAMPLES. For an average-MSE constraint the energy trigger is the optimal
     one (send interval ~ acceleration^-2/5, against ^-1/2 for a bound on the error itself).
@@ -80,7 +83,7 @@ def scan(
             if age >= heartbeat_us:
                 send = True
             else:
-                tau = min(max(age, 0), horizon_us) * 1e-6
+                tau = min(max(age, 0), state[3]) * 1e-6
                 acc = 0.0
                 for j in range(joints):
                     err = q[i, j] - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
@@ -116,6 +119,7 @@ def scan(
                 _fit(hist_t, hist_q, max(0, n_hist - QUAD_WINDOW), n_hist - 1, kind, coeffs)
             t0 = t[i]
             state[2] = 1
+            state[3] = horizon_us
     state[0] = n_hist
     state[1] = t0
     return sent

@@ -16,6 +16,7 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.policies.kctd3.checkpoint import load_checkpoint, save_npz, tail_max_at
+from device.policies.kctd3.knowledge import H_MAX_MS
 from device.policies.kctd3.policy import KCTD3Policy
 from lab.kctd3.config import TrainConfig
 from lab.simulator import simulate_many
@@ -81,6 +82,40 @@ def static_tail_table(sessions: list[Session], cfg: TrainConfig, realisations: i
             row.append(cfg.tail_margin * choose(rows, cfg.eps)["train"]["tail_fraction"])
         table.append(row)
     return table
+
+
+def dr_expert_table(sessions: list[Session], cfg: TrainConfig, realisations: int = 3) -> dict[str, Any]:
+    """The trigger mode's expert knowledge: for each (delay, loss) of the λ grid, the dead-reckoning (δ, H) that
+    ``armtwin evaluate``'s search picks on the training sessions for ε (lowest load meeting ε among
+    ``lab.evaluate.candidates("dead-reckoning")``), lossy levels pooled over ``realisations`` loss patterns.
+    Training data only; read by ``knowledge.expert_dh``. The search runs without resend even for a resending
+    policy: with resend every send costs a Python-level acknowledgement check (the small δ of the grid send up
+    to every sample), which made the table ~100x slower (tens of minutes on a shared 2-core box); the expert's
+    safety factor and the actor correct for the difference."""
+    from device.policies.registry import parse_policy
+    from lab.evaluate import candidates, choose
+
+    family = "dead-reckoning"
+    delta, h, tail = [], [], []
+    for delay in GRID_DELAY_MS:
+        rows_d, rows_h, rows_t = [], [], []
+        for loss in GRID_LOSS:
+            rows = []
+            for c in candidates(family, cfg.predictor):
+                runs = [simulate_many(sessions, parse_policy(c.spec), cfg.predictor,
+                                      LinkSpec(delay_ms=delay, loss=loss, seed=seed), cfg.eps)[0]
+                        for seed in range(realisations if loss else 1)]
+                rows.append({"params": c.params, "train": {k: float(np.mean([r[k] for r in runs]))
+                                                           for k in ("load", "mse_deg2", "tail_fraction")}})
+            best = choose(rows, cfg.eps)
+            rows_d.append(float(best["params"]["delta_deg"]))
+            rows_h.append(float(min(best["params"]["h_ms"], H_MAX_MS)))  # beyond the 500 ms heartbeat H is moot
+            rows_t.append(best["train"]["tail_fraction"])
+        delta.append(rows_d)
+        h.append(rows_h)
+        tail.append(rows_t)
+    return {"delay_ms": list(GRID_DELAY_MS), "loss": list(GRID_LOSS), "delta_deg": delta, "h_ms": h,
+            "tail_fraction": tail, "family": family}
 
 
 def calibrate_expert(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig) -> float:

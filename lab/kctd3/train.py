@@ -36,10 +36,11 @@ from torch import nn
 
 from device.link_emulation import LinkSpec
 from device.policies.kctd3.checkpoint import SCHEMA_VERSION, save_npz
-from device.policies.kctd3.knowledge import H_MAX_MS, K_MAX, K_MIN
+from device.policies.kctd3.knowledge import DELTA_MAX_DEG, DELTA_MIN_DEG, H_MAX_MS, K_MAX, K_MIN
 from device.policies.kctd3.policy import STATE_DIM, STATE_NAMES, KCTD3Policy
 from lab.kctd3.calibrate import (
     calibrate_expert,
+    dr_expert_table,
     solve_lambda_grid,
     static_tail_table,
     tail_bound,
@@ -237,7 +238,11 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
         "expert_knowledge": cfg.knowledge, "expert_safety": 1.0, "k_range": [K_MIN, K_MAX],
         "h_range_ms": [0.0, H_MAX_MS], "decision_ms": 100, "cost_target": cfg.cost_target,
         "tail_max": cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg),
-        "resend": cfg.resend}
+        "resend": cfg.resend, "action": cfg.action}
+    if cfg.action == "trigger":  # the actor picks δ and H; the expert starts from the dead-reckoning search
+        meta["delta_range_deg"] = [DELTA_MIN_DEG, DELTA_MAX_DEG]
+        if cfg.knowledge:
+            meta["trigger_expert"] = dr_expert_table(sessions, cfg)
     ck = {**td3.actor.numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM), "meta": meta}
     policy = KCTD3Policy(out, record=True, checkpoint=ck)
     if cfg.knowledge:
@@ -316,10 +321,16 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
     return meta, curves
 
 
-def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidden: int = 64) -> Path:
-    """A tiny randomly initialised device checkpoint (.npz; tests and benchmarks)."""
+def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidden: int = 64,
+                      action: str = "kh") -> Path:
+    """A tiny randomly initialised device checkpoint (.npz; tests and benchmarks). ``action="trigger"``: the
+    trigger action mode, with an expert table of one δ* / H* per link."""
     torch.manual_seed(seed)
-    meta = {"schema": SCHEMA_VERSION, "eps": eps, "lambda": 1.0, "predictor": DEFAULT_PREDICTOR,
-            "expert_knowledge": True, "expert_safety": 10.0, "resend": True, "training": {"random": True}}
+    meta: dict[str, Any] = {"schema": SCHEMA_VERSION, "eps": eps, "lambda": 1.0, "predictor": DEFAULT_PREDICTOR,
+                            "expert_knowledge": True, "expert_safety": 10.0, "resend": True,
+                            "training": {"random": True}, "action": action}
+    if action == "trigger":
+        meta["trigger_expert"] = {"delay_ms": [0.0, 20.0], "loss": [0.0, 0.1], "delta_deg": [[0.1, 0.1], [0.1, 0.1]],
+                                  "h_ms": [[200.0, 200.0], [200.0, 200.0]]}
     actor = {**Actor(hidden).numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM)}
     return save_npz(path, actor, meta)

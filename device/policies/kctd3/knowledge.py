@@ -6,6 +6,7 @@ Shared by the device policy (``device.policies.kctd3.policy``), the training (``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -89,3 +90,37 @@ def expert_kh(stats: np.ndarray, eps: float, rtt_ms: float, loss: float, predict
     gap_ms = k + d * 1e3
     h = gap_ms * (1 + 40 * loss) + 5.0 if resend_ms is None else gap_ms + resend_ms + 5.0
     return k, np.clip(h, 0.0, H_MAX_MS)
+
+
+# Trigger action mode (meta["action"] == "trigger"): the actor picks the dead-reckoning threshold δ and H.
+# δ spans the range ``armtwin evaluate``'s dead-reckoning search covers (lab.evaluate.DELTAS_DEG) on a log scale.
+DELTA_MIN_DEG, DELTA_MAX_DEG = 0.005, 2.0
+_LOG_DR = math.log(DELTA_MAX_DEG / DELTA_MIN_DEG)
+MARGIN_CLIP = (0.5, 2.0)  # the expert moves δ at most this far from the searched δ*
+
+
+def action_to_dh(a: np.ndarray) -> tuple[float, float]:
+    """Actor output in [-1, 1]^2 -> (δ in [0.005, 2] deg log-scale, H in [0, 500] ms)."""
+    a0, a1 = np.clip(np.asarray(a, dtype=np.float64)[:2], -1.0, 1.0)
+    return float(DELTA_MIN_DEG * math.exp(_LOG_DR * (a0 + 1) / 2)), float((a1 + 1) / 2 * H_MAX_MS)
+
+
+def dh_to_action(delta_deg: float, h_ms: float) -> np.ndarray:
+    """Inverse of ``action_to_dh``."""
+    ad = 2 * math.log(min(max(delta_deg, DELTA_MIN_DEG), DELTA_MAX_DEG) / DELTA_MIN_DEG) / _LOG_DR - 1
+    return np.array([ad, 2 * min(max(h_ms, 0.0), H_MAX_MS) / H_MAX_MS - 1])
+
+
+def expert_dh(table: dict[str, list[Any]], rtt_ms: float, loss: float, mse_ema: float, eps: float,
+              target: float = 0.8, safety: float = 1.0) -> tuple[float, float]:
+    """The trigger mode's rule: the (δ*, H*) the dead-reckoning search chose on the training sessions for this
+    constraint at the nearest link of its grid (``table``, from ``lab.kctd3.calibrate.dr_expert_table``),
+    with δ scaled by the observed error margin: the mirrored window MSE (an EMA) against target·ε, square root
+    since a trigger's error grows about as δ², clipped to ``MARGIN_CLIP``, and divided by √safety (fitted on the
+    training data like the static rule's safety factor)."""
+    delays, losses = np.asarray(table["delay_ms"]), np.asarray(table["loss"])
+    i = int(np.argmin(np.abs(delays - max(rtt_ms / 2, 0.0))))
+    j = int(np.argmin(np.abs(losses - loss)))
+    delta, h = float(table["delta_deg"][i][j]), float(table["h_ms"][i][j])
+    margin = math.sqrt(target * eps / mse_ema) if mse_ema > 0 else MARGIN_CLIP[1]
+    return delta * min(max(margin, MARGIN_CLIP[0]), MARGIN_CLIP[1]) / math.sqrt(safety), h

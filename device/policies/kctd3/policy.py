@@ -1,11 +1,15 @@
 """KC-TD3 on the device (docs/kctd3.md): every T = 100 ms a small MLP picks the action (k, H); numpy only.
 
 Between decisions the policy behaves like ``StaticPolicy(k, H)`` with a continuous send phase (the next send
-comes k samples after the previous one, whatever k was). At a decision it scores the window that just ended
-against the twin *as mirrored on the device*: the server's predictor fitted to the samples this policy sent
-(device-side velocity/acceleration via ``quad_fit(DERIV_WINDOW)``, as the uplink sends them), each prediction
-taking effect half an RTT after its sample and evaluated with the §3 display rule. That needs no network
-feedback, so the live device, the simulator and the training environment compute the same state.
+comes k samples after the previous one, whatever k was). In the trigger action mode (checkpoint
+``meta["action"] == "trigger"``) the action is the dead-reckoning threshold δ and H instead, and between decisions
+the policy *is* a ``DeadReckoningPolicy`` (the same object and compiled kernel, retargeted at each decision).
+
+At a decision it scores the window that just ended against the twin *as mirrored on the device*: the server's
+predictor fitted to the samples this policy sent (device-side velocity/acceleration via ``quad_fit(DERIV_WINDOW)``,
+as the uplink sends them), each prediction taking effect half an RTT after its sample and evaluated with the §3
+display rule. That needs no network feedback, so the live device, the simulator and the training environment
+compute the same state.
 
 Checkpoints (``device/policies/kctd3/checkpoint.py``): the device reads the ``.npz`` beside ``POLICY.pt`` and
 never imports torch.
@@ -22,9 +26,19 @@ from typing import Any
 import numpy as np
 
 from device.acks import AckTracker, periodic_sends
-from device.policies.base import Policy
+from device.policies import trigger_kernel
+from device.policies.base import Policy, PolicySpecError
+from device.policies.event import DeadReckoningPolicy
 from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint
-from device.policies.kctd3.knowledge import action_to_kh, expert_kh, kh_to_action, motion_stats
+from device.policies.kctd3.knowledge import (
+    action_to_dh,
+    action_to_kh,
+    dh_to_action,
+    expert_dh,
+    expert_kh,
+    kh_to_action,
+    motion_stats,
+)
 from device.policies.kctd3.online import DEFAULT_LR, OnlineLearner
 from twin.display import displayed
 from twin.kinematics import DERIV_WINDOW, quad_fit
@@ -32,6 +46,9 @@ from twin.predictors import make_predictor
 
 DECISION_US = 100_000  # T
 INIT_K, INIT_H_MS = 10, 20.0  # action before the first window has been seen
+INIT_DELTA_DEG = 0.05  # trigger mode: threshold before the first window
+MSE_EMA = 0.2  # trigger mode: weight of the newest window in the expert's error-margin estimate
+ACTION_MODES = ("kh", "trigger")
 STATE_NAMES = ("win_mse/eps", "avg_mse/eps", "load", "lambda", "v_rms", "a_rms", "j_rms", "v_rms_50ms",
                "a_rms_50ms", "j_rms_50ms", "rtt", "loss", "prev_k", "prev_h", "expert_k", "expert_h")
 STATE_DIM = len(STATE_NAMES)
@@ -100,6 +117,15 @@ class KCTD3Policy(Policy):
         self._resend_arg, self.online = resend, online
         self.online_lr: float | None = None  # online learning rate (None: kctd3_online.DEFAULT_LR)
         self.resend = bool(self.meta.get("resend", False)) if resend is None else resend
+        self.action_mode = str(self.meta.get("action", "kh"))  # checkpoints before the trigger mode: (k, H)
+        if self.action_mode not in ACTION_MODES:
+            raise PolicySpecError(f"{path}: unknown action mode {self.action_mode!r} (known: {ACTION_MODES})")
+        self.trigger = self.action_mode == "trigger"
+        if self.trigger and self.predictor_name not in trigger_kernel.KINDS:
+            raise PolicySpecError(f"{path}: the trigger action mode needs a predictor with a compiled trigger "
+                                  f"kernel ({', '.join(trigger_kernel.KINDS)}), not {self.predictor_name}")
+        self.dr_table: dict[str, Any] | None = self.meta.get("trigger_expert")
+        self.cost_target = float(self.meta.get("cost_target", 0.8))
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
         self.reset()
@@ -131,6 +157,10 @@ class KCTD3Policy(Policy):
         self._k, self.h_ms = INIT_K, INIT_H_MS
         self.horizon_us = round(INIT_H_MS * 1000)
         self._a = kh_to_action(INIT_K, INIT_H_MS)
+        self.delta_deg, self._mse_ema = INIT_DELTA_DEG, float("nan")
+        if self.trigger:  # resend: the trigger uses this policy's tracker (``select`` hands it over)
+            self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS)
+            self._a = dh_to_action(INIT_DELTA_DEG, INIT_H_MS)
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._ctx_t, self._ctx_q = np.zeros(0, dtype=np.int64), np.zeros((0, 0))
         self._sum_sq, self._count, self._seen, self.win_mse = 0.0, 0, 0, float("nan")
@@ -139,7 +169,8 @@ class KCTD3Policy(Policy):
 
     @property
     def k(self) -> float:
-        return float(self._k)
+        """(k, H) mode: the chosen k; trigger mode: the achieved mean interval (samples per send)."""
+        return self._dr.k if self.trigger else float(self._k)
 
     @property
     def avg_mse(self) -> float:
@@ -167,7 +198,10 @@ class KCTD3Policy(Policy):
             j = i + int(np.searchsorted(t_us[i:], self._next_us, side="left"))
             m = j - i
             c, k = self._countdown, self._k
-            if self.acks is not None:
+            if self.trigger:
+                self._dr.acks = self.acks  # (the simulator installs its own tracker after reset)
+                out[i:j] = self._dr.select(t_us[i:j], q[i:j])
+            elif self.acks is not None:
                 self._countdown = periodic_sends(t_us, out, i, j, c, k, self.acks)
             elif c < m:
                 out[i + c:j:k] = True
@@ -191,11 +225,14 @@ class KCTD3Policy(Policy):
         if not self._buf:
             return  # first decision: keep the initial action
         feats, stats = self._window_features()
-        # The expert reads the rougher of the whole window and its last 50 ms (motion onsets show there first).
-        resend_ms = None if self.acks is None else self.acks.timeout_us / 1000
-        k_e, h_e = expert_kh(np.maximum(stats[:3], stats[3:]), self.eps, self.rtt_ms, self.loss,
-                             self.predictor_name, self.safety, resend_ms)
-        a_exp = kh_to_action(float(k_e), float(h_e))
+        if self.trigger:
+            a_exp = self._expert_trigger()
+        else:
+            # The expert reads the rougher of the whole window and its last 50 ms (motion onsets show there first).
+            resend_ms = None if self.acks is None else self.acks.timeout_us / 1000
+            k_e, h_e = expert_kh(np.maximum(stats[:3], stats[3:]), self.eps, self.rtt_ms, self.loss,
+                                 self.predictor_name, self.safety, resend_ms)
+            a_exp = kh_to_action(float(k_e), float(h_e))
         know = bool(self.meta["expert_knowledge"])
         raw = np.concatenate([feats, [self.rtt_ms / 20, self.loss * 10], self._a, a_exp if know else np.zeros(2)])
         state = (raw - self.obs_mean) / self.obs_std
@@ -203,6 +240,12 @@ class KCTD3Policy(Policy):
         a = np.clip(np.asarray(a, dtype=np.float64), -1.0, 1.0)
         if self.record:
             self.trace.append((sample_idx, raw, a, a_exp))
+        if self.trigger:
+            self.delta_deg, self.h_ms = action_to_dh(a)
+            self._dr.retarget(self.delta_deg, self.h_ms)
+            self.horizon_us = self._dr.horizon_us
+            self._a = dh_to_action(self.delta_deg, self.h_ms)
+            return
         prev_k = self._k
         self._k, self.h_ms = action_to_kh(a)
         self.horizon_us = round(self.h_ms * 1000)
@@ -227,6 +270,8 @@ class KCTD3Policy(Policy):
         valid = ~np.isnan(qhat).any(axis=1)
         sq = ((q[valid] - qhat[valid]) * _RAD2DEG) ** 2
         self.win_mse = float(sq.mean()) if sq.size else 0.0
+        self._mse_ema = self.win_mse if self._mse_ema != self._mse_ema else (
+            (1 - MSE_EMA) * self._mse_ema + MSE_EMA * self.win_mse)
         self._sum_sq += float(sq.sum())
         self._count += sq.size
         self.window_log.append(self.win_mse)
@@ -237,6 +282,14 @@ class KCTD3Policy(Policy):
                                 np.log10(max(len(idx) / len(t), 1e-3)), np.log1p(self.lam)],
                                np.log10(stats + 1.0)]), stats
 
+    def _expert_trigger(self) -> np.ndarray:
+        """Trigger mode's expert action (``knowledge.expert_dh``); without a table (TD3 ablation) the initial one."""
+        if self.dr_table is None:
+            return dh_to_action(INIT_DELTA_DEG, INIT_H_MS)
+        d, h = expert_dh(self.dr_table, self.rtt_ms, self.loss, self._mse_ema, self.eps, self.cost_target,
+                         self.safety)
+        return dh_to_action(d, h)
+
     def spec(self) -> str:
         extra = f",pred={self._pred_arg}" if self._pred_arg else ""
         extra += "" if self._resend_arg is None else f",resend={int(self._resend_arg)}"
@@ -245,8 +298,9 @@ class KCTD3Policy(Policy):
 
     @property
     def display_name(self) -> str:
-        """Name in evaluation tables: kc-td3 / td3, ``-online`` when λ adapts."""
-        return self.family + ("-online" if self.online else "")
+        """Name in evaluation tables: kc-td3 / td3, ``-trigger`` in the trigger action mode, ``-online`` when λ
+        adapts."""
+        return self.family + ("-trigger" if self.trigger else "") + ("-online" if self.online else "")
 
     def make_learner(self) -> OnlineLearner:
         """The on-device λ learner for this policy (``device.policies.kctd3.online.OnlineLearner``, not started)."""
@@ -254,4 +308,7 @@ class KCTD3Policy(Policy):
 
     def status(self) -> dict[str, float]:
         """Fields for the device's status line."""
-        return {"k": float(self._k), "h_ms": self.h_ms, "lambda": self.lam, "avg_mse": self.avg_mse, "eps": self.eps}
+        out = {"k": self.k, "h_ms": self.h_ms, "lambda": self.lam, "avg_mse": self.avg_mse, "eps": self.eps}
+        if self.trigger:
+            out["delta_deg"] = self.delta_deg
+        return out

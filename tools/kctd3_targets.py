@@ -1,0 +1,89 @@
+"""Issue 14's targets, checked on an ``armtwin evaluate`` results.json (figures from the file, not typed):
+
+    python tools/kctd3_targets.py RESULTS.json [MORE.json ...] [--learnt kc-td3-trigger]
+
+Several files (e.g. the baselines' run and the new checkpoints' run, ``--no-oracle``) are merged: the same test
+sessions, links and constraints are assumed; a policy row present in several files is taken from the first.
+
+One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy
+its test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown at the ε in its file
+name only (``..._eps0.002.pt``), as tools/kctd3_table.py does. The last columns judge ``--learnt`` against the
+tuned static and dead-reckoning rows of the same link (their resend variants too when present): its load and
+tail as ratios of the lowest baseline load and the lowest baseline tail, and whether the target holds (meets ε,
+load ≤ every baseline's, tail ≤ every baseline's); then the best ε-meeting policy's load / the oracle's
+(target ≤ 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend")
+
+
+def _trained_eps(spec: str) -> float | None:
+    m = re.search(r"eps([0-9.]+?)\.(pt|npz)", spec)
+    return float(m.group(1)) if m else None
+
+
+def _short(link: str) -> str:
+    return ", ".join(p for p in link.split(",") if not p.endswith("=0")) or "perfect"
+
+
+def _cell(r: dict[str, Any] | None, oracle: dict[str, Any] | None) -> str:
+    if r is None:
+        return "–"
+    ratio = r["load"] / oracle["load"] if oracle is not None and oracle.get("oracle_feasible", True) else None
+    return (f"{r['load']:.4f}" + ("" if ratio is None else f" ({ratio:.2f}×)") + f" / {r['tail_fraction']:.3f}"
+            + ("" if r["meets_constraint"] else " ✗"))
+
+
+def _judge(row: dict[str, dict[str, Any]], learnt: str) -> str:
+    me, base = row.get(learnt), [row[b] for b in BASELINES if b in row]
+    if me is None or not base:
+        return "–"
+    load, tail = min(b["load"] for b in base), min(b["tail_fraction"] for b in base)
+    ok = me["meets_constraint"] and me["load"] <= load and me["tail_fraction"] <= tail
+    return f"{me['load'] / load:.2f}, {me['tail_fraction'] / max(tail, 1e-9):.2f}; " + ("yes" if ok else "**no**")
+
+
+def table(records: list[dict[str, Any]], learnt: str) -> str:
+    pols = list(dict.fromkeys(r["policy"] for r in records if r["policy"] != "oracle"))
+    head = ["link", "ε (deg²)", "oracle load", *pols, f"{learnt} / best baseline: load, tail; target",
+            "best / oracle"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = list(dict.fromkeys((r["link"], r["constraint"]) for r in records))
+    for link, eps in keys:
+        here = [r for r in records if r["link"] == link and r["constraint"] == eps]
+        row = {r["policy"]: r for r in here if r["policy"] != "oracle" and _trained_eps(r["spec"]) in (None, eps)}
+        o = next((r for r in here if r["policy"] == "oracle" and r.get("oracle_defined")), None)
+        meeting = [r["load"] for r in row.values() if r["meets_constraint"]]
+        best = f"{min(meeting) / o['load']:.2f}" if o is not None and meeting else "–"
+        lines.append("| " + " | ".join([_short(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
+                                        *(_cell(row.get(p), o) for p in pols), _judge(row, learnt), best]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path, nargs="+", help="results.json written by armtwin evaluate")
+    ap.add_argument("--learnt", default="kc-td3-trigger", help="the policy row judged against the baselines")
+    args = ap.parse_args()
+    print("cells: test load (× oracle) / tail fraction; ✗ = misses ε")
+    records: list[dict[str, Any]] = []
+    seen = set()
+    for path in args.results:
+        for r in json.loads(path.read_text())["records"]:
+            key = (r["policy"], r["spec"], r["link"], r["constraint"])
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+    print(table(records, args.learnt))
+
+
+if __name__ == "__main__":
+    main()
