@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from armtwin.demo import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = 6
 
@@ -144,14 +146,7 @@ def measure_throughput(workers: int = 1, devices: int = 10, seconds: float = 3.0
                 if g.exitcode != 0:
                     raise RuntimeError(f"load generator exited with {g.exitcode}")
         finally:
-            srv.terminate()
-            try:
-                srv.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
-                srv.wait()
-            if srv.stdout is not None:
-                srv.stdout.close()
+            stop_process(srv)
     answered = sum(p["answered"] for p in parts)
     rate = answered / seconds
     per = [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True)]

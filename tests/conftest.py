@@ -198,20 +198,31 @@ def ctx() -> Iterator[zmq.Context[Any]]:
 
 
 @pytest.fixture
-def start_server(server_security: Security) -> Iterator[Callable[..., TwinServer]]:
+def serve_in_thread() -> Iterator[Callable[[Any, str], None]]:
+    """Runs a server object's ``serve_forever`` on a thread; stops and joins every one after the test."""
+    running: list[tuple[Any, threading.Thread]] = []
+
+    def serve(srv: Any, name: str) -> None:
+        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, name=name)
+        th.start()
+        running.append((srv, th))
+
+    yield serve
+    for srv, th in running:
+        srv.stop()
+        th.join(timeout=30)
+        assert not th.is_alive(), f"{th.name} did not stop"
+
+
+@pytest.fixture
+def start_server(server_security: Security,
+                 serve_in_thread: Callable[[Any, str], None]) -> Callable[..., TwinServer]:
     """Starts in-process twin servers on random loopback ports (CURVE with the session keys); stops them after."""
-    running: list[tuple[TwinServer, threading.Thread]] = []
 
     def start(**kwargs: Any) -> TwinServer:
         options: dict[str, Any] = {"pub": "tcp://127.0.0.1:*", "predictor": "linear", "security": server_security}
         srv = TwinServer("tcp://127.0.0.1:*", **{**options, **kwargs})
-        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 10}, name="test-twin-server")
-        th.start()
-        running.append((srv, th))
+        serve_in_thread(srv, "test-twin-server")
         return srv
 
-    yield start
-    for srv, th in running:
-        srv.stop()
-        th.join(timeout=10)
-        assert not th.is_alive(), "server thread did not stop"
+    return start

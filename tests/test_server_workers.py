@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -65,22 +65,15 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> No
 
 
 @pytest.fixture
-def start_front(server_security: Security) -> Iterator[Callable[..., ShardedServer]]:
-    running: list[tuple[ShardedServer, threading.Thread]] = []
-
+def start_front(server_security: Security,
+                serve_in_thread: Callable[[Any, str], None]) -> Callable[..., ShardedServer]:
     def start(workers: int = 2, **kwargs: Any) -> ShardedServer:
         srv = ShardedServer("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", workers, "linear", security=server_security,
                             **kwargs)
-        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_ms": 20}, name="test-front")
-        th.start()
-        running.append((srv, th))
+        serve_in_thread(srv, "test-front")
         return srv
 
-    yield start
-    for srv, th in running:
-        srv.stop()
-        th.join(timeout=30)
-        assert not th.is_alive()
+    return start
 
 
 def _identities(workers: int, per_worker: int) -> list[bytes]:
