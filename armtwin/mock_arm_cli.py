@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Any
@@ -55,6 +54,7 @@ def add_parser(sub: Any, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from firmware_interfaces.mock_arm import MockArm
     from twin.session import SessionError, load_session, to_urad
+    from twin.stop_signals import stop_on_signals
 
     try:
         session = load_session(args.session)
@@ -67,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with arm:
+    with stop_on_signals(stop.set), arm:
         print(f"port={arm.port}", flush=True)
         print(f"mock arm: {len(session.t_us)} samples, {session.joints} joints, {session.duration_s:.1f} s"
               f"{' (bouncing)' if args.bounce else ' (looping)' if args.loop else ''}", file=sys.stderr, flush=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import Any
 
 from twin.predictors import DEFAULT_PREDICTOR
 from twin.security import add_security_args
+from twin.stop_signals import stop_on_signals
 
 
 def add_zenoh_args(group: Any) -> None:
@@ -118,19 +118,18 @@ def run(args: argparse.Namespace) -> int:
             tier.close()
         print(f"error: cannot bind {bind} / {pub or 'no PUB'}: {exc}{busy}", file=sys.stderr)
         return 2
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: srv.stop())
-    print(f"bind={srv.endpoint}", flush=True)
-    print(f"pub={srv.pub_endpoint or 'none'}", flush=True)
-    print(f"predictor={args.predictor}", flush=True)
-    print(f"security={security.label}", flush=True)
-    if isinstance(srv, ShardedServer):
-        print(f"workers={args.workers} pids={','.join(map(str, srv.worker_pids))}", flush=True)
-    if tier is not None:
-        print(f"zenoh={tier.prefix} listen={','.join(tier.listen) or 'config'}", flush=True)
-    srv.serve_forever()
-    for line in srv.summary_lines():
-        print(line, flush=True)
-    if tier is not None:
-        print(tier.summary(), flush=True)
+    with stop_on_signals(srv.stop):  # from here a signal stops the loop; the summary still prints
+        print(f"bind={srv.endpoint}", flush=True)
+        print(f"pub={srv.pub_endpoint or 'none'}", flush=True)
+        print(f"predictor={args.predictor}", flush=True)
+        print(f"security={security.label}", flush=True)
+        if isinstance(srv, ShardedServer):
+            print(f"workers={args.workers} pids={','.join(map(str, srv.worker_pids))}", flush=True)
+        if tier is not None:
+            print(f"zenoh={tier.prefix} listen={','.join(tier.listen) or 'config'}", flush=True)
+        srv.serve_forever()
+        for line in srv.summary_lines():
+            print(line, flush=True)
+        if tier is not None:
+            print(tier.summary(), flush=True)
     return 0

@@ -20,6 +20,7 @@ import zmq
 
 from server.sessions import EVENT_LINES, SessionCore
 from server.shard_link import FINAL, LOG, MSG, REPLY, STATS, STATUS, STOP, TWIN, pack, record, records
+from twin.stop_signals import stop_on_signals
 
 HMAC_ENV = "ARMTWIN_WORKER_HMAC"  # the shared HMAC key (hex), never on a command line that `ps` shows
 STATS_EVERY_S = 0.5  # counters to the front this often (its status line and the tests read them)
@@ -145,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _die_with_parent(args.parent)
     worker = Worker(args)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop.set())
-    return worker.run()
+    with stop_on_signals(worker.stop.set):  # SIGTERM also comes from the parent-death signal
+        return worker.run()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from server.cli import add_zenoh_args
 from twin.arm_spec import add_arm_args, arm_spec
 from twin.security import add_security_args
+from twin.stop_signals import stop_on_signals
 from viewer.feed import DeviceView, TwinFeed, local_us
 from viewer.text_view import run_text_mode
 from viewer.zenoh_feed import zenoh_feed_factory
@@ -337,22 +337,19 @@ def run(args: argparse.Namespace) -> int:
         if not gui:
             print(f"view: no display ({reason}); running headless, snapshots into {args.out}", flush=True)
     stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if not gui:
-            return Viewer(args, False, stop, make_feed).run()
+    with stop_on_signals(stop.set):
         try:
-            with native_output_silenced():  # PyBullet's OpenGL/thread chatter
-                return Viewer(args, True, stop, make_feed).run()
-        except ArmModelError as exc:
-            print(f"view: {exc}; running headless, snapshots into {args.out}", flush=True)
-            return Viewer(args, False, stop, make_feed).run()
-    except ValueError as exc:  # the Zenoh session could not open (a listen port taken, ...)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+            if not gui:
+                return Viewer(args, False, stop, make_feed).run()
+            try:
+                with native_output_silenced():  # PyBullet's OpenGL/thread chatter
+                    return Viewer(args, True, stop, make_feed).run()
+            except ArmModelError as exc:
+                print(f"view: {exc}; running headless, snapshots into {args.out}", flush=True)
+                return Viewer(args, False, stop, make_feed).run()
+        except ValueError as exc:  # the Zenoh session could not open (a listen port taken, ...)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
 
 def feed_source(args: argparse.Namespace) -> str:
@@ -363,10 +360,14 @@ def feed_source(args: argparse.Namespace) -> str:
 
 def run_foxglove(args: argparse.Namespace, make_feed: Any = None) -> int:
     """``--foxglove``: the twin feed to a Foxglove WebSocket server until Ctrl-C, SIGTERM or --duration."""
+    stop = threading.Event()
+    with stop_on_signals(stop.set):
+        return _foxglove_until_stopped(args, make_feed, stop)
+
+
+def _foxglove_until_stopped(args: argparse.Namespace, make_feed: Any, stop: threading.Event) -> int:
     from viewer.foxglove_live import FoxgloveBridge
 
-    stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     feed = make_feed() if make_feed else TwinFeed(args.sub or [DEFAULT_SUB], args.device,
                                                    getattr(args, "security", None))  # --keys too
     try:
@@ -391,5 +392,3 @@ def run_foxglove(args: argparse.Namespace, make_feed: Any = None) -> int:
         return 0 if feed.messages else NOTHING_ARRIVED
     finally:
         feed.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

@@ -4,11 +4,11 @@ feed's transport): a line when an arm first appears, then each arm's newest stat
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Any
 
+from twin.stop_signals import stop_on_signals
 from viewer.feed import DeviceView, local_us
 
 NOTHING_ARRIVED = 3
@@ -51,7 +51,6 @@ def run_text(feed: Any, stop: threading.Event, every_s: float, duration: float |
 def run_text_mode(args: argparse.Namespace, make_feed: Any, source: str) -> int:
     """``--text``: lines per arm until Ctrl-C, SIGTERM or --duration."""
     stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         feed = make_feed()
     except ValueError as exc:
@@ -59,8 +58,7 @@ def run_text_mode(args: argparse.Namespace, make_feed: Any, source: str) -> int:
         return 2
     try:
         every = args.snapshot_every if args.snapshot_every else 1.0
-        return run_text(feed, stop, every, args.duration, source)
+        with stop_on_signals(stop.set):
+            return run_text(feed, stop, every, args.duration, source)
     finally:
         feed.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
