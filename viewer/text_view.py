@@ -51,14 +51,14 @@ def run_text(feed: Any, stop: threading.Event, every_s: float, duration: float |
 def run_text_mode(args: argparse.Namespace, make_feed: Any, source: str) -> int:
     """``--text``: lines per arm until Ctrl-C, SIGTERM or --duration."""
     stop = threading.Event()
-    try:
-        feed = make_feed()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        every = args.snapshot_every if args.snapshot_every else 1.0
-        with stop_on_signals(stop.set):
+    with stop_on_signals(stop.set):  # before the feed opens, as before: a Ctrl-C while it connects stops cleanly
+        try:
+            feed = make_feed()
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            every = args.snapshot_every if args.snapshot_every else 1.0
             return run_text(feed, stop, every, args.duration, source)
-    finally:
-        feed.close()
+        finally:
+            feed.close()
