@@ -209,15 +209,15 @@ def test_short_training_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     assert again["meta"] == kept["meta"] and np.array_equal(again["W0"], kept["W0"])
 
 
-# ~60 s of CPU (behaviour cloning and critic warm-up do not shrink with --episodes); the guard is for a hang, not for
-# speed: on a 2-core box shared with other jobs the same run took 6 min of wall clock.
+# The cost knobs shrink behaviour cloning, critic warm-up and the λ bisections (which do not shrink with
+# --episodes); the guard is for a hang, not for speed: a 2-core box shared with other jobs is several times slower.
 @pytest.mark.timeout(900)
 def test_train_cli_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     path = tmp_path / "s.mcap"
     write_session(path, synthetic_session(seconds=3.0))
     out = tmp_path / "pol.pt"
     p = Proc("train", str(path), "--constraint", "0.002", "--episodes", "2", "--seed", "3", "-o", str(out), "--quiet",
-             "--tail-max", "0.05", "--seeds", "2")
+             "--tail-max", "0.05", "--seeds", "2", "--bc-steps", "20", "--critic-warmup", "20", "--bisect-steps", "2")
     code, text, err = p.finish(timeout=840)
     assert code == 0, err
     assert "trained kc-td3" in text and "<- kept" in text
@@ -228,6 +228,8 @@ def test_train_cli_writes_checkpoint_and_curves(tmp_path: Path) -> None:
     assert sorted(f.name for f in tmp_path.iterdir() if ".seed" in f.name) == []  # the other seed is removed
     meta = json.loads(str(np.load(out.with_suffix(".npz"))["meta_json"]))
     assert meta["schema"] == 1 and meta["expert_knowledge"] and meta["predictor"] == "kinematic"
+    config = meta["training"]["config"]  # the knobs reached the trainer and are recorded with the checkpoint
+    assert (config["bc_steps"], config["critic_warmup"], config["bisect_steps"]) == (20, 20, 2)
 
 
 def test_live_device_with_online_learning(procs: list[Proc], ckpt: Path, tmp_path: Path) -> None:
