@@ -15,6 +15,7 @@ from twin.security import add_security_args
 
 def add_parser(sub: Any, name: str) -> None:
     from device.scoring import DEFAULT_SCORE_LAG_MS
+    from device.status_fields import status_help
     from firmware_interfaces.ports import DEFAULT_BAUD
 
     p = sub.add_parser(
@@ -28,11 +29,7 @@ def add_parser(sub: Any, name: str) -> None:
         "  armtwin device --port /dev/pts/3 --server tcp://127.0.0.1:5555 --policy static:k=10,h=0 \\\n"
         "      --duration 10 --record out.mcap --summary-json out.json\n"
         "  armtwin device --port spy:///dev/ttyACM0 ...   (any pyserial URL works)\n\n"
-        "status line, once a second: rate = frames/s read from the arm; load = sent / measured samples (1.0 =\n"
-        "every sample sent); mse = mean squared error of the twin as displayed vs the arm over the last second,\n"
-        "deg²; avg_mse = the same since the start; k = mean samples per send; H = prediction horizon the server\n"
-        "honours; rtt=p50/p99 = sample sent -> its prediction back, ms; lost = frames missing in the sequence;\n"
-        "crc = corrupt frames; dropped = sends the socket refused (no server); link = server reachable.\n\n"
+        f"{status_help()}\n\n"
         "arm: --urdf (path or pybullet_data id) is announced to the server and recorded with --joint-map and\n"
         "--ee-link, so every verb that reads the session uses that arm; at the first frame the joint count is\n"
         "checked against the URDF (by name, no PyBullet needed; skipped if the URDF is not on this machine).\n\n"

@@ -152,3 +152,37 @@ def test_record_refuses_to_overwrite_and_creates_its_directory(tmp_path: Path) -
     res = _armtwin("device", "--port", "/dev/ttyNOPE", "--server", "x:1", "--duration", "0.2",
                    "--record", str(tmp_path / "new" / "dir" / "s.mcap"))
     assert res.returncode == 1 and (tmp_path / "new" / "dir").is_dir()
+
+
+def _status_line_fields() -> set[str]:
+    """Every ``name=`` (and bare flag) the device's status line can print, read from the code that prints it, so a
+    field added there without a definition fails the test below."""
+    import inspect
+    import re
+
+    from device.agent import DeviceAgent
+
+    src = inspect.getsource(DeviceAgent._status_line) + inspect.getsource(DeviceAgent._link_status)
+    names = set(re.findall(r'(?:^|[\s"/(])([A-Za-z_]+)=(?:\{|[A-Z]{2})', src))
+    return names | set(re.findall(r'" ([A-Z]{3,})"', src))
+
+
+def test_every_status_field_and_policy_is_defined_where_the_user_reads_them() -> None:
+    from device.policies.registry import FAMILIES
+    from device.status_fields import STATUS_FIELDS
+
+    fields = _status_line_fields()
+    assert {"rate", "load", "rtt", "link", "port", "ESTOP", "REC", "resent", "lam", "mirror_avg_mse"} <= fields
+    fields.discard("eps")  # printed as mirror_avg_mse=A/eps=E, defined with it
+    assert fields <= set(STATUS_FIELDS), f"status fields without a definition: {fields - set(STATUS_FIELDS)}"
+    readme = (REPO / "README.md").read_text()
+    para = readme[readme.index("**Reading the device's status line**"):]
+    para = para[:para.index("\n\n")]
+    help_text = " ".join(_armtwin("device", "--help").stdout.split())
+    for name in fields:
+        assert f"`{name}" in para, f"README's status-line paragraph does not define {name}"
+        assert f"{name} =" in help_text or f"{name}=" in help_text, f"device --help does not define {name}"
+    policies = readme[readme.index("Policies (`--policy`):"):]
+    policies = policies[:policies.index("Predictors")]
+    for family in FAMILIES:  # every --policy kind (td3 was missing) is in README's list
+        assert f"`{family}:" in policies or f"`{family}`" in policies, family
