@@ -61,11 +61,12 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint POLICY.pt (+ POLICY.npz)")
     tune = p.add_argument_group("cost knobs (the defaults are what the documented checkpoints used; smaller values "
                                 "give a quick, rougher run)")
-    tune.add_argument("--bc-steps", type=int, default=1000, metavar="N",
+    # default None: TrainConfig holds the defaults (the numbers below are only what --help says of them).
+    tune.add_argument("--bc-steps", type=int, metavar="N",
                       help="behaviour-cloning steps that warm-start the actor on the expert (default 1000)")
-    tune.add_argument("--critic-warmup", type=int, default=1500, metavar="N",
+    tune.add_argument("--critic-warmup", type=int, metavar="N",
                       help="critic-only updates on the warm-up data before the actor moves (default 1500)")
-    tune.add_argument("--bisect-steps", type=int, default=7, metavar="N",
+    tune.add_argument("--bisect-steps", type=int, metavar="N",
                       help="bisection steps of the expert's safety calibration and of each λ(link) solve; each "
                       "halves the bracket (default 7)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
     from twin.predictors import DEFAULT_PREDICTOR
     from twin.session import SessionError, load_session
 
+    knobs: dict[str, Any] = {k: v for k in ("bc_steps", "critic_warmup", "bisect_steps")
+                             if (v := getattr(args, k)) is not None}
     if (args.constraint <= 0 or args.episodes < 2 or args.seeds < 1 or args.minutes <= 0
             or not 0 < args.margin <= 1.5 or not 0 < args.tail_margin <= 1.5
-            or args.bc_steps < 0 or args.critic_warmup < 0 or args.bisect_steps < 1):
+            or any(v < (k == "bisect_steps") for k, v in knobs.items())):  # bisect >= 1, the rest >= 0
         print("error: need --constraint > 0, --episodes >= 2, --minutes > 0, 0 < --margin <= 1.5, "
               "0 < --tail-margin <= 1.5, --seeds >= 1, --bc-steps >= 0, --critic-warmup >= 0, --bisect-steps >= 1",
               file=sys.stderr)
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.recalibrate:
-        return _recalibrate(args, sessions)
+        return _recalibrate(args, sessions, knobs)
     runs: list[dict[str, Any]] = []
     table: list[list[float]] = []  # --tail-max auto: computed by the first run, the same for every seed
     for seed in range(args.seed, args.seed + args.seeds):
@@ -109,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
                           resend=not args.no_resend, action=args.action, predictor=args.predictor or DEFAULT_PREDICTOR,
-                          warmup_episodes=min(8, max(args.episodes // 4, 1)), bc_steps=args.bc_steps,
-                          critic_warmup=args.critic_warmup, bisect_steps=args.bisect_steps,
+                          warmup_episodes=min(8, max(args.episodes // 4, 1)), **knobs,
                           info={"sessions": [str(p) for p in args.sessions]}, tail_table=list(table))
         out = args.output if args.seeds == 1 else args.output.with_name(f"{args.output.stem}.seed{seed}.pt")
         runs.append(_train_one(sessions, cfg, out, progress=not args.quiet))
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
+def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str, Any]) -> int:
     from device.policies.kctd3.checkpoint import load_checkpoint
     from lab.kctd3.calibrate import recalibrate
     from lab.kctd3.config import TrainConfig
@@ -154,8 +156,8 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
     ignored = [flag for flag, used in (("--link", args.link), ("--predictor", args.predictor),
                                        ("--no-resend", args.no_resend), ("--no-knowledge", args.no_knowledge),
                                        ("--seeds", args.seeds != 1), ("--action", args.action != "kh"),
-                                       ("--bc-steps", args.bc_steps != 1000),
-                                       ("--critic-warmup", args.critic_warmup != 1500))
+                                       ("--bc-steps", "bc_steps" in knobs),
+                                       ("--critic-warmup", "critic_warmup" in knobs))
                if used]
     if ignored:
         print(f"error: --recalibrate keeps the checkpoint's training setup; {', '.join(ignored)} do not apply",
@@ -165,8 +167,8 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any]) -> int:
     cost_target = float(meta.get("cost_target", args.margin))  # the criterion it was trained for
     cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=cost_target, tail_max=args.tail_max,
                       tail_margin=args.tail_margin, resend=bool(meta.get("resend", False)),
-                      predictor=str(meta["predictor"]), bisect_steps=args.bisect_steps,
-                      info={"sessions": [str(p) for p in args.sessions]})
+                      predictor=str(meta["predictor"]), info={"sessions": [str(p) for p in args.sessions]})
+    cfg.bisect_steps = knobs.get("bisect_steps", cfg.bisect_steps)  # the one cost knob recalibration uses
     t0 = time.monotonic()
     meta = recalibrate(sessions, args.output, cfg)
     grid = meta["lambda_grid"]
