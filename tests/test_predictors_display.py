@@ -96,3 +96,20 @@ def test_kinematic_predictor_uses_device_derivatives() -> None:
     coeffs = pred.fit_with_derivatives(t, q, deriv)  # type: ignore[attr-defined]
     np.testing.assert_allclose(coeffs[1, :, 0], [0.1, 2.0, -1.0])
     np.testing.assert_allclose(coeffs[0, :, 0], [0.0, 0.0, 0.0])  # no derivatives: the fallback fit (hold)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in PREDICTORS.items() if cls.uses_derivatives))
+def test_online_with_derivatives_equals_batch(name: str) -> None:
+    """The live wrapper's shortcut (a sample's own derivatives are its coefficients) gives exactly the batch
+    fit, also where some samples came without derivatives and the fit falls back on the history."""
+    rng = np.random.default_rng(2)
+    t = np.cumsum(rng.integers(1, 30, size=300)) * 1000
+    q = np.cumsum(rng.normal(size=(300, 4)) * 1e-3, axis=0)
+    deriv = rng.normal(size=(300, 2, 4))
+    deriv[rng.random(300) < 0.3] = np.nan  # sent without derivatives
+    batch = make_predictor(name).fit_with_derivatives(t, q, deriv)  # type: ignore[attr-defined]
+    online = OnlinePredictor(make_predictor(name))
+    for i in range(len(t)):
+        d = None if np.isnan(deriv[i]).any() else deriv[i]
+        pred = online.update(int(t[i]), q[i], 50_000, d)
+        np.testing.assert_array_equal(pred.coeffs, batch[i])

@@ -31,6 +31,9 @@ class Predictor(ABC):
     history: ClassVar[int]  # how many received samples ``fit_all`` needs to look back
     # Predictors that extrapolate with the device's own velocity/acceleration estimate (``fit_with_derivatives``).
     uses_derivatives: ClassVar[bool] = False
+    # The newest sample's own [velocity, acceleration / 2], when sent, are its prediction's higher coefficients
+    # (``fit_with_derivatives(...)[-1]`` is just [q, *deriv]): the live wrapper skips the history fit then.
+    derivatives_are_coefficients: ClassVar[bool] = False
 
     @abstractmethod
     def fit_all(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -97,6 +100,7 @@ class KinematicPredictor(Predictor):
     degree = 2
     history = QuadraticPredictor.history
     uses_derivatives = True
+    derivatives_are_coefficients = True
 
     def fit_all(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
         return QuadraticPredictor().fit_all(t_us, q)
@@ -166,7 +170,11 @@ class OnlinePredictor:
         q = np.asarray(q, dtype=np.float64)
         self._t.append(int(t_us))
         self._q.append(q)
-        self._d.append(np.full((2, len(q)), np.nan) if deriv is None else np.asarray(deriv, dtype=np.float64))
+        d = np.full((2, len(q)), np.nan) if deriv is None else np.asarray(deriv, dtype=np.float64)
+        self._d.append(d)
+        if deriv is not None and self.predictor.derivatives_are_coefficients and np.isfinite(d).all():
+            # The same numbers as the history fit's last row, without stacking the history (the server's hot path).
+            return Prediction(t0_us=int(t_us), horizon_us=int(horizon_us), coeffs=np.concatenate((q[None], d)))
         t = np.fromiter(self._t, dtype=np.int64)
         if self.uses_derivatives:
             coeffs = self.predictor.fit_with_derivatives(t, np.stack(self._q), np.stack(self._d))[-1]
