@@ -25,6 +25,13 @@ _HANDSHAKE_REASON: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake-protocol",  # plaintext vs CURVE, garbage
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake-failed"}
 _MORE, _LAST = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
+# Messages the ROUTER queues per connected peer before it stops reading that peer's TCP stream (libzmq's
+# default, made explicit). Each small message that arrived in a read of its own pins an 8 KB read buffer, so a
+# server that falls behind holds up to ~8 MB per peer (2 GB at MAX_SESSIONS): bounded, not small. A smaller
+# bound (100) was tried and refused: a device that closes while the server is behind then loses what the ROUTER
+# had not read yet, its last samples and its bye (tests/test_server.py::test_bye_is_delivered_and_logged failed
+# 3 runs of 4; likely the closing peer's reset, as it leaves replies unread, discarding the kernel's buffer).
+ROUTER_RCVHWM = 1000
 
 
 class PublicSockets:
@@ -46,6 +53,7 @@ class PublicSockets:
             self.router.setsockopt(zmq.LINGER, 0)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_TRANSPORT_BYTES)
+            self.router.setsockopt(zmq.RCVHWM, ROUTER_RCVHWM)
             self.security.server_socket(self.router)
             self.router.bind(bind)
             self.endpoint = str(self.router.getsockopt_string(zmq.LAST_ENDPOINT))

@@ -330,6 +330,6 @@ def test_bye_is_delivered_and_logged(start_server: Callable[..., TwinServer], ct
             up.send_sample(i, 1000 * i, np.zeros(1), 0, now, 1.0)
     finally:
         up.close()
-    _wait_for(lambda: srv.stats.sessions_closed == 1)
+    _wait_for(lambda: srv.stats.sessions_closed == 1, what=lambda: (srv.stats.to_dict(), up.stats))
     assert any(line.startswith("device leaver left (bye)") for line in lines)
     assert srv.sessions == {}
