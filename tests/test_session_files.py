@@ -167,3 +167,20 @@ def test_output_parent_directory_is_created_or_refused(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert str(tmp_path / "plain") in err and "not a directory" in err
+
+
+def test_joint_states_text_is_what_json_writes() -> None:
+    """The recorder's foxglove.JointStates messages come from a %-template (a quarter of json.dumps's cost per
+    message): the same bytes, for names that need escaping (or hold a %) and positions across the µrad range."""
+    from twin.session import joint_states_template
+
+    names = ["shoulder_pan", 'el"bow', "wr%ist", "ünïcode", "back\\slash"]
+    template = joint_states_template(names)
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        row = [int(v) for v in rng.integers(-2**31, 2**31, len(names))]
+        ns, t = int(rng.integers(0, 2**62)), int(rng.integers(-2**40, 2**62))
+        expected = json.dumps({"timestamp": {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000},
+                               "device_t_us": t,
+                               "joints": [{"name": n, "position": v * 1e-6} for n, v in zip(names, row, strict=True)]})
+        assert template % (ns // 1_000_000_000, ns % 1_000_000_000, t, *[v * 1e-6 for v in row]) == expected

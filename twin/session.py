@@ -123,6 +123,14 @@ def to_urad(q_rad: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(q_rad, dtype=np.float64) * 1e6).astype(np.int64)
 
 
+def joint_states_template(names: list[str]) -> str:
+    """The JSON text of one foxglove.JointStates message with %-slots for (sec, nsec, device_t_us, *positions):
+    byte for byte what ``json.dumps`` writes for it (positions are finite floats, whose repr json uses), at a
+    fraction of its cost: the recorder writes two per sample, 2 000 a second."""
+    joints = ", ".join('{"name": ' + json.dumps(n).replace("%", "%%") + ', "position": %r}' for n in names)
+    return '{"timestamp": {"sec": %d, "nsec": %d}, "device_t_us": %d, "joints": [' + joints + "]}"
+
+
 class SessionWriter:
     """Writes a session incrementally. Not thread-safe: the device owns it from one writer thread."""
 
@@ -153,6 +161,7 @@ class SessionWriter:
         self.clock = clock
         self._names = list(joint_names)
         self._js = self._register_joint_states() if joint_states else None
+        self._js_template = joint_states_template(self._names)
 
     def write_block(
         self,
@@ -201,15 +210,14 @@ class SessionWriter:
         """One foxglove.JointStates message per sample (radians), measured and, where it showed one, the twin."""
         assert self._js is not None
         qhat = block.get("qhat_urad") or [None] * len(block["t_us"])
+        template, add = self._js_template, self._w.add_message
         for t, q, qh in zip(block["t_us"], block["q_urad"], qhat, strict=True):
             ns = self._log_ns(t)
-            stamp = {"sec": ns // 1_000_000_000, "nsec": ns % 1_000_000_000}
+            head = (ns // 1_000_000_000, ns % 1_000_000_000, t)
             for chan, row in ((self._js[0], q), (self._js[1], qh)):
                 if row is None:
                     continue
-                msg = {"timestamp": stamp, "device_t_us": t,
-                       "joints": [{"name": n, "position": v * 1e-6} for n, v in zip(self._names, row, strict=True)]}
-                self._w.add_message(chan, log_time=ns, data=json.dumps(msg).encode(), publish_time=ns)
+                add(chan, log_time=ns, data=(template % (*head, *[v * 1e-6 for v in row])).encode(), publish_time=ns)
 
     def write_status(self, t_us: int, status: dict[str, Any]) -> None:
         ns = self._log_ns(int(t_us))
