@@ -347,7 +347,10 @@ class DeviceAgent:
 
     def _handle_prediction(self, msg: dict[str, Any]) -> None:
         assert self.uplink is not None and self.tracking is not None
+        known = self.tracking.preds.has
         for item in msg["preds"]:
+            if known(item[0]):  # a repeat of one already here (each reply repeats the last 3, more when behind)
+                continue
             try:
                 # Checked by Wire.decode (the uplink renumbered pred_seq within range): only the joint count here.
                 pred_seq, pred = prediction_from_wire(item, self.tracking.preds.joints, checked=True)

@@ -78,6 +78,10 @@ class PredictionLog:
     def __len__(self) -> int:
         return len(self._preds)
 
+    def has(self, pred_seq: int) -> bool:
+        """Already here: ``add`` keeps the first copy, so a later one (a reply's redundant repeat) changes nothing."""
+        return pred_seq in self._preds
+
     def evaluate(self, t_us: np.ndarray) -> np.ndarray:
         if not self._preds:
             return np.full((len(t_us), self.joints), np.nan)
