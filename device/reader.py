@@ -10,6 +10,9 @@ kept as it happened (no jump), and counted in ``time_resets``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import select
 import threading
 import time
 from collections import deque
@@ -59,8 +62,47 @@ def host_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+_POLL_MS = 50  # a read waits this long for bytes before the loop looks at its stop flag (pyserial's timeout)
+_READ_MAX = 4096  # bytes per read: every frame that is waiting (a 7-joint frame is 43)
+
+
+def lean_read(ser: serial.SerialBase) -> Callable[[], bytes]:
+    """A read of whatever the port holds, waiting up to ``_POLL_MS``: one poll and one ``os.read`` on a POSIX
+    port's descriptor, where ``ser.read(ser.in_waiting or 1)`` cost an ioctl, a select and pyserial's timeout
+    bookkeeping per frame. Same outcomes: b"" on timeout or ``cancel_read`` (pyserial's abort pipe is polled too),
+    ``SerialException`` when the port is gone. Ports without a descriptor (``loop://``, ``rfc2217://``) keep
+    pyserial's read."""
+    fd, abort = getattr(ser, "fd", None), getattr(ser, "pipe_abort_read_r", None)
+    if not isinstance(fd, int) or not isinstance(abort, int):
+        return lambda: ser.read(ser.in_waiting or 1)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    poller.register(abort, select.POLLIN)
+
+    def read() -> bytes:
+        events = poller.poll(_POLL_MS)
+        if not events:
+            return b""
+        if any(f == abort for f, _ in events):
+            with contextlib.suppress(OSError):
+                os.read(abort, 1000)
+            return b""
+        try:
+            data = os.read(fd, _READ_MAX)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return b""
+            raise serial.SerialException(f"read failed: {exc}") from exc
+        if not data:  # ready but empty: how Linux reports an unplugged device
+            raise serial.SerialException("device reports readiness to read but returned no data (device "
+                                         "disconnected or multiple access on port?)")
+        return data
+
+    return read
+
+
 class SerialReader:
-    """Reads the port in a thread (``in_waiting or 1`` bytes, blocking with a short timeout: never busy-polls).
+    """Reads the port in a thread (whatever is waiting, blocking with a short timeout: never busy-polls; ``lean_read``).
 
     Samples go into a deque that the agent drains; ``on_data`` is called after each read that produced samples
     (the agent uses it to wake its poll loop). A vanished port is looked for again every ``reconnect_s``; all of it
@@ -188,8 +230,9 @@ class SerialReader:
         scale = 1e-6
         stage_ns = self.stages.ns
         t_top = now_ns()  # this thread's CPU clock: a blocking read costs its syscalls, not its wait
+        read = lean_read(ser)
         while not self._stop.is_set():
-            data = ser.read(ser.in_waiting or 1)
+            data = read()
             t_read = now_ns()
             stage_ns["read"] += t_read - t_top
             t_top = t_read

@@ -23,6 +23,7 @@ CRC_SIZE = 2
 # Largest legal frame on the wire: COBS adds 1 byte per 254 (payload+crc <= 141 bytes -> 1) plus the delimiter.
 MAX_WIRE_FRAME = HEADER_SIZE + 4 * MAX_JOINTS + CRC_SIZE + 1 + 1
 _U32 = 1 << 32
+_ANGLES = [struct.Struct(f"<{n}i") for n in range(MAX_JOINTS + 1)]  # by joint count: no format built per frame
 
 
 def seq_restarted(prev_seq: int, seq: int) -> bool:
@@ -117,6 +118,15 @@ class FrameDecoder:
             if end < 0:
                 self._append(data[start:])
                 return out
+            if not self._buf and not self._overflowed:  # a whole frame within this chunk: no copy into the buffer
+                if end - start > MAX_WIRE_FRAME:
+                    self.stats.bytes_skipped += end - start
+                elif end > start:
+                    frame = self._parse(bytes(data[start:end]))
+                    if frame is not None:
+                        out.append(frame)
+                start = end + 1
+                continue
             self._append(data[start:end])
             if self._overflowed:
                 # The bytes of this over-long run were already counted as skipped; resync here.
@@ -163,7 +173,7 @@ class FrameDecoder:
             self.stats.length_errors += 1
             self.stats.bytes_skipped += len(encoded) + 1
             return None
-        angles = struct.unpack_from(f"<{n}i", payload, HEADER_SIZE)
+        angles = _ANGLES[n].unpack_from(payload, HEADER_SIZE)
         self._track_seq(seq)
         self.stats.frames_ok += 1
         return Frame(seq=seq, t_us=t_us, angles_urad=angles, flags=flags)
