@@ -29,6 +29,10 @@ _STATUS_KEYS = 16  # device status fields kept per session (published to viewers
 # Messages a server reads from its socket per pass: read at once (each stamped when read), then served trusted
 # sessions first, so a flood from other identities queues behind the real devices' samples, not in front of them.
 BATCH = 256
+# Untrusted messages served between two looks at the socket for trusted ones (a slice of a flood costs ~0.5 ms),
+# and how many such looks one pass makes before the poll loop gets its turn (expiry, status, key reloads).
+SLICE = 16
+REFILL_BATCHES = 8
 # An identity whose messages were dropped more often than this (share, since its first hello) is served after the
 # well-behaved ones: a device that sends junk loses its priority, never its session.
 TRUST_BAD_SHARE = 0.01
@@ -151,18 +155,44 @@ class SessionCore:
         self.stats = ServerStats()
         self.events_left, self.events_suppressed = EVENT_LINES, 0
 
-    def receive_batch(self, batch: list[tuple[list[bytes], int]]) -> None:
+    def receive_batch(self, batch: list[tuple[list[bytes], int]],
+                      more: Callable[[], list[tuple[list[bytes], int]]] | None = None) -> None:
         """Messages read together, each with its receive time: trusted sessions' first, then the rest. Per identity
-        the order is kept (its class is fixed for the batch), so a device's own samples never overtake each other."""
-        first: list[tuple[list[bytes], int]] = []
-        later: list[tuple[list[bytes], int]] = []
+        the order is kept (an identity waiting in the rest stays there), so a device's own samples never overtake
+        each other. ``more`` reads what has arrived since (non-blocking): it is called after every ``SLICE`` of
+        the rest, and trusted messages it brings are served before the rest goes on, so a real device's sample
+        waits behind at most a slice of a flood, not behind the whole batch."""
+        later: deque[tuple[list[bytes], int]] = deque()
+        waiting: dict[bytes, int] = {}  # identities with messages in ``later``, and how many
+        self._serve_split(batch, later, waiting)
+        budget = REFILL_BATCHES  # refills per call: the poll loop's housekeeping must come round too
+        while later:
+            for _ in range(min(SLICE, len(later))):
+                frames, rx = later.popleft()
+                if frames:
+                    n = waiting[frames[0]] - 1
+                    if n:
+                        waiting[frames[0]] = n
+                    else:
+                        del waiting[frames[0]]
+                self.receive(frames, rx)
+            if more is not None and budget > 0 and len(later) < BATCH:
+                budget -= 1
+                self._serve_split(more(), later, waiting)
+
+    def _serve_split(self, batch: list[tuple[list[bytes], int]], later: deque[tuple[list[bytes], int]],
+                     waiting: dict[bytes, int]) -> None:
+        """Serve ``batch``'s trusted messages now; queue the others (and anything from an identity already
+        queued, to keep its order) on ``later``."""
         for frames, rx in batch:
-            sess = self.sessions.get(frames[0]) if frames else None
-            (first if sess is not None and sess.trusted else later).append((frames, rx))
-        for frames, rx in first:
-            self.receive(frames, rx)
-        for frames, rx in later:
-            self.receive(frames, rx)
+            ident = frames[0] if frames else b""
+            sess = self.sessions.get(ident) if frames else None
+            if sess is not None and sess.trusted and ident not in waiting:
+                self.receive(frames, rx)
+            else:
+                later.append((frames, rx))
+                if frames:
+                    waiting[ident] = waiting.get(ident, 0) + 1
 
     def receive(self, frames: list[bytes], rx: int) -> None:
         """One ROUTER message [identity, *body] received at server time ``rx`` (µs): accepted or dropped."""

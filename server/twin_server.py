@@ -113,18 +113,25 @@ class TwinServer:
             self.close()
 
     def _drain(self, router: zmq.Socket[bytes]) -> None:
-        """Serve what the ROUTER socket holds, a batch at a time (trusted sessions first: ``receive_batch``)."""
+        """Serve what the ROUTER socket holds, a batch at a time (trusted sessions first: ``receive_batch``, which
+        looks at the socket again between slices of the rest)."""
         while True:
-            batch: list[tuple[list[bytes], int]] = []
-            while len(batch) < BATCH:
-                try:
-                    frames = router.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                batch.append((frames, server_us()))
-            self.core.receive_batch(batch)
+            batch = self._read(router)
+            self.core.receive_batch(batch, more=lambda: self._read(router))
             if len(batch) < BATCH:
                 return
+
+    @staticmethod
+    def _read(router: zmq.Socket[bytes]) -> list[tuple[list[bytes], int]]:
+        """Up to BATCH messages that are waiting, each stamped when read (server µs)."""
+        batch: list[tuple[list[bytes], int]] = []
+        while len(batch) < BATCH:
+            try:
+                frames = router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            batch.append((frames, server_us()))
+        return batch
 
     def close(self) -> None:
         self.net.close()

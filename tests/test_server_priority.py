@@ -49,3 +49,29 @@ def test_a_replaced_session_keeps_its_senders_record() -> None:
     again = wire.encode("hello", dev="x-renamed", joints=["j0"], rate_hz=1000.0, urdf="u.urdf", policy="none")
     core.receive([b"x", *again], 9)  # a new session (name and joints changed) from the same identity
     assert core.sessions[b"x"].device_id == "x-renamed" and not core.sessions[b"x"].trusted
+
+
+def test_a_trusted_sample_that_arrives_mid_flood_waits_for_one_slice_only() -> None:
+    """The server looks at its socket again between slices of untrusted messages: a real device's sample that
+    arrives while a batch of junk is being served is answered before the rest of that batch."""
+    from server.sessions import SLICE
+
+    wire = Wire(None)
+    answered: list[tuple[bytes, int]] = []
+
+    def reply(ident: bytes, frames: list[bytes]) -> bool:
+        msg = wire.decode(frames)
+        if msg["type"] == "pred":
+            answered.append((ident, int(msg["seq"])))
+        return True
+
+    core = SessionCore(reply)
+    good, new = b"good", b"new"
+    core.receive([good, *_hello(wire, "good")], 1)
+    flood = [([new, *_hello(wire, "new")], 2)] + [([new, *_sample(wire, i)], 10 + i) for i in range(1, 4 * SLICE)]
+    arrivals = [[([good, *_sample(wire, 1)], 500)], [([new, *_sample(wire, 999)], 501)]]
+    core.receive_batch(flood, more=lambda: arrivals.pop(0) if arrivals else [])
+    assert answered.index((good, 1)) <= SLICE  # after the first slice of the flood, not after all of it
+    # The newcomer became trusted with its hello, but its own order holds: the late sample comes after the rest.
+    news = [seq for ident, seq in answered if ident == new]
+    assert news == sorted(news) and news[-1] == 999 and len(news) == 4 * SLICE - 1 + 1
