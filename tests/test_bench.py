@@ -45,10 +45,11 @@ def test_device_and_link_parts(tmp_path: Path) -> None:
     assert srow["read"] > 0 and srow["decode"] > 0 and srow["policy"] > 0 and srow["send"] > 0  # all timed
     assert finite(srow["other"], srow["total"])
     link = link_part(runs, raw, 0.3, 1)
-    assert [r["path"] for r in link.rows][-2:] == ["raw pyzmq+msgpack, CURVE", "raw pyzmq+msgpack, plaintext"]
+    assert [r["path"] for r in link.rows][-3:] == ["raw pyzmq+msgpack, CURVE", "raw pyzmq+msgpack, plaintext",
+                                                   "raw pyzmq+msgpack, CURVE, 20 Hz"]
     for r in link.rows:
         assert finite(r["p50_ms"], r["p99_ms"], r["x_raw_p50"], r["x_raw_p99"]) and 0 < r["p50_ms"] <= r["p99_ms"]
-    assert link.rows[-2]["x_raw_p50"] == 1.0
+    assert link.rows[-3]["x_raw_p50"] == 1.0
     text = table(link)
     assert text.splitlines()[0].startswith("== link") and "x_raw_p99" in text
 
