@@ -1,7 +1,8 @@
 """``armtwin bench`` / ``python -m bench``: the benchmark suite (issue 11) and the soaks (issue 10).
 
 Parts: device (1 kHz through the pty, per policy), link (round trip beside raw pyzmq), server (samples/s for 1-1000
-emulated devices, 1 and W workers), simulator (x real time), viewer (frames/s). Each prints a table; ``--json``
+emulated devices, 1 and W workers), zenoh (device send -> global subscriber, two edge servers, 1 000 arms),
+simulator (x real time), viewer (frames/s). Each prints a table; ``--json``
 writes every figure. ``soak-device`` and ``soak-server`` run for minutes and print memory every minute.
 """
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PARTS = ("device", "link", "server", "simulator", "viewer")
+PARTS = ("device", "link", "server", "zenoh", "simulator", "viewer")
 EPILOG = """examples:
   armtwin bench --quick                          # every figure in under 2 minutes
   armtwin bench --json bench.json                # the full run (~7 minutes)
@@ -64,7 +65,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="the benchmark suite (device, link, server, simulator, viewer) and soaks",
+    p = sub.add_parser(name, help="the benchmark suite (device, link, server, zenoh, simulator, viewer) and soaks",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(p)
 
@@ -80,6 +81,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers, "devices": args.devices,
         "sim_hours": 0.02 if q else 1.0, "sim_repeats": args.repeats or 3,
         "viewer_seconds": 1.0 if q else 3.0, "viewer_repeats": args.repeats or (2 if q else 3),
+        # 1 000 arms at 2 samples/s each: what one load-generator process paces on this machine next to two edge
+        # servers (20 Hz per arm, dead reckoning's ~2 % load, would be 20 000 samples/s).
+        "zenoh_arms": 1000, "zenoh_rate_hz": 2.0, "zenoh_seconds": 2.0 if q else 5.0,
+        "zenoh_repeats": args.repeats or (1 if q else 3),
     }
 
 
@@ -117,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 print_table(parts[-1])
         finally:
             lab.stop_all()
+    if "zenoh" in args.only:
+        parts.append(_zenoh(cfg))
+        print_table(parts[-1])
     if "simulator" in args.only:
         parts.append(simulator_part(cfg["sim_hours"], cfg["sim_repeats"]))
         print_table(parts[-1])
@@ -130,6 +138,20 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, parts, {**cfg, "took_s": took})
         print(f"wrote {args.json}", flush=True)
     return 0
+
+
+def _zenoh(cfg: dict[str, Any]) -> Any:
+    from bench.common import Part
+
+    try:
+        import zenoh  # noqa: F401
+    except ImportError:
+        part = Part("zenoh", "zenoh tier: skipped", ["reason"])
+        part.rows.append({"reason": "eclipse-zenoh is not installed (pip install 'armtwin[zenoh]')"})
+        return part
+    from bench.zenoh_part import zenoh_part
+
+    return zenoh_part(cfg["zenoh_arms"], cfg["zenoh_rate_hz"], cfg["zenoh_seconds"], cfg["zenoh_repeats"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,7 +99,7 @@ def test_soak_server_summary() -> None:
 
 def test_bad_arguments_say_what_to_do() -> None:
     r = bench("--only", "gpu")
-    assert r.returncode == 2 and "choose from device, link, server, simulator, viewer" in r.stderr
+    assert r.returncode == 2 and "choose from device, link, server, zenoh, simulator, viewer" in r.stderr
     r = bench("soak-device", "--minutes", "0")
     assert r.returncode == 2 and "must be > 0" in r.stderr
 
@@ -114,7 +114,7 @@ def test_json_writes_nan_as_null(tmp_path: Path) -> None:
 def test_armtwin_bench_is_the_same_entry() -> None:
     r = subprocess.run([sys.executable, "-m", "armtwin", "bench", "--help"], capture_output=True, text=True,
                        cwd=REPO, timeout=60, check=False)
-    assert r.returncode == 0 and "device,link,server,simulator,viewer" in r.stdout and "soak-device" in r.stdout
+    assert r.returncode == 0 and "device,link,server,zenoh,simulator,viewer" in r.stdout and "soak-device" in r.stdout
 
 
 def test_server_max_sessions(tmp_path: Path) -> None:
@@ -142,3 +142,15 @@ def test_server_max_sessions(tmp_path: Path) -> None:
         assert bad.wait(timeout=60) == 2 and "--max-sessions must be >= 1" in bad.stderr_tail()
     finally:
         lab.stop_all()
+
+
+def test_zenoh_part_measures_states_reaching_the_global_subscriber() -> None:
+    """Two real edge servers and a subscriber as Zenoh peers on loopback; a few arms; the latency is measured on
+    states that arrived, and 1 000 arms get enough workers that no process holds more than its 256 sessions."""
+    from bench.zenoh_part import workers_for, zenoh_part
+
+    assert workers_for(4) == 1 and workers_for(512) == 1 and workers_for(1000) == 2 and workers_for(2000) == 4
+    part = zenoh_part(arms=4, rate_hz=20.0, seconds=0.5, repeats=1)
+    (row,) = part.rows
+    assert row["workers_each"] == 1 and 0 < row["arrived"] <= row["sent"]
+    assert finite(row["p50_ms"], row["p99_ms"]) and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
