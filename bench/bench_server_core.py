@@ -11,7 +11,6 @@ warm the sessions up and are not timed. Prints the median of ``--repeat`` runs a
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.loadgen import sample_fields  # noqa: E402
 from server.sessions import SessionCore  # noqa: E402
 from twin.predictors import DEFAULT_PREDICTOR  # noqa: E402
 from twin.schema import Wire  # noqa: E402
@@ -33,13 +33,8 @@ def one_run(sessions: int, joints: int, rounds: int, predictor: str) -> float:
     for k, ident in enumerate(idents):
         core.receive([ident, *wire.encode("hello", dev=f"d{k}", joints=[f"j{j}" for j in range(joints)],
                                           rate_hz=1000.0, urdf="u", policy="bench")], 0)
-    msgs: list[list[bytes]] = []
-    for n in range(1, rounds + 1):
-        x = n * 0.001
-        q = [0.5 * math.sin(x + j) for j in range(joints)]
-        d = [0.5 * math.cos(x + j) for j in range(joints)] + [-v for v in q]
-        msgs.extend([ident, *wire.encode("sample", seq=n, t=n * 1000, q=q, h=200_000, ts=0, k=1.0,
-                                         a=max(n - 2, 0), d=d)] for ident in idents)
+    msgs = [[ident, *wire.encode("sample", **sample_fields(n, max(n - 2, 0), 0, joints=joints))]
+            for n in range(1, rounds + 1) for ident in idents]
     warm = len(idents) * max(rounds // 5, 1)
     for m in msgs[:warm]:
         core.receive(m, 0)

@@ -12,7 +12,10 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.common import Part
 
 PARTS = ("device", "link", "server", "zenoh", "simulator", "viewer")
 EPILOG = """examples:
@@ -91,7 +94,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "soak", None):
         return int(args.soak_run(args))
-    from bench.common import Lab, Part, print_table, temp_lab, write_json
+    from bench.common import Lab, print_table, temp_lab, write_json
     from bench.device import device_parts, run_devices
     from bench.link import link_part, measure_raw
     from bench.server import capacity
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zenoh(cfg: dict[str, Any]) -> Any:
+def _zenoh(cfg: dict[str, Any]) -> Part:
+    """The zenoh part, or a row saying why it is skipped."""
     from bench.common import Part
 
     try:

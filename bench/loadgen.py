@@ -37,6 +37,17 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+def sample_fields(n: int, acked: int, ts: int, derivatives: bool = True, joints: int = JOINTS) -> dict[str, Any]:
+    """Sample number ``n`` of an emulated device, as ``device/uplink.py`` sends it: a smooth motion, its
+    acknowledgement ``acked`` and, when the server wants them, the velocity / acceleration estimate ``d``."""
+    x = n * 0.001
+    q = [0.5 * math.sin(x + j) for j in range(joints)]
+    fields: dict[str, Any] = {"seq": n, "t": n * 1000, "q": q, "h": 200_000, "ts": ts, "k": 1.0, "a": acked}
+    if derivatives:
+        fields["d"] = [0.5 * math.cos(x + j) for j in range(joints)] + [-v for v in q]
+    return fields
+
+
 class LoadGen:
     """``devices`` emulated devices connected to ``endpoint``; ``connect`` then ``run`` (repeatable), ``close``."""
 
@@ -76,13 +87,8 @@ class LoadGen:
 
     def _sample(self, i: int) -> None:
         n = self.seq[i] = self.seq[i] + 1
-        x = n * 0.001
-        q = [0.5 * math.sin(x + j) for j in range(JOINTS)]
-        extra: dict[str, Any] = {"a": self.acked[i]}
-        if self.derivatives:
-            extra["d"] = [0.5 * math.cos(x + j) for j in range(JOINTS)] + [-v for v in q]
-        self.socks[i].send_multipart(self.wire.encode("sample", seq=n, t=n * 1000, q=q, h=200_000, ts=now_us(),
-                                                      k=1.0, **extra))
+        self.socks[i].send_multipart(self.wire.encode("sample", **sample_fields(n, self.acked[i], now_us(),
+                                                                                self.derivatives)))
         self.outstanding[i] += 1
         self.sent += 1
 

@@ -26,7 +26,8 @@ _HANDSHAKE_REASON: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake-failed"}
 _MORE, _LAST = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
 # Messages the ROUTER queues per connected peer before it stops reading that peer's TCP stream (libzmq's
-# default, made explicit). Each small message that arrived in a read of its own pins an 8 KB read buffer, so a
+# default, made explicit). Each small message that arrived in a read of its own pins an 8 KB read buffer
+# (`python bench/bench_router_backlog.py`: 8.3-8.4 KB per spaced message, 0.5-0.6 in a burst), so a
 # server that falls behind holds up to ~8 MB per peer (2 GB at MAX_SESSIONS): bounded, not small. A smaller
 # bound (100) was tried and refused: a device that closes while the server is behind then loses what the ROUTER
 # had not read yet, its last samples and its bye (tests/test_server.py::test_bye_is_delivered_and_logged failed

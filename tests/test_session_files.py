@@ -170,8 +170,9 @@ def test_output_parent_directory_is_created_or_refused(tmp_path: Path, capsys: p
 
 
 def test_joint_states_text_is_what_json_writes() -> None:
-    """The recorder's foxglove.JointStates messages come from a %-template (a quarter of json.dumps's cost per
-    message): the same bytes, for names that need escaping (or hold a %) and positions across the µrad range."""
+    """The recorder's foxglove.JointStates messages come from a %-template (about a third of json.dumps's cost
+    per message: python bench/bench_session_io.py): the same bytes, for names that need escaping (or hold a %)
+    and positions across the µrad range."""
     from twin.session import joint_states_template
 
     names = ["shoulder_pan", 'el"bow', "wr%ist", "ünïcode", "back\\slash"]
