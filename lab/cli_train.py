@@ -49,6 +49,10 @@ def add_parser(sub: Any, name: str) -> None:
                    "decisions: static:k=K,h=H), 'trigger' the dead-reckoning threshold δ (log scale, 0.005-2 deg) "
                    "and H (between decisions: dead-reckoning:delta=δ,h=H); its expert starts from the δ the "
                    "dead-reckoning search picks on the training sessions (default kh)")
+    p.add_argument("--trigger-norm", choices=("max", "rms"), default="max",
+                   help="with --action trigger: what δ bounds, 'max' the largest joint error (dead reckoning's "
+                   "default) or 'rms' the RMS over joints, which the MSE constraint averages (its expert then "
+                   "starts from the dead-reckoning-rms search; default max)")
     p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
     p.add_argument("--seeds", type=int, default=1,
@@ -97,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
               "0 < --tail-margin <= 1.5, --seeds >= 1, --bc-steps >= 0, --critic-warmup >= 0, --bisect-steps >= 1",
               file=sys.stderr)
         return 2
+    if args.trigger_norm != "max" and args.action != "trigger" and not args.recalibrate:
+        print("error: --trigger-norm applies to --action trigger only", file=sys.stderr)
+        return 2
     try:
         sessions = [load_session(p) for p in args.sessions]
         link = LinkSpec.parse(args.link) if args.link else None
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
-                          resend=not args.no_resend, action=args.action, predictor=args.predictor or DEFAULT_PREDICTOR,
+                          resend=not args.no_resend, action=args.action, trigger_norm=args.trigger_norm,
+                          predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)), **knobs,
                           info={"sessions": [str(p) for p in args.sessions]}, tail_table=list(table))
         out = args.output if args.seeds == 1 else args.output.with_name(f"{args.output.stem}.seed{seed}.pt")
@@ -156,6 +164,7 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str,
     ignored = [flag for flag, used in (("--link", args.link), ("--predictor", args.predictor),
                                        ("--no-resend", args.no_resend), ("--no-knowledge", args.no_knowledge),
                                        ("--seeds", args.seeds != 1), ("--action", args.action != "kh"),
+                                       ("--trigger-norm", args.trigger_norm != "max"),
                                        ("--bc-steps", "bc_steps" in knobs),
                                        ("--critic-warmup", "critic_warmup" in knobs))
                if used]

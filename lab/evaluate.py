@@ -65,6 +65,9 @@ def candidates(family: str, predictor: str = DEFAULT_PREDICTOR) -> list[Candidat
     if family == "dead-reckoning":
         return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor}", {"delta_deg": d, "h_ms": h})
                 for d in DELTAS_DEG for h in DR_H_MS]
+    if family == "dead-reckoning-rms":  # δ bounds the RMS over joints, the quantity the MSE constraint averages
+        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor},norm=rms",
+                          {"delta_deg": d, "h_ms": h}) for d in DELTAS_DEG for h in DR_H_MS]
     # Anything else is a complete policy spec evaluated as is (e.g. kc-td3:POLICY.pt, static:k=10,h=50).
     parse_policy(family)  # fail early with the list of valid families
     return [Candidate(family.split(":", 1)[0], family, {"spec": family})]

@@ -33,6 +33,17 @@ def test_records_are_reproduced_by_simulate() -> None:
         assert rec["meets_constraint"] == (rec["mse_deg2"] <= rec["constraint"])
 
 
+def test_rms_dead_reckoning_family_bounds_the_rms_over_joints() -> None:
+    cands = candidates("dead-reckoning-rms")
+    assert len(cands) == len(candidates("dead-reckoning"))
+    for c in cands:
+        pol = parse_policy(c.spec)
+        assert pol.norm == "rms" and pol.delta_deg == c.params["delta_deg"]
+    records, _ = evaluate([synthetic_session(3, 3, seed=1)], [synthetic_session(3, 3, seed=3)], [0.005],
+                          [LinkSpec()], ["dead-reckoning-rms"], oracle=False)
+    assert records[0]["policy"] == "dead-reckoning-rms" and "norm=rms" in records[0]["spec"]
+
+
 def test_oracle_rows_and_ratios() -> None:
     """The oracle row is the clairvoyant bound on the pooled test sessions; every load is also a ratio to it."""
     train, test = [synthetic_session(3, 3, seed=1)], [synthetic_session(3, 3, seed=3), synthetic_session(3, 3, seed=4)]

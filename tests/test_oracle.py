@@ -144,5 +144,5 @@ def test_oracle_below_best_static_and_dead_reckoning(delay_ms: float) -> None:
     for eps in (0.002, 0.007):
         r = bound.solve(eps)
         assert r["feasible"] and r["mse_deg2"] <= eps
-        for family in ("static", "dead-reckoning"):
+        for family in ("static", "dead-reckoning", "dead-reckoning-rms"):
             assert r["load"] <= _best_load(s, family, eps, link), (family, eps)

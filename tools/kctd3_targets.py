@@ -8,7 +8,7 @@ sessions, links and constraints are assumed; a policy row present in several fil
 One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy
 its test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown at the ε in its file
 name only (``..._eps0.002.pt``), as tools/kctd3_table.py does. The last columns judge ``--learnt`` against the
-tuned static and dead-reckoning rows of the same link (their resend variants too when present): its load and
+tuned static and dead-reckoning rows of the same link (their resend and rms variants too when present): its load and
 tail as ratios of the lowest baseline load and the lowest baseline tail, and whether the target holds (meets ε,
 load ≤ every baseline's, tail ≤ every baseline's); then the best ε-meeting policy's load / the oracle's
 (target ≤ 1.15).
@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend")
+BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend", "dead-reckoning-rms")
 
 
 def _trained_eps(spec: str) -> float | None:

@@ -95,7 +95,7 @@ def dr_expert_table(sessions: list[Session], cfg: TrainConfig, realisations: int
     from device.policies.registry import parse_policy
     from lab.evaluate import candidates, choose
 
-    family = "dead-reckoning"
+    family = "dead-reckoning" if cfg.trigger_norm == "max" else f"dead-reckoning-{cfg.trigger_norm}"
     delta, h, tail = [], [], []
     for delay in GRID_DELAY_MS:
         rows_d, rows_h, rows_t = [], [], []

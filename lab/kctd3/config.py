@@ -50,6 +50,7 @@ class TrainConfig:
     tail_margin: float = 0.5  # 0.8 left the tail above static's on one held-out condition (docs/kctd3.md)
     tail_table: list[list[float]] = field(default_factory=list)  # GRID_DELAY_MS x GRID_LOSS; by ``train`` if empty
     action: str = "kh"  # "kh": the actor picks (k, H); "trigger": the dead-reckoning threshold δ and H
+    trigger_norm: str = "max"  # trigger mode: what δ bounds, the largest joint error or the RMS over joints
     resend: bool = True  # ack-based resend of lost samples (device.acks), trained as it will run
     hidden: int = 64
     bisect_steps: int = 7  # expert safety calibration and final λ(link) solve

@@ -125,6 +125,10 @@ class KCTD3Policy(Policy):
             raise PolicySpecError(f"{path}: the trigger action mode needs a predictor with a compiled trigger "
                                   f"kernel ({', '.join(trigger_kernel.KINDS)}), not {self.predictor_name}")
         self.dr_table: dict[str, Any] | None = self.meta.get("trigger_expert")
+        self.trigger_norm = str(self.meta.get("trigger_norm", "max"))  # checkpoints before the option: max
+        if self.trigger and self.trigger_norm not in trigger_kernel.NORMS:
+            raise PolicySpecError(f"{path}: unknown trigger norm {self.trigger_norm!r} "
+                                  f"(known: {', '.join(trigger_kernel.NORMS)})")
         self.cost_target = float(self.meta.get("cost_target", 0.8))
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
@@ -159,7 +163,7 @@ class KCTD3Policy(Policy):
         self._a = kh_to_action(INIT_K, INIT_H_MS)
         self.delta_deg, self._mse_ema = INIT_DELTA_DEG, float("nan")
         if self.trigger:  # resend: the trigger uses this policy's tracker (``select`` hands it over)
-            self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS)
+            self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS, norm=self.trigger_norm)
             self._a = dh_to_action(INIT_DELTA_DEG, INIT_H_MS)
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._ctx_t, self._ctx_q = np.zeros(0, dtype=np.int64), np.zeros((0, 0))
@@ -298,9 +302,10 @@ class KCTD3Policy(Policy):
 
     @property
     def display_name(self) -> str:
-        """Name in evaluation tables: kc-td3 / td3, ``-trigger`` in the trigger action mode, ``-online`` when λ
-        adapts."""
-        return self.family + ("-trigger" if self.trigger else "") + ("-online" if self.online else "")
+        """Name in evaluation tables: kc-td3 / td3, ``-trigger`` in the trigger action mode (``-trigger-rms`` when δ
+        bounds the RMS over joints), ``-online`` when λ adapts."""
+        trigger = "-trigger" + ("" if self.trigger_norm == "max" else f"-{self.trigger_norm}") if self.trigger else ""
+        return self.family + trigger + ("-online" if self.online else "")
 
     def make_learner(self) -> OnlineLearner:
         """The on-device λ learner for this policy (``device.policies.kctd3.online.OnlineLearner``, not started)."""
