@@ -13,8 +13,8 @@ from device.policies.registry import parse_policy
 from lab.evaluate import candidates, choose, evaluate
 from lab.oracle import ClairvoyantBound
 from lab.simulator import simulate_many
-from tests.conftest import Proc, synthetic_session
-from twin.session import Session, write_session
+from tests.conftest import REPO, Proc, synthetic_session
+from twin.session import Session, load_session, write_session
 
 
 def test_records_are_reproduced_by_simulate() -> None:
@@ -102,3 +102,45 @@ def test_evaluate_cli_writes_results(tmp_path: Path, procs: list[Proc]) -> None:
     assert (out / "results.csv").read_text().count("\n") == 17
     assert "oracle" in out_text and "/oracle" in out_text
     assert list(out.glob("tradeoff_*.png")) and list(out.glob("errors_*.png"))
+
+
+def test_trigger_frontier_tool(tmp_path: Path) -> None:
+    """tools/trigger_frontier.py: its sweep is the simulator's, its pick the lowest load meeting ε (and the tail
+    bound), and it runs end to end on an evaluate results.json."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("trigger_frontier", REPO / "tools" / "trigger_frontier.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    sessions = [synthetic_session(3, 3, seed=3)]
+    deltas = np.geomspace(0.01, 1.0, 7)
+    rows = tool.sweep(sessions, LinkSpec(), "rms", deltas, [0.002])
+    for r in rows:
+        m, _ = simulate_many(sessions, parse_policy(f"dead-reckoning:delta={r['delta']:.5g},h=200,norm=rms"),
+                             link=LinkSpec(), eps=0.002)
+        assert r["load"] == m["load"] and r["mse"] == m["mse_deg2"] and r["tail"][0.002] == m["tail_fraction"]
+    meeting = [r for r in rows if r["mse"] <= 0.002]
+    assert meeting and tool.lowest(rows, 0.002)["load"] == min(r["load"] for r in meeting)
+    thin = [r for r in meeting if r["tail"][0.002] <= 0.01]
+    best = tool.lowest(rows, 0.002, 0.01)
+    assert (best is None) == (not thin) and (best is None or best["load"] == min(r["load"] for r in thin))
+
+    files = []
+    for i in range(2):
+        path = tmp_path / f"s{i}.mcap"
+        write_session(path, synthetic_session(3, 3, seed=i))
+        files.append(str(path))
+    records, _ = evaluate([load_session(files[0])], [load_session(files[1])], [0.002], [LinkSpec()],
+                          ["static", "dead-reckoning"])
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"meta": {"test": [files[1]]},
+                               "records": [{k: v for k, v in r.items() if k != "window_mse"} for r in records]},
+                              default=float))
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "trigger_frontier.py"), str(res), "--deltas", "6"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("| perfect")]
+    assert [ln.split(" | ")[2] for ln in lines] == ["max", "rms"]
