@@ -1,17 +1,19 @@
 """Issue 14's targets, checked on an ``armtwin evaluate`` results.json (figures from the file, not typed):
 
-    python tools/kctd3_targets.py RESULTS.json [MORE.json ...] [--learnt kc-td3-trigger]
+    python tools/kctd3_targets.py RESULTS.json [MORE.json ...] [--learnt kc-td3-trigger] [--baselines A,B]
 
 Several files (e.g. the baselines' run and the new checkpoints' run, ``--no-oracle``) are merged: the same test
 sessions, links and constraints are assumed; a policy row present in several files is taken from the first.
+Checkpoints of one policy name from different training runs get one column each, named by the checkpoint's
+file stem without its ε (``kc-td3-trigger-rms (kctd3_trigger_rms_mocap)``).
 
 One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy
 its test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown at the ε in its file
 name only (``..._eps0.002.pt``), as tools/kctd3_table.py does. The last columns judge ``--learnt`` against the
-tuned static and dead-reckoning rows of the same link (their resend and rms variants too when present): its load and
-tail as ratios of the lowest baseline load and the lowest baseline tail, and whether the target holds (meets ε,
-load ≤ every baseline's, tail ≤ every baseline's); then the best ε-meeting policy's load / the oracle's
-(target ≤ 1.15).
+tuned static and dead-reckoning rows of the same link (their resend variants too when present; ``--baselines``
+changes the set): its load and tail as ratios of the lowest baseline load and the lowest baseline tail, and
+whether the target holds (meets ε, load ≤ every baseline's, tail ≤ every baseline's); then the best ε-meeting
+policy's load / the oracle's (target ≤ 1.15).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend", "dead-reckoning-rms")
+# The issue's baselines: the tuned static and dead-reckoning policies (and their resend variants when present).
+BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend")
 
 
 def _trained_eps(spec: str) -> float | None:
@@ -42,8 +45,8 @@ def _cell(r: dict[str, Any] | None, oracle: dict[str, Any] | None) -> str:
             + ("" if r["meets_constraint"] else " ✗"))
 
 
-def _judge(row: dict[str, dict[str, Any]], learnt: str) -> str:
-    me, base = row.get(learnt), [row[b] for b in BASELINES if b in row]
+def _judge(row: dict[str, dict[str, Any]], learnt: str, baselines: tuple[str, ...] = BASELINES) -> str:
+    me, base = row.get(learnt), [row[b] for b in baselines if b in row]
     if me is None or not base:
         return "–"
     load, tail = min(b["load"] for b in base), min(b["tail_fraction"] for b in base)
@@ -51,27 +54,57 @@ def _judge(row: dict[str, dict[str, Any]], learnt: str) -> str:
     return f"{me['load'] / load:.2f}, {me['tail_fraction'] / max(tail, 1e-9):.2f}; " + ("yes" if ok else "**no**")
 
 
-def table(records: list[dict[str, Any]], learnt: str) -> str:
-    pols = list(dict.fromkeys(r["policy"] for r in records if r["policy"] != "oracle"))
+def _family_stem(spec: str) -> str:
+    """The checkpoint behind a learnt row, without its ε (``kc-td3:data/p/x_eps0.002.pt,online=1`` -> ``x``)."""
+    path = spec.split(":", 1)[-1].split(",")[0]
+    return re.sub(r"_?eps[0-9.]+$", "", Path(path).stem)
+
+
+def label_rows(records: list[dict[str, Any]]) -> None:
+    """Name each row's column: its policy, plus its checkpoint family when checkpoints of one policy name
+    from different training runs are merged (e.g. ``kc-td3-trigger-rms (kctd3_trigger_rms_mocap)``)."""
+    stems: dict[str, set[str]] = {}
+    for r in records:
+        if r["spec"].startswith(("kc-td3:", "td3:")):
+            stems.setdefault(r["policy"], set()).add(_family_stem(r["spec"]))
+    for r in records:
+        many = len(stems.get(r["policy"], ())) > 1
+        r["column"] = f"{r['policy']} ({_family_stem(r['spec'])})" if many else r["policy"]
+
+
+def table(records: list[dict[str, Any]], learnt: str, baselines: tuple[str, ...] = BASELINES,
+          hide: tuple[str, ...] = ()) -> str:
+    label_rows(records)
+    pols = [c for c in dict.fromkeys(r["column"] for r in records if r["policy"] != "oracle")
+            if c == learnt or not any(h in c for h in hide)]
     head = ["link", "ε (deg²)", "oracle load", *pols, f"{learnt} / best baseline: load, tail; target",
             "best / oracle"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = list(dict.fromkeys((r["link"], r["constraint"]) for r in records))
     for link, eps in keys:
         here = [r for r in records if r["link"] == link and r["constraint"] == eps]
-        row = {r["policy"]: r for r in here if r["policy"] != "oracle" and _trained_eps(r["spec"]) in (None, eps)}
+        row = {r["column"]: r for r in here if r["policy"] != "oracle" and _trained_eps(r["spec"]) in (None, eps)}
         o = next((r for r in here if r["policy"] == "oracle" and r.get("oracle_defined")), None)
         meeting = [r["load"] for r in row.values() if r["meets_constraint"]]
         best = f"{min(meeting) / o['load']:.2f}" if o is not None and meeting else "–"
-        lines.append("| " + " | ".join([_short(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
-                                        *(_cell(row.get(p), o) for p in pols), _judge(row, learnt), best]) + " |")
+        cells = [_short(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
+                 *(_cell(row.get(p), o) for p in pols), _judge(row, learnt, baselines), best]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path, nargs="+", help="results.json written by armtwin evaluate")
-    ap.add_argument("--learnt", default="kc-td3-trigger", help="the policy row judged against the baselines")
+    ap.add_argument("--learnt", default="kc-td3-trigger",
+                    help="the column judged against the baselines (a policy name, with its checkpoint family in "
+                    "parentheses when several are merged, as the header shows)")
+    ap.add_argument("--baselines", default=",".join(BASELINES),
+                    help=f"comma-separated rows the learnt one is judged against (default {','.join(BASELINES)}; "
+                    "e.g. add dead-reckoning-rms)")
+    ap.add_argument("--hide", action="append", default=[],
+                    help="leave out the columns whose name holds this text (repeatable; e.g. -online); the judged "
+                    "column and the best/oracle figure still use every row")
     args = ap.parse_args()
     print("cells: test load (× oracle) / tail fraction; ✗ = misses ε")
     records: list[dict[str, Any]] = []
@@ -82,7 +115,7 @@ def main() -> None:
             if key not in seen:
                 seen.add(key)
                 records.append(r)
-    print(table(records, args.learnt))
+    print(table(records, args.learnt, tuple(args.baselines.split(",")), tuple(args.hide)))
 
 
 if __name__ == "__main__":
