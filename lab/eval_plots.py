@@ -38,7 +38,8 @@ def plot_tradeoff(records: list[dict[str, Any]], cloud: list[dict[str, Any]], li
         if pts:
             x, y = np.array(pts).T
             ax.scatter(x, y, s=10, alpha=0.25, color=colors[fam], marker=MARKERS.get(fam, "o"))
-        chosen = sorted((r for r in recs if r["policy"] == fam), key=lambda r: r["constraint"])
+        chosen = sorted((r for r in recs if r["policy"] == fam
+                         and r.get("trained_for_eps") in (None, r["constraint"])), key=lambda r: r["constraint"])
         ax.scatter([r["mse_deg2"] for r in chosen], [r["load"] for r in chosen], s=60, color=colors[fam],
                    marker=MARKERS.get(fam, "o"), edgecolor="k", label=fam)
         ax2.plot([r["constraint"] for r in chosen], [r["load"] for r in chosen], marker=MARKERS.get(fam, "o"),

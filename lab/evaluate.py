@@ -136,6 +136,9 @@ def evaluate(
                     "train_mse_deg2": best["train"]["mse_deg2"],
                     "tuned_meets_on_train": bool(best["train"]["mse_deg2"] <= eps),
                     "window_mse": [w for r in results for w in r.acc.window_mse],
+                    # A learnt checkpoint carries the ε it was trained for; scored at another ε it is only a
+                    # reference (the plots show it at its own ε).
+                    "trained_for_eps": getattr(policy, "eps", None),
                 }
                 if ee is not None:
                     rec.update(ee(test, [r.qhat for r in results]))

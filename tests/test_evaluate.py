@@ -144,3 +144,14 @@ def test_trigger_frontier_tool(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("| perfect")]
     assert [ln.split(" | ")[2] for ln in lines] == ["max", "rms"]
+
+
+def test_learnt_rows_carry_the_eps_they_were_trained_for(tmp_path: Path) -> None:
+    from lab.kctd3.train import random_checkpoint
+
+    ck = random_checkpoint(tmp_path / "p_eps0.007.pt", eps=0.007, action="trigger")
+    records, _ = evaluate([synthetic_session(2, 3, seed=1)], [synthetic_session(2, 3, seed=3)], [0.002, 0.007],
+                          [LinkSpec()], ["static", f"kc-td3:{ck}"], oracle=False)
+    learnt = [r for r in records if r["spec"].startswith("kc-td3:")]
+    assert len(learnt) == 2 and all(r["trained_for_eps"] == 0.007 for r in learnt)
+    assert all(r["trained_for_eps"] is None for r in records if r["policy"] == "static")
