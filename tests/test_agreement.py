@@ -41,6 +41,8 @@ CASES = [  # policy, link
     # The trigger action mode: the actor retargets the dead-reckoning trigger (δ, H) every 100 ms.
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_eps0.002.pt'}", "loss=0.1,seed=7"),
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_eps0.007.pt'},online=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+    # ... driving the trigger on the RMS error over joints (--trigger-norm rms).
+    (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_mocap_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
 ]
 
 
