@@ -1,6 +1,6 @@
 """What a fixed dead-reckoning trigger can reach when its δ is chosen on the test sessions themselves:
 
-    python tools/trigger_frontier.py RESULTS.json [--link loss=0] [--deltas 40]
+    python tools/trigger_frontier.py RESULTS.json [--link loss=0] [--deltas 60]
 
 An optimistic reference for issue 14's targets, not a policy anyone can run (the tuning sees the test data).
 For the test sessions, links and constraints of an ``armtwin evaluate`` results.json, it sweeps δ on a fine
