@@ -30,6 +30,9 @@ STATIC_K = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 15
 STATIC_H_MS = (0, 5, 10, 20, 50, 100, 200, 500)
 DELTAS_DEG = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 DR_H_MS = (50, 200, 1000)
+# The dead-reckoning families searched over DELTAS_DEG x DR_H_MS: what each adds to the spec. -resend: ack-based
+# resend of lost samples (device.acks); -rms: δ bounds the RMS over joints, the quantity the MSE constraint averages.
+DR_VARIANTS = {"dead-reckoning": "", "dead-reckoning-resend": ",resend=1", "dead-reckoning-rms": ",norm=rms"}
 DEFAULT_FAMILIES = ("none", "static", "static-sampling-only", "static-prediction-only", "send-on-delta",
                     "dead-reckoning")
 
@@ -59,14 +62,8 @@ def candidates(family: str, predictor: str = DEFAULT_PREDICTOR) -> list[Candidat
                 for k in STATIC_K for h in STATIC_H_MS]
     if family == "send-on-delta":
         return [Candidate(family, f"send-on-delta:delta={d},h=0", {"delta_deg": d}) for d in DELTAS_DEG]
-    if family == "dead-reckoning-resend":
-        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor},resend=1",
-                          {"delta_deg": d, "h_ms": h}) for d in DELTAS_DEG for h in DR_H_MS]
-    if family == "dead-reckoning":
-        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor}", {"delta_deg": d, "h_ms": h})
-                for d in DELTAS_DEG for h in DR_H_MS]
-    if family == "dead-reckoning-rms":  # δ bounds the RMS over joints, the quantity the MSE constraint averages
-        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor},norm=rms",
+    if family in DR_VARIANTS:
+        return [Candidate(family, f"dead-reckoning:delta={d},h={h},pred={predictor}{DR_VARIANTS[family]}",
                           {"delta_deg": d, "h_ms": h}) for d in DELTAS_DEG for h in DR_H_MS]
     # Anything else is a complete policy spec evaluated as is (e.g. kc-td3:POLICY.pt, static:k=10,h=50).
     parse_policy(family)  # fail early with the list of valid families

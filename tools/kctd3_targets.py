@@ -7,13 +7,13 @@ sessions, links and constraints are assumed; a policy row present in several fil
 Checkpoints of one policy name from different training runs get one column each, named by the checkpoint's
 file stem without its ε (``kc-td3-trigger-rms (kctd3_trigger_rms_mocap)``).
 
-One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy
-its test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown at the ε in its file
-name only (``..._eps0.002.pt``), as tools/kctd3_table.py does. The last columns judge ``--learnt`` against the
-tuned static and dead-reckoning rows of the same link (their resend variants too when present; ``--baselines``
-changes the set): its load and tail as ratios of the lowest baseline load and the lowest baseline tail, and
-whether the target holds (meets ε, load ≤ every baseline's, tail ≤ every baseline's); then the best ε-meeting
-policy's load / the oracle's (target ≤ 1.15).
+One row per (link, ε): the oracle's load (– where the bound is undefined: loss or jitter), then for every policy its
+test load (× the oracle's) / tail fraction (✗: misses ε). A learnt checkpoint is shown only at the ε it was trained
+for (the record's ``trained_for_eps``; in older files, the ``_eps0.002`` of its name). The last columns judge
+``--learnt`` against the tuned static and dead-reckoning rows of the same link (their resend variants too when
+present; ``--baselines`` changes the set): its load and tail as ratios of the lowest baseline load and the lowest
+baseline tail, and whether the target holds (meets ε, load ≤ every baseline's, tail ≤ every baseline's); then the
+best ε-meeting policy's load / the oracle's (target ≤ 1.15).
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ from typing import Any
 BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend")
 
 
-def _trained_eps(spec: str) -> float | None:
-    m = re.search(r"eps([0-9.]+?)\.(pt|npz)", spec)
+def _trained_for(r: dict[str, Any]) -> float | None:
+    """The ε a learnt row's checkpoint was trained for: the record's own field (``armtwin evaluate`` writes it),
+    else, in files written before it did, the ``_epsX`` of the checkpoint's name."""
+    if "trained_for_eps" in r:
+        return r["trained_for_eps"]
+    m = re.search(r"eps([0-9.]+?)\.(pt|npz)", r["spec"])
     return float(m.group(1)) if m else None
 
 
@@ -83,7 +87,7 @@ def table(records: list[dict[str, Any]], learnt: str, baselines: tuple[str, ...]
     keys = list(dict.fromkeys((r["link"], r["constraint"]) for r in records))
     for link, eps in keys:
         here = [r for r in records if r["link"] == link and r["constraint"] == eps]
-        row = {r["column"]: r for r in here if r["policy"] != "oracle" and _trained_eps(r["spec"]) in (None, eps)}
+        row = {r["column"]: r for r in here if r["policy"] != "oracle" and _trained_for(r) in (None, eps)}
         o = next((r for r in here if r["policy"] == "oracle" and r.get("oracle_defined")), None)
         meeting = [r["load"] for r in row.values() if r["meets_constraint"]]
         best = f"{min(meeting) / o['load']:.2f}" if o is not None and meeting else "–"
