@@ -168,3 +168,26 @@ def test_short_trigger_training_stores_the_mode_and_the_expert_table(tmp_path: P
     pol = parse_policy(f"kc-td3:{tmp_path / 't.pt'}")
     assert isinstance(pol, KCTD3Policy) and pol.trigger and pol.dr_table == table and pol._dr.norm == norm
     assert simulate(sessions[0], pol).metrics["sent"] > 0 and len(curves) == 4
+
+
+@pytest.mark.parametrize("action", ["trigger", "kh"])
+def test_expert_actor_runs_the_expert_rule_in_place_of_the_network(tmp_path: Path, action: str) -> None:
+    s = synthetic_session(seconds=3.0, joints=3)
+    path = random_checkpoint(tmp_path / "p.pt", eps=0.002, seed=1, action=action)
+    spec = f"kc-td3:{path},actor=expert"
+    pol = parse_policy(spec)
+    assert isinstance(pol, KCTD3Policy) and pol.spec() == spec and pol.display_name.endswith("-expert")
+    pol.record = True
+    net = KCTD3Policy(path, record=True)
+    m, m_net = simulate(s, pol).metrics, simulate(s, net).metrics
+    assert len(pol.trace) > 10 and all(np.array_equal(a, np.clip(e, -1, 1)) for _, _, a, e in pol.trace)
+    # The random network does not act as the expert, so the two runs really differ.
+    assert any(not np.allclose(a, e) for _, _, a, e in net.trace) and m["sent"] != m_net["sent"]
+    with pytest.raises(PolicySpecError, match="actor must be"):
+        parse_policy(f"kc-td3:{path},actor=oracle")
+    with pytest.raises(PolicySpecError, match="online=1 would learn nothing"):
+        parse_policy(f"kc-td3:{path},actor=expert,online=1")
+    ck = load_checkpoint(path)
+    ck["meta"]["expert_knowledge"] = False
+    with pytest.raises(PolicySpecError, match="no-knowledge"):
+        KCTD3Policy(path, checkpoint=ck, actor="expert")

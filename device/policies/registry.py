@@ -33,7 +33,7 @@ class Family:
 def _kctd3(a: Args) -> Policy:
     resend = parse_flag(a["resend"]) if "resend" in a else None
     return KCTD3Policy(a["path"], a.get("pred"), float(a.get("rtt", 0)), float(a.get("loss", 0)), resend=resend,
-                       online=parse_flag(a.get("online", "0")))
+                       online=parse_flag(a.get("online", "0")), actor=a.get("actor", "net"))
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -48,8 +48,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            lambda a: DeadReckoningPolicy(float(a["delta"]), a.get("pred", DEFAULT_PREDICTOR), float(a.get("h", 200)),
                                          float(a.get("hb", 500)), a.get("norm", "max"),
                                          parse_flag(a.get("resend", "0"))), required=("delta",)),
-    Family("kc-td3", "kc-td3:POLICY.pt[,pred=NAME][,resend=0|1][,online=1]",
-           ("path", "pred", "rtt", "loss", "resend", "online"), _kctd3, required=("path",)),
+    Family("kc-td3", "kc-td3:POLICY.pt[,pred=NAME][,resend=0|1][,online=1][,actor=expert]",
+           ("path", "pred", "rtt", "loss", "resend", "online", "actor"), _kctd3, required=("path",)),
     Family("td3", "td3:POLICY.pt[,pred=NAME][,resend=0|1][,online=1]",
            ("path", "pred", "rtt", "loss", "resend", "online"), _kctd3, required=("path",)),
 )}

@@ -54,6 +54,12 @@ STATE_NAMES = ("win_mse/eps", "avg_mse/eps", "load", "lambda", "v_rms", "a_rms",
 STATE_DIM = len(STATE_NAMES)
 _RAD2DEG = 180.0 / np.pi
 Behaviour = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (normalised state, expert action) -> action
+ACTORS = ("net", "expert")  # who decides: the trained network, or the checkpoint's expert rule alone (ablation)
+
+
+def _expert_behaviour(state: np.ndarray, a_exp: np.ndarray) -> np.ndarray:
+    """``actor=expert``: the expert's action, whatever the state."""
+    return a_exp
 
 
 class _Mirror:
@@ -87,10 +93,11 @@ class _Mirror:
 
 
 class KCTD3Policy(Policy):
-    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1][,online=0|1]``: (k, H) chosen every
-    100 ms by a trained actor; with ``resend`` (default: as trained) a lost send is repaired at once
+    """``kc-td3:POLICY.pt[,pred=kinematic][,rtt=MS][,loss=P][,resend=0|1][,online=0|1][,actor=net|expert]``: (k, H)
+    chosen every 100 ms by a trained actor; with ``resend`` (default: as trained) a lost send is repaired at once
     (``device.acks``); with ``online`` λ adapts on the device (``device.policies.kctd3.online``; the simulator runs it
-    closed-loop, ``lab.sim_stepped``)."""
+    closed-loop, ``lab.sim_stepped``). ``actor=expert`` runs the checkpoint's expert rule in place of the network
+    (the "knowledge alone" ablation: same state, trigger, resend and safety factor, no learnt decisions)."""
 
     family = "kc-td3"
     uses_link = True
@@ -99,7 +106,8 @@ class KCTD3Policy(Policy):
 
     def __init__(self, path: str | Path, pred: str | None = None, rtt_ms: float = 0.0, loss: float = 0.0,
                  behaviour: Behaviour | None = None, record: bool = False,
-                 checkpoint: dict[str, Any] | None = None, resend: bool | None = None, online: bool = False) -> None:
+                 checkpoint: dict[str, Any] | None = None, resend: bool | None = None, online: bool = False,
+                 actor: str = "net") -> None:
         super().__init__(INIT_H_MS)
         self.path = str(path)
         ck = checkpoint if checkpoint is not None else load_checkpoint(path)
@@ -115,6 +123,18 @@ class KCTD3Policy(Policy):
         self._pred_arg, self.predictor_name = pred, pred or str(self.meta["predictor"])
         self.behaviour, self.record = behaviour, record
         self._resend_arg, self.online = resend, online
+        if actor not in ACTORS:
+            raise PolicySpecError(f"actor must be one of {', '.join(ACTORS)} (the trained network or its expert rule), "
+                                  f"not {actor!r}")
+        if actor == "expert" and online:
+            # The expert rule does not read λ, so an online λ learner would change nothing: refuse rather than mislead.
+            raise PolicySpecError("actor=expert ignores λ, so online=1 would learn nothing: drop one of them")
+        if actor == "expert" and not self.meta["expert_knowledge"]:
+            raise PolicySpecError(f"{path}: actor=expert needs a checkpoint trained with expert knowledge "
+                                  "(this one is the --no-knowledge TD3 ablation)")
+        self.actor = actor
+        if actor == "expert" and behaviour is None:
+            self.behaviour = _expert_behaviour
         self.online_lr: float | None = None  # online learning rate (None: kctd3_online.DEFAULT_LR)
         self.resend = bool(self.meta.get("resend", False)) if resend is None else resend
         self.action_mode = str(self.meta.get("action", "kh"))  # checkpoints before the trigger mode: (k, H)
@@ -298,14 +318,16 @@ class KCTD3Policy(Policy):
         extra = f",pred={self._pred_arg}" if self._pred_arg else ""
         extra += "" if self._resend_arg is None else f",resend={int(self._resend_arg)}"
         extra += ",online=1" if self.online else ""
+        extra += ",actor=expert" if self.actor == "expert" else ""
         return f"{self.family}:{self.path}{extra}"
 
     @property
     def display_name(self) -> str:
         """Name in evaluation tables: kc-td3 / td3, ``-trigger`` in the trigger action mode (``-trigger-rms`` when δ
-        bounds the RMS over joints), ``-online`` when λ adapts."""
+        bounds the RMS over joints), ``-online`` when λ adapts, ``-expert`` with the expert rule as the actor."""
         trigger = "-trigger" + ("" if self.trigger_norm == "max" else f"-{self.trigger_norm}") if self.trigger else ""
-        return self.family + trigger + ("-online" if self.online else "")
+        expert = "-expert" if self.actor == "expert" else ""
+        return self.family + trigger + ("-online" if self.online else "") + expert
 
     def make_learner(self) -> OnlineLearner:
         """The on-device λ learner for this policy (``device.policies.kctd3.online.OnlineLearner``, not started)."""
