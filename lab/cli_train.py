@@ -42,6 +42,13 @@ def add_parser(sub: Any, name: str) -> None:
                    "training sessions, i.e. more reliable than the exhaustive-search static policy (~1 min extra)")
     p.add_argument("--tail-margin", type=float, default=0.5,
                    help="with --tail-max auto: the fraction of the static policy's tail to aim at (default 0.5)")
+    p.add_argument("--tail-constraint", choices=("chance", "cvar"), default="chance",
+                   help="how the bad windows are bounded: 'chance' (default) at most --tail-max of them above ε; "
+                   "'cvar' the worst (1 - --cvar-alpha) of them average at most ε, a bound on how bad they are "
+                   "rather than how many (C-PPO's tail constraint; --tail-max/--tail-margin then do not apply)")
+    p.add_argument("--cvar-alpha", type=float, default=0.9,
+                   help="with --tail-constraint cvar: the quantile α, 0 < α < 1 (default 0.9: the worst 10 %% of "
+                   "the 100 ms windows)")
     p.add_argument("--no-resend", action="store_true",
                    help="train (and run) without ack-based resend of samples whose prediction never came back")
     p.add_argument("--action", choices=("kh", "trigger"), default="kh",
@@ -101,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
               "0 < --tail-margin <= 1.5, --seeds >= 1, --bc-steps >= 0, --critic-warmup >= 0, --bisect-steps >= 1",
               file=sys.stderr)
         return 2
+    if not 0 < args.cvar_alpha < 1:
+        print("error: --cvar-alpha must be in (0, 1)", file=sys.stderr)
+        return 2
+    if args.tail_constraint == "cvar" and (args.tail_max is not None or args.tail_margin != 0.5):
+        print("error: --tail-max/--tail-margin set the chance constraint; with --tail-constraint cvar the bound is "
+              "CVaR_α ≤ ε (set α with --cvar-alpha)", file=sys.stderr)
+        return 2
     if args.trigger_norm != "max" and args.action != "trigger" and not args.recalibrate:
         print("error: --trigger-norm applies to --action trigger only", file=sys.stderr)
         return 2
@@ -118,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
+                          tail_constraint=args.tail_constraint, cvar_alpha=args.cvar_alpha,
                           resend=not args.no_resend, action=args.action, trigger_norm=args.trigger_norm,
                           predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)), **knobs,
@@ -175,7 +190,8 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str,
     seed = int(meta.get("training", {}).get("config", {}).get("seed", args.seed))
     cost_target = float(meta.get("cost_target", args.margin))  # the criterion it was trained for
     cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=cost_target, tail_max=args.tail_max,
-                      tail_margin=args.tail_margin, resend=bool(meta.get("resend", False)),
+                      tail_margin=args.tail_margin, tail_constraint=args.tail_constraint,
+                      cvar_alpha=args.cvar_alpha, resend=bool(meta.get("resend", False)),
                       predictor=str(meta["predictor"]), info={"sessions": [str(p) for p in args.sessions]})
     cfg.bisect_steps = knobs.get("bisect_steps", cfg.bisect_steps)  # the one cost knob recalibration uses
     t0 = time.monotonic()
@@ -190,8 +206,9 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str,
 def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict[str, Any]:
     """Train one seed, write its files, print its summary; score it on the training sessions (loss 0 and 10 %)."""
     from device.link_emulation import LinkSpec
+    from device.policies.kctd3.checkpoint import cvar
     from device.policies.kctd3.policy import KCTD3Policy
-    from lab.kctd3.calibrate import tail_bound
+    from lab.kctd3.calibrate import pooled_windows, tail_ok
     from lab.kctd3.train import train
     from lab.simulator import simulate_many
 
@@ -201,7 +218,9 @@ def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict
     print(f"trained {'kc-td3' if cfg.knowledge else 'td3'} eps={cfg.eps:g} seed={cfg.seed} in {tr['seconds']:.0f}s "
           f"({tr['episodes']} episodes, {tr['updates']} updates) lambda(perfect link)={meta['lambda']:.3g} "
           f"expert_safety={meta['expert_safety']:.3g}" + (" STOPPED BY --minutes" if tr["stopped_by_time_cap"] else ""))
-    if cfg.tail_max is None:
+    if cfg.tail_constraint == "cvar":
+        print(f"  tail constraint: CVaR_{cfg.cvar_alpha:g} of the 100 ms window MSEs <= ε")
+    elif cfg.tail_max is None:
         tm = meta["tail_max"]
         print("  chance constraint (auto, from the best static policy on the training sessions): tail_max "
               + "; ".join(f"delay {d:g} ms: " + ", ".join(f"{v:.3f} at loss {p:g}" for p, v in
@@ -210,12 +229,14 @@ def _train_one(sessions: list[Any], cfg: Any, out: Path, progress: bool) -> dict
     policy = KCTD3Policy(out, cfg.predictor)
     loads, meets = [], True
     for loss in (0.0, 0.1):
-        m, _ = simulate_many(sessions, policy, cfg.predictor, LinkSpec(loss=loss), cfg.eps)
-        ok = m["mse_deg2"] <= cfg.eps and m["tail_fraction"] <= tail_bound(cfg, loss)
+        m, res = simulate_many(sessions, policy, cfg.predictor, LinkSpec(loss=loss), cfg.eps)
+        wins = pooled_windows(res)
+        ok = m["mse_deg2"] <= cfg.eps and tail_ok({**m, "windows": wins}, cfg, LinkSpec(loss=loss))
         loads.append(m["load"])
         meets = meets and ok
+        extra = f" cvar={cvar(wins, cfg.cvar_alpha):.3g}" if cfg.tail_constraint == "cvar" else ""
         print(f"  on the training sessions, loss={loss:g}: load={m['load']:.4f} mse={m['mse_deg2']:.3g} "
-              f"tail={m['tail_fraction']:.3f} ({'meets' if ok else 'MISSES'} the criterion)")
+              f"tail={m['tail_fraction']:.3f}{extra} ({'meets' if ok else 'MISSES'} the criterion)")
     return {"seed": cfg.seed, "out": out, "score": float(sum(loads) / len(loads)), "meets": bool(meets),
             "seconds": tr["seconds"]}
 

@@ -108,9 +108,13 @@ class ErrorAccumulator:
         i = int(np.searchsorted(np.cumsum(self._hist), q * total))
         return float(_EDGES[min(max(i, 0), len(_EDGES) - 1)])  # upper edge of the bin holding the quantile
 
+    def windows(self) -> np.ndarray:
+        """Every 100 ms window MSE so far (deg²), the window still open included."""
+        return np.asarray(self.window_mse + ([self._win_sum / self._win_n] if self._win_n else []), dtype=np.float64)
+
     def tail_fraction(self, eps: float) -> float:
-        wins = self.window_mse + ([self._win_sum / self._win_n] if self._win_n else [])
-        return float(np.mean(np.asarray(wins) > eps)) if wins else float("nan")
+        wins = self.windows()
+        return float(np.mean(wins > eps)) if len(wins) else float("nan")
 
     def summary(self, eps: float | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {

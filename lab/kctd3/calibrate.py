@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from device.link_emulation import LinkSpec
-from device.policies.kctd3.checkpoint import load_checkpoint, save_npz, tail_max_at
+from device.policies.kctd3.checkpoint import load_checkpoint, save_npz, tail_max_at, tail_ratio
 from device.policies.kctd3.knowledge import H_MAX_MS
 from device.policies.kctd3.policy import KCTD3Policy
 from lab.kctd3.config import TrainConfig
@@ -34,17 +34,39 @@ def _bisect(sessions: list[Session], policy: KCTD3Policy, cfg: TrainConfig, link
     a, b = math.log(lo), math.log(hi)
     for _ in range(cfg.bisect_steps):
         set_value(math.exp((a + b) / 2))
-        ms = [simulate_many(sessions, policy, cfg.predictor, lk, cfg.eps)[0] for lk in links]
-        m = {k: float(np.mean([x[k] for x in ms])) for k in ("mse_deg2", "tail_fraction")}
+        runs = [simulate_many(sessions, policy, cfg.predictor, lk, cfg.eps) for lk in links]
+        m: dict[str, Any] = {k: float(np.mean([x[0][k] for x in runs])) for k in ("mse_deg2", "tail_fraction")}
+        m["windows"] = np.concatenate([pooled_windows(x[1]) for x in runs])
         a, b = (a, (a + b) / 2) if _meets(m, cfg, link) else ((a + b) / 2, b)
     set_value(math.exp(b))
     return math.exp(b)
 
 
+def pooled_windows(results: list[Any]) -> np.ndarray:
+    """The 100 ms window MSEs of ``simulate_many``'s per-session results, in one array."""
+    return np.concatenate([r.acc.windows() for r in results]) if results else np.zeros(0)
+
+
+def tail_ok(m: dict[str, Any], cfg: TrainConfig, link: LinkSpec) -> bool:
+    """The tail half of the training criterion: the tail fraction (``m["tail_fraction"]``) within the chance
+    bound, or with ``--tail-constraint cvar`` CVaR_α of the windows (``m["windows"]``) at most ε."""
+    if cfg.tail_constraint == "cvar":
+        return tail_ratio(m["windows"], cfg.eps, "cvar", cfg.cvar_alpha, 1.0) <= 1.0
+    return bool(m["tail_fraction"] <= tail_bound(cfg, link.loss, link.delay_ms))
+
+
 def _meets(m: dict[str, Any], cfg: TrainConfig, link: LinkSpec) -> bool:
-    """The training criterion: mean MSE <= margin·ε and tail fraction <= tail_max on this link."""
-    return bool(m["mse_deg2"] <= cfg.cost_target * cfg.eps
-                and m["tail_fraction"] <= tail_bound(cfg, link.loss, link.delay_ms))
+    """The training criterion: mean MSE <= margin·ε and the tail constraint (``tail_ok``) on this link."""
+    return bool(m["mse_deg2"] <= cfg.cost_target * cfg.eps and tail_ok(m, cfg, link))
+
+
+def tail_meta(cfg: TrainConfig) -> dict[str, Any]:
+    """What the checkpoint stores of the tail constraint: ``tail_max`` (the chance bound; 1.0, inert, with CVaR)
+    and ``tail_constraint`` (read by the online learner, ``device.policies.kctd3.checkpoint.tail_constraint``)."""
+    if cfg.tail_constraint == "cvar":
+        return {"tail_max": 1.0, "tail_constraint": {"kind": "cvar", "alpha": cfg.cvar_alpha}}
+    return {"tail_max": cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg),
+            "tail_constraint": {"kind": "chance"}}
 
 
 def tail_bound(cfg: TrainConfig, loss: float, delay_ms: float = 0.0) -> float:
@@ -147,12 +169,14 @@ def recalibrate(sessions: list[Session], path: Path, cfg: TrainConfig) -> dict[s
 
     ck = load_checkpoint(path)
     meta = ck["meta"]
-    cfg.tail_table = static_tail_table(sessions, cfg) if cfg.tail_max is None else []
-    meta["tail_max"] = cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg)
+    auto = cfg.tail_max is None and cfg.tail_constraint == "chance"
+    cfg.tail_table = static_tail_table(sessions, cfg) if auto else []
+    meta.update(tail_meta(cfg))
     policy = KCTD3Policy(path, checkpoint=ck)
     meta["lambda_grid"] = solve_lambda_grid(sessions, policy, cfg)
     meta["lambda"] = float(meta["lambda_grid"]["values"][0][0])
-    meta["recalibrated"] = {"tail_margin": cfg.tail_margin, "cost_target": cfg.cost_target, "seed": cfg.seed,
+    meta["recalibrated"] = {"tail_margin": cfg.tail_margin, "tail_constraint": cfg.tail_constraint,
+                            "cvar_alpha": cfg.cvar_alpha, "cost_target": cfg.cost_target, "seed": cfg.seed,
                             "sessions": cfg.info.get("sessions", [])}
     save_npz(path, {k: v for k, v in ck.items() if k != "meta"}, meta)
     pt = path.with_suffix(".pt")

@@ -49,6 +49,10 @@ class TrainConfig:
     tail_max: float | None = None
     tail_margin: float = 0.5  # 0.8 left the tail above static's on one held-out condition (docs/kctd3.md)
     tail_table: list[list[float]] = field(default_factory=list)  # GRID_DELAY_MS x GRID_LOSS; by ``train`` if empty
+    # "chance" (the above) or "cvar": the worst (1 - cvar_alpha) of the 100 ms windows average at most ε, a bound on
+    # how bad the bad windows are rather than how many there are (C-PPO's tail constraint); tail_max is then unused.
+    tail_constraint: str = "chance"
+    cvar_alpha: float = 0.9
     action: str = "kh"  # "kh": the actor picks (k, H); "trigger": the dead-reckoning threshold δ and H
     trigger_norm: str = "max"  # trigger mode: what δ bounds, the largest joint error or the RMS over joints
     resend: bool = True  # ack-based resend of lost samples (device.acks), trained as it will run

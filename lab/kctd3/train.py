@@ -12,7 +12,8 @@ would have to re-learn a moving target; separate critics stay stationary and λ 
 λ is a state input (the actor is λ-conditioned; each transition's own λ is used in its actor loss). Dual ascent,
 after every deterministic (noise-free) episode, on one λ per link bin, in log space (costs are heavy-tailed):
 λ ← λ·exp(η·clip(g, ±1)), g = max(MSE_ema/(margin·ε), tail_ema/tail_max) − 1, i.e. the mean-MSE constraint and a
-chance constraint (≤ tail_max of the 100 ms windows above ε). After training, λ is solved per link on a (delay,
+chance constraint (≤ tail_max of the 100 ms windows above ε), or with ``--tail-constraint cvar`` a CVaR constraint
+(tail_ema of CVaR_α of the window MSEs / ε, bound 1). After training, λ is solved per link on a (delay,
 loss) grid on the training recordings (bisection); the device interpolates it.
 Expert knowledge (``--no-knowledge`` turns all three off): (1) behaviour cloning of the expert action warm-starts
 the actor, (2) exploration follows the expert action (plus noise) with a probability decaying 0.5 → 0.05,
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from device.link_emulation import LinkSpec
-from device.policies.kctd3.checkpoint import SCHEMA_VERSION, save_npz
+from device.policies.kctd3.checkpoint import SCHEMA_VERSION, cvar, save_npz
 from device.policies.kctd3.knowledge import DELTA_MAX_DEG, DELTA_MIN_DEG, H_MAX_MS, K_MAX, K_MIN
 from device.policies.kctd3.policy import STATE_DIM, STATE_NAMES, KCTD3Policy
 from lab.kctd3.calibrate import (
@@ -44,7 +45,7 @@ from lab.kctd3.calibrate import (
     solve_lambda_grid,
     static_tail_table,
     tail_bound,
-    tail_table_meta,
+    tail_meta,
 )
 from lab.kctd3.config import TrainConfig
 from lab.simulator import simulate
@@ -94,9 +95,10 @@ class Env:
             mse = float(sq[i0:i1].sum() / nv)
             cost = min(mse / self.cfg.eps, self.cfg.cost_clip)
             out.append((s0, a0, np.float32(-100 * load), np.float32(cost), s1))
-        tail = float(np.mean([t[3] > 1.0 for t in out])) if out else 0.0
+        costs = np.array([t[3] for t in out], dtype=np.float64)
+        tail = float(np.mean(costs > 1.0)) if out else 0.0
         return out, {"load": res.metrics["load"], "mse": res.metrics["mse_deg2"], "tail": tail,
-                     "delay_ms": link.delay_ms, "loss": link.loss}
+                     "cvar": cvar(costs, self.cfg.cvar_alpha), "delay_ms": link.delay_ms, "loss": link.loss}
 
 
 class Actor(nn.Module):
@@ -228,17 +230,19 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
     rng = np.random.default_rng(cfg.seed)
     t_start = time.monotonic()
     env, td3, buf = Env(sessions, cfg, rng), TD3(cfg, rng), ReplayBuffer()
-    if cfg.tail_max is None and not cfg.tail_table:
+    chance = cfg.tail_constraint == "chance"
+    if chance and cfg.tail_max is None and not cfg.tail_table:
         cfg.tail_table = static_tail_table(sessions, cfg)
     lam_table = np.full((len(_BIN_DELAY_MS) + 1, len(_BIN_LOSS) + 1), cfg.lam_init)
     cost_ema = np.full_like(lam_table, cfg.cost_target)
-    tail_ema = np.full_like(lam_table, tail_bound(cfg, 0.05))
+    # The tail term of the dual step: an EMA of the episode tail fraction (divided by the link's bound at each step),
+    # or with --tail-constraint cvar of CVaR_α of the window costs (window MSE / ε, so 1 = on the constraint).
+    tail_ema = np.full_like(lam_table, tail_bound(cfg, 0.05) if chance else 1.0)
     meta: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "eps": cfg.eps, "lambda": cfg.lam_init, "predictor": cfg.predictor,
         "expert_knowledge": cfg.knowledge, "expert_safety": 1.0, "k_range": [K_MIN, K_MAX],
         "h_range_ms": [0.0, H_MAX_MS], "decision_ms": 100, "cost_target": cfg.cost_target,
-        "tail_max": cfg.tail_max if cfg.tail_max is not None else tail_table_meta(cfg),
-        "resend": cfg.resend, "action": cfg.action}
+        **tail_meta(cfg), "resend": cfg.resend, "action": cfg.action}
     if cfg.action == "trigger":  # the actor picks δ and H; the expert starts from the dead-reckoning search
         meta["delta_range_deg"] = [DELTA_MIN_DEG, DELTA_MAX_DEG]
         meta["trigger_norm"] = cfg.trigger_norm
@@ -295,8 +299,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
             # Dual ascent on this link bin's λ, in log space, on EMAs of the episode MSE/ε and tail fraction.
             cost_ema[b] = 0.8 * cost_ema[b] + 0.2 * min(info["mse"] / cfg.eps, 5.0)  # one disaster must not
             # hold λ up for the rest of training (the step is clipped to ±1 anyway)
-            tail_ema[b] = 0.8 * tail_ema[b] + 0.2 * info["tail"]
-            bound = tail_bound(cfg, link.loss, link.delay_ms)
+            tail_ema[b] = 0.8 * tail_ema[b] + 0.2 * (info["tail"] if chance else info["cvar"])
+            bound = tail_bound(cfg, link.loss, link.delay_ms) if chance else 1.0
             g = max(cost_ema[b] / cfg.cost_target, tail_ema[b] / bound) - 1  # the more violated
             lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
         policy.weights = td3.actor.layers()

@@ -50,6 +50,34 @@ def tail_max_at(tail_max: float | dict[str, Any], loss: float, rtt_ms: float = 0
     return float(tail_max)
 
 
+TAIL_KINDS = ("chance", "cvar")  # the tail constraint: fraction of windows over ε, or the mean of the worst ones
+
+
+def cvar(values: np.ndarray, alpha: float) -> float:
+    """CVaR_α: the mean of the worst (1 − α) share of ``values`` (at least one value; 0 for none)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if not len(v):
+        return 0.0
+    return float(v[len(v) - max(int(np.ceil((1 - alpha) * len(v) - 1e-9)), 1):].mean())
+
+
+def tail_constraint(meta: dict[str, Any]) -> tuple[str, float]:
+    """A checkpoint's tail constraint: ("chance", 0) (checkpoints before the option) or ("cvar", α)."""
+    tc = meta.get("tail_constraint") or {"kind": "chance"}
+    if tc.get("kind") not in TAIL_KINDS:
+        raise PolicySpecError(f"unknown tail constraint {tc.get('kind')!r} (known: {', '.join(TAIL_KINDS)})")
+    return str(tc["kind"]), float(tc.get("alpha", 0.0))
+
+
+def tail_ratio(window_mse: np.ndarray, eps: float, kind: str, alpha: float, bound: float) -> float:
+    """Where 100 ms window MSEs stand against the tail constraint, 1 = on it: ``chance``, the fraction of windows
+    over ε / ``bound``; ``cvar``, CVaR_α of the window MSEs / ε (the worst (1 − α) of windows average at most ε)."""
+    w = np.asarray(window_mse, dtype=np.float64)
+    if kind == "cvar":
+        return cvar(w, alpha) / eps
+    return float(np.mean(w > eps)) / bound if len(w) else 0.0
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Actor weights + metadata from ``POLICY.npz`` (or the ``.npz`` next to ``POLICY.pt``)."""
     path = Path(path)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device.policies.kctd3.checkpoint import tail_max_at
+from device.policies.kctd3.checkpoint import tail_constraint, tail_max_at, tail_ratio
 
 # g is clipped to [-1, G_MAX]. A rare window over ε makes the tail term of a one-second step large (one window in
 # ten is a 10 % tail against a 2-5 % bound); clipping it at +1, as first written, biased the ascent towards
@@ -46,8 +46,9 @@ class OnlineLearner:
     without them the policy's mirrored windows are used. After each ``nudge`` (the device's status, once a second;
     at the latest every ``period_s``) the thread scales the trained
     λ(link) in log space, s ← s·exp(lr·clip(g, −1, G_MAX)) with g = max(mean/(margin·ε), tail/tail_max) − 1 (the
-    training criterion), λ = λ(link)·s. The decision path only reads the float ``policy.lam``: no lock is shared
-    with the 1 kHz loop and nothing there waits for this thread. λ only: the actor is not fine-tuned on device.
+    training criterion; with a CVaR tail constraint the second term is CVaR_α/ε), λ = λ(link)·s. The decision
+    path only reads the float ``policy.lam``: no lock is shared with the 1 kHz loop and nothing there waits for
+    this thread. λ only: the actor is not fine-tuned on device.
 
     Two races are closed: λ is recomputed under ``policy.lam_lock``, which the policy's ``set_link`` (the status,
     once a second) also holds, so neither a new link estimate nor a step can overwrite the other with stale
@@ -87,8 +88,10 @@ class OnlineLearner:
             return
         p, train = self.policy, self.policy.meta
         with p.lam_lock:  # the link estimates and λ(link) read here are not changed under us
+            kind, alpha = tail_constraint(train)
+            bound = tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms) if kind == "chance" else 1.0
             g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
-                    float(np.mean(obs > p.eps)) / tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms)) - 1.0
+                    tail_ratio(obs, p.eps, kind, alpha, bound)) - 1.0
             p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
             p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
         self.updates += 1
