@@ -42,13 +42,14 @@ def add_parser(sub: Any, name: str) -> None:
                    "training sessions, i.e. more reliable than the exhaustive-search static policy (~1 min extra)")
     p.add_argument("--tail-margin", type=float, default=0.5,
                    help="with --tail-max auto: the fraction of the static policy's tail to aim at (default 0.5)")
-    p.add_argument("--tail-constraint", choices=("chance", "cvar"), default="chance",
+    p.add_argument("--tail-constraint", choices=("chance", "cvar"), default=None,
                    help="how the bad windows are bounded: 'chance' (default) at most --tail-max of them above ε; "
                    "'cvar' the worst (1 - --cvar-alpha) of them average at most ε, a bound on how bad they are "
-                   "rather than how many (C-PPO's tail constraint; --tail-max/--tail-margin then do not apply)")
-    p.add_argument("--cvar-alpha", type=float, default=0.9,
+                   "rather than how many (C-PPO's tail constraint; --tail-max/--tail-margin then do not apply). "
+                   "With --recalibrate: default the checkpoint's own")
+    p.add_argument("--cvar-alpha", type=float, default=None,
                    help="with --tail-constraint cvar: the quantile α, 0 < α < 1 (default 0.9: the worst 10 %% of "
-                   "the 100 ms windows)")
+                   "the 100 ms windows; with --recalibrate, the checkpoint's own)")
     p.add_argument("--no-resend", action="store_true",
                    help="train (and run) without ack-based resend of samples whose prediction never came back")
     p.add_argument("--action", choices=("kh", "trigger"), default="kh",
@@ -108,12 +109,16 @@ def run(args: argparse.Namespace) -> int:
               "0 < --tail-margin <= 1.5, --seeds >= 1, --bc-steps >= 0, --critic-warmup >= 0, --bisect-steps >= 1",
               file=sys.stderr)
         return 2
-    if not 0 < args.cvar_alpha < 1:
+    if args.cvar_alpha is not None and not 0 < args.cvar_alpha < 1:
         print("error: --cvar-alpha must be in (0, 1)", file=sys.stderr)
         return 2
     if args.tail_constraint == "cvar" and (args.tail_max is not None or args.tail_margin != 0.5):
         print("error: --tail-max/--tail-margin set the chance constraint; with --tail-constraint cvar the bound is "
               "CVaR_α ≤ ε (set α with --cvar-alpha)", file=sys.stderr)
+        return 2
+    if args.cvar_alpha is not None and args.tail_constraint != "cvar" and not args.recalibrate:
+        print("error: --cvar-alpha applies to the CVaR tail constraint only (add --tail-constraint cvar)",
+              file=sys.stderr)
         return 2
     if args.trigger_norm != "max" and args.action != "trigger" and not args.recalibrate:
         print("error: --trigger-norm applies to --action trigger only", file=sys.stderr)
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(eps=args.constraint, episodes=args.episodes, minutes=args.minutes,
                           knowledge=not args.no_knowledge, seed=seed, link=link, cost_target=args.margin,
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
-                          tail_constraint=args.tail_constraint, cvar_alpha=args.cvar_alpha,
+                          tail_constraint=args.tail_constraint or "chance", cvar_alpha=args.cvar_alpha or 0.9,
                           resend=not args.no_resend, action=args.action, trigger_norm=args.trigger_norm,
                           predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)), **knobs,
@@ -163,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str, Any]) -> int:
-    from device.policies.kctd3.checkpoint import load_checkpoint
+    from device.policies.base import PolicySpecError
+    from device.policies.kctd3.checkpoint import load_checkpoint, tail_constraint
     from lab.kctd3.calibrate import recalibrate
     from lab.kctd3.config import TrainConfig
 
@@ -187,11 +193,27 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str,
         print(f"error: --recalibrate keeps the checkpoint's training setup; {', '.join(ignored)} do not apply",
               file=sys.stderr)
         return 2
+    # The tail constraint stays the checkpoint's unless the command names another (or another α).
+    try:
+        kind, alpha = tail_constraint(meta)
+    except PolicySpecError as exc:
+        print(f"error: {args.output}: {exc}", file=sys.stderr)
+        return 2
+    kind = args.tail_constraint or kind
+    if args.cvar_alpha is not None and kind != "cvar":
+        print("error: --cvar-alpha applies to the CVaR tail constraint only (add --tail-constraint cvar)",
+              file=sys.stderr)
+        return 2
+    alpha = args.cvar_alpha or (alpha if alpha > 0 else 0.9)
+    if kind == "cvar" and (args.tail_max is not None or args.tail_margin != 0.5):
+        print("error: --tail-max/--tail-margin set the chance constraint; this checkpoint's is CVaR (pass "
+              "--tail-constraint chance to switch back)", file=sys.stderr)
+        return 2
     seed = int(meta.get("training", {}).get("config", {}).get("seed", args.seed))
     cost_target = float(meta.get("cost_target", args.margin))  # the criterion it was trained for
     cfg = TrainConfig(eps=args.constraint, seed=seed, cost_target=cost_target, tail_max=args.tail_max,
-                      tail_margin=args.tail_margin, tail_constraint=args.tail_constraint,
-                      cvar_alpha=args.cvar_alpha, resend=bool(meta.get("resend", False)),
+                      tail_margin=args.tail_margin, tail_constraint=kind, cvar_alpha=alpha,
+                      resend=bool(meta.get("resend", False)),
                       predictor=str(meta["predictor"]), info={"sessions": [str(p) for p in args.sessions]})
     cfg.bisect_steps = knobs.get("bisect_steps", cfg.bisect_steps)  # the one cost knob recalibration uses
     t0 = time.monotonic()

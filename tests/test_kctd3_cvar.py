@@ -81,14 +81,19 @@ def test_short_training_and_recalibration_with_cvar(tmp_path: Path) -> None:
     assert meta["tail_constraint"] == {"kind": "cvar", "alpha": 0.8} and meta["tail_max"] == 1.0
     assert cfg.tail_table == []  # no static search: the CVaR bound is ε itself
     assert len(curves) == 4 and np.array(meta["lambda_grid"]["values"]).shape == (3, 3)
-    # Recalibrating a chance-constraint checkpoint with CVaR rewrites its bound and its λ grid.
-    path = random_checkpoint(tmp_path / "r.pt", eps=0.002, seed=2)
-    before = load_checkpoint(path)["meta"]
-    again = recalibrate(sessions, path, TrainConfig(eps=0.002, bisect_steps=2, tail_constraint="cvar"))
-    stored = load_checkpoint(path)["meta"]
-    assert stored["tail_constraint"] == {"kind": "cvar", "alpha": 0.9} == again["tail_constraint"]
-    assert stored["recalibrated"]["tail_constraint"] == "cvar" and "lambda_grid" in stored
-    assert before.get("tail_constraint") is None
+    # Recalibrating with CVaR instead of an inert chance bound (every window may exceed ε) solves each λ for the
+    # mean and the CVaR: the bisection can only end higher, and where the CVaR binds it does.
+    grids = {}
+    for kind in ("chance", "cvar"):
+        path = random_checkpoint(tmp_path / f"r_{kind}.pt", eps=0.002, seed=2)
+        assert load_checkpoint(path)["meta"].get("tail_constraint") is None
+        cfg_r = TrainConfig(eps=0.002, bisect_steps=4, tail_constraint=kind, tail_max=1.0 if kind == "chance" else None)
+        again = recalibrate(sessions, path, cfg_r)
+        stored = load_checkpoint(path)["meta"]
+        assert stored["tail_constraint"] == again["tail_constraint"] == stored["recalibrated"]["tail_constraint"]
+        grids[kind] = np.array(stored["lambda_grid"]["values"])
+    assert stored["tail_constraint"] == {"kind": "cvar", "alpha": 0.9}
+    assert (grids["cvar"] >= grids["chance"]).all() and (grids["cvar"] > grids["chance"]).any()
 
 
 def test_train_cli_refuses_mixed_tail_options(tmp_path: Path) -> None:
@@ -100,3 +105,21 @@ def test_train_cli_refuses_mixed_tail_options(tmp_path: Path) -> None:
                                *extra).finish(timeout=120)
         assert code == 2 and msg in err, err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_recalibrate_keeps_the_checkpoints_tail_constraint(tmp_path: Path) -> None:
+    path = tmp_path / "s.mcap"
+    write_session(path, synthetic_session(seconds=2.0))
+    ck_path = random_checkpoint(tmp_path / "c.pt", eps=0.002, seed=1)
+    ck = load_checkpoint(ck_path)
+    ck["meta"]["tail_constraint"] = {"kind": "cvar", "alpha": 1.5}
+    with pytest.raises(PolicySpecError, match="alpha in"):
+        KCTD3Policy(ck_path, checkpoint=ck)  # a malformed constraint is refused at load
+    recal = ("train", str(path), "--constraint", "0.002", "--recalibrate", "-o", str(ck_path), "--bisect-steps", "1")
+    code, _, err = Proc(*recal, "--tail-constraint", "cvar", "--cvar-alpha", "0.8").finish(timeout=300)
+    assert code == 0, err
+    code, _, err = Proc(*recal).finish(timeout=300)  # no tail flags: the checkpoint's CVaR and α stay
+    assert code == 0, err
+    assert load_checkpoint(ck_path)["meta"]["tail_constraint"] == {"kind": "cvar", "alpha": 0.8}
+    code, _, err = Proc(*recal, "--tail-constraint", "chance", "--cvar-alpha", "0.8").finish(timeout=120)
+    assert code == 2 and "--cvar-alpha applies" in err

@@ -30,10 +30,13 @@ def tool() -> ModuleType:
 
 def test_unscaled_unsteered_variant_sends_what_the_rms_trigger_sends(tool: ModuleType) -> None:
     s = synthetic_session(4, 3, seed=5)
-    for d in (0.01, 0.05, 0.2):
+    for d in (0.01, 0.05, 0.2, 50.0):  # 50 deg: only the 500 ms heartbeat sends
         ref = DeadReckoningPolicy(d, horizon_ms=200, norm="rms").select(s.t_us, s.q)
         assert np.array_equal(tool.VariantTrigger(d).select(s.t_us, s.q), ref)
         assert ref.sum() > 2
+        if d == 50.0:
+            assert np.diff(s.t_us[ref]).min() >= 500_000
+            continue
         # Each refinement changes the sends (so the sweep measures something).
         assert not np.array_equal(tool.VariantTrigger(d, p=0.3, j0=10.0).select(s.t_us, s.q), ref)
         steered = tool.VariantTrigger(d, a=0.2, g=1.0, eps=1e-6).select(s.t_us, s.q)

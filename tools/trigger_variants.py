@@ -15,7 +15,8 @@ The two ideas tried here use only what the device knows at each sample:
 For each variant setting it sweeps δ (or the starting δ and a) on the *test* sessions of an ``armtwin evaluate``
 results.json with the repo's simulator, and prints the lowest load meeting ε and the lowest whose tail is also no
 higher than the tuned static and dead-reckoning rows' tails (the DRL agent's target), as trigger_frontier does;
-``p = 0`` is the plain RMS trigger, so its row repeats trigger_frontier's (a test checks the sends are identical).
+``p = 0`` is the plain RMS trigger (a test checks its sends are dead-reckoning's), on a grid of its own
+(0.005-0.5 deg), so its figures come close to trigger_frontier's without repeating them.
 Like that tool, the tuning sees the test data: an optimistic reference, not a policy anyone can run.
 """
 

@@ -1,5 +1,6 @@
 """KC-TD3 calibration on the training recordings: the expert's safety factor, the chance-constraint bound
-relative to the best static policy (``--tail-max auto``) and the final λ per link (a grid the device interpolates).
+relative to the best static policy (``--tail-max auto``; or a CVaR bound, ``--tail-constraint cvar``) and the final
+λ per link (a grid the device interpolates).
 
 All of it bisects or searches with the simulator on training data only; ``lab.kctd3.train`` calls it.
 """
@@ -162,9 +163,10 @@ def solve_lambda_grid(sessions: list[Session], policy: KCTD3Policy, cfg: TrainCo
 
 
 def recalibrate(sessions: list[Session], path: Path, cfg: TrainConfig) -> dict[str, Any]:
-    """Redo a trained checkpoint's post-training steps on ``sessions``: the chance-constraint bound (``cfg``'s
-    --tail-max) and the λ grid. The actor is kept (it is λ-conditioned, so only the λ it is run at changes): for
-    checkpoints made before the auto bound covered delay. Rewrites POLICY.npz and POLICY.pt; returns the meta."""
+    """Redo a trained checkpoint's post-training steps on ``sessions``: the tail constraint (``cfg``'s chance bound
+    --tail-max, or its CVaR) and the λ grid. The actor is kept (it is λ-conditioned, so only the λ it is run at
+    changes), and so is the expert's safety factor. Made for checkpoints trained before the auto bound covered
+    delay. Rewrites POLICY.npz and POLICY.pt; returns the meta."""
     import torch
 
     ck = load_checkpoint(path)
@@ -175,8 +177,8 @@ def recalibrate(sessions: list[Session], path: Path, cfg: TrainConfig) -> dict[s
     policy = KCTD3Policy(path, checkpoint=ck)
     meta["lambda_grid"] = solve_lambda_grid(sessions, policy, cfg)
     meta["lambda"] = float(meta["lambda_grid"]["values"][0][0])
-    meta["recalibrated"] = {"tail_margin": cfg.tail_margin, "tail_constraint": cfg.tail_constraint,
-                            "cvar_alpha": cfg.cvar_alpha, "cost_target": cfg.cost_target, "seed": cfg.seed,
+    meta["recalibrated"] = {"tail_margin": cfg.tail_margin, "tail_constraint": meta["tail_constraint"],
+                            "cost_target": cfg.cost_target, "seed": cfg.seed,
                             "sessions": cfg.info.get("sessions", [])}
     save_npz(path, {k: v for k, v in ck.items() if k != "meta"}, meta)
     pt = path.with_suffix(".pt")

@@ -305,6 +305,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
             lam_table[b] = np.clip(lam * math.exp(cfg.lam_lr * np.clip(g, -1, 1)), *cfg.lam_range)
         policy.weights = td3.actor.layers()
         curves.append({"episode": ep, "mse_deg2": info["mse"], "load": info["load"], "tail": info["tail"],
+                       "cvar": info["cvar"],
                        "lambda": policy.lam, "lam_bin": f"{b[0]}{b[1]}", "explore": int(mode["explore"]),
                        "delay_ms": info["delay_ms"], "loss": info["loss"], "time_s": time.monotonic() - t_start})
         if time.monotonic() - t_start > cfg.minutes * 60:

@@ -66,7 +66,12 @@ def tail_constraint(meta: dict[str, Any]) -> tuple[str, float]:
     tc = meta.get("tail_constraint") or {"kind": "chance"}
     if tc.get("kind") not in TAIL_KINDS:
         raise PolicySpecError(f"unknown tail constraint {tc.get('kind')!r} (known: {', '.join(TAIL_KINDS)})")
-    return str(tc["kind"]), float(tc.get("alpha", 0.0))
+    if tc["kind"] == "chance":
+        return "chance", 0.0
+    alpha = tc.get("alpha")
+    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise PolicySpecError(f"the CVaR tail constraint needs an alpha in (0, 1), not {alpha!r}")
+    return "cvar", float(alpha)
 
 
 def tail_ratio(window_mse: np.ndarray, eps: float, kind: str, alpha: float, bound: float) -> float:

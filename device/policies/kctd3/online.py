@@ -12,6 +12,8 @@ import numpy as np
 
 from device.policies.kctd3.checkpoint import tail_constraint, tail_max_at, tail_ratio
 
+# With a CVaR tail constraint: how many windows the CVaR's tail holds (the term reads 10 / (1 - α) windows).
+CVAR_TAIL_WINDOWS = 10
 # g is clipped to [-1, G_MAX]. A rare window over ε makes the tail term of a one-second step large (one window in
 # ten is a 10 % tail against a 2-5 % bound); clipping it at +1, as first written, biased the ascent towards
 # violating the bound (tools/kctd3_online_lr.py: training-session tail 0.040 against a bound of 0.021).
@@ -59,6 +61,7 @@ class OnlineLearner:
     def __init__(self, policy: Tunable, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
         self.policy, self.lr, self.period_s = policy, lr, period_s
         self._obs: deque[float] = deque(maxlen=1000)  # windows observed since the last nudge
+        self._recent: deque[float] = deque()  # CVaR constraint: the windows its tail term reads (``step``)
         self._batches: deque[list[float]] = deque(maxlen=100)  # one per nudge, stepped in order
         self._cond = threading.Condition()
         self._stopping = False
@@ -89,9 +92,16 @@ class OnlineLearner:
         p, train = self.policy, self.policy.meta
         with p.lam_lock:  # the link estimates and λ(link) read here are not changed under us
             kind, alpha = tail_constraint(train)
-            bound = tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms) if kind == "chance" else 1.0
-            g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))),
-                    tail_ratio(obs, p.eps, kind, alpha, bound)) - 1.0
+            if kind == "chance":
+                tail = tail_ratio(obs, p.eps, kind, alpha, tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms))
+            else:
+                # A status brings ~10 windows: their CVaR would be the single worst window whatever α is. The CVaR
+                # term reads the last CVAR_TAIL_WINDOWS / (1 - α) windows instead (that many windows in its tail).
+                self._recent.extend(obs.tolist())
+                while len(self._recent) > math.ceil(CVAR_TAIL_WINDOWS / (1 - alpha)):
+                    self._recent.popleft()
+                tail = tail_ratio(np.asarray(self._recent), p.eps, kind, alpha, 1.0)
+            g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))), tail) - 1.0
             p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
             p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path
         self.updates += 1

@@ -29,7 +29,7 @@ from device.acks import AckTracker, periodic_sends
 from device.policies import trigger_kernel
 from device.policies.base import Policy, PolicySpecError
 from device.policies.event import DeadReckoningPolicy
-from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint
+from device.policies.kctd3.checkpoint import lambda_at, load_checkpoint, tail_constraint
 from device.policies.kctd3.knowledge import (
     action_to_dh,
     action_to_kh,
@@ -150,6 +150,7 @@ class KCTD3Policy(Policy):
             raise PolicySpecError(f"{path}: unknown trigger norm {self.trigger_norm!r} "
                                   f"(known: {', '.join(trigger_kernel.NORMS)})")
         self.cost_target = float(self.meta.get("cost_target", 0.8))
+        self.tail_kind, self.cvar_alpha = tail_constraint(self.meta)  # refuse a malformed one at load, not later
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
         self.reset()
