@@ -51,7 +51,8 @@ def add_parser(sub: Any, name: str) -> None:
                    "add ,resend=1 to static / send-on-delta / "
                    "dead-reckoning (built-in predictors) to resend at once when a sample's prediction does not "
                    "come back "
-                   "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning")
+                   "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning; "
+                   "kc-td3:POLICY.pt,actor=expert runs the checkpoint's expert rule instead of its network")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")

@@ -19,7 +19,7 @@ def add_parser(sub: Any, name: str) -> None:
         "through the same simulator and policy code the device runs. Writes POLICY.pt (torch, full state), "
         "POLICY.npz (what the device loads, no torch) and POLICY_curves.csv/.png (error and load per episode). "
         "λ is solved per link condition on the training sessions so that the mean MSE <= margin x ε and at most "
-        "--tail-max of the 100 ms windows exceed ε.",
+        "--tail-max of the 100 ms windows exceed ε (with --tail-constraint cvar: the worst of them average at most ε).",
         epilog="examples:\n"
         "  armtwin train data/sessions/train_a.mcap data/sessions/train_b.mcap --constraint 0.002 -o p002.pt\n"
         "  armtwin train train_*.mcap --constraint 0.007 --no-knowledge -o td3_007.pt   (ablation)\n"
