@@ -43,6 +43,8 @@ CASES = [  # policy, link
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_eps0.007.pt'},online=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
     # ... driving the trigger on the RMS error over joints (--trigger-norm rms).
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_mocap_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
+    # ... with the CVaR tail constraint, whose online learner keeps a window history of its own.
+    (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_mocap_cvar_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
 ]
 
 
