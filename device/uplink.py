@@ -332,12 +332,13 @@ class Uplink:
                else self.all_rtts_us.values().astype(np.float64))
         return float(np.percentile(arr, 50) / 1000), float(np.percentile(arr, 99) / 1000)
 
-    def close(self) -> None:
-        """Say bye (the server ends the session at once instead of after its idle timeout) and close. The bye gets
-        up to ``BYE_LINGER_MS`` to leave: with linger 0 it was usually discarded still queued."""
+    def close(self, linger_ms: int = BYE_LINGER_MS) -> None:
+        """Say bye (the server ends the session at once instead of after its idle timeout) and close. The bye, and
+        the samples still queued ahead of it, get up to ``linger_ms`` to leave: with linger 0 it was usually
+        discarded still queued; past the budget ZeroMQ discards what is left, so a shutdown stays bounded."""
         sent = False
         try:
             if self.welcomed:
                 sent = self._send(self.wire.encode("bye"), control=True)
         finally:
-            self.sock.close(linger=BYE_LINGER_MS if sent else 0)
+            self.sock.close(linger=linger_ms if sent else 0)
