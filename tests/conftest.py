@@ -182,6 +182,29 @@ def synthetic_session(seconds: float = 5.0, joints: int = 3, seed: int = 0) -> S
                    meta={"source": "synthetic test motion", "resampled": False})
 
 
+def write_results_json(tmp_path: Path) -> Path:
+    """A small ``armtwin evaluate`` results.json (static and dead reckoning, ε 0.002, perfect link; one synthetic
+    training and one test session written beside it), as the tools that read such files expect."""
+    import json
+
+    from device.link_emulation import LinkSpec
+    from lab.evaluate import evaluate
+    from twin.session import load_session
+
+    files = []
+    for i in range(2):
+        path = tmp_path / f"s{i}.mcap"
+        write_session(path, synthetic_session(3, 3, seed=i))
+        files.append(str(path))
+    records, _ = evaluate([load_session(files[0])], [load_session(files[1])], [0.002], [LinkSpec()],
+                          ["static", "dead-reckoning"])
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"meta": {"test": [files[1]]},
+                               "records": [{k: v for k, v in r.items() if k != "window_mse"} for r in records]},
+                              default=float))
+    return res
+
+
 @pytest.fixture
 def session_file(tmp_path: Path) -> Path:
     path = tmp_path / "synthetic.mcap"

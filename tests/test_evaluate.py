@@ -13,8 +13,8 @@ from device.policies.registry import parse_policy
 from lab.evaluate import candidates, choose, evaluate
 from lab.oracle import ClairvoyantBound
 from lab.simulator import simulate_many
-from tests.conftest import REPO, Proc, synthetic_session
-from twin.session import Session, load_session, write_session
+from tests.conftest import REPO, Proc, synthetic_session, write_results_json
+from twin.session import Session, write_session
 
 
 def test_records_are_reproduced_by_simulate() -> None:
@@ -123,22 +123,12 @@ def test_trigger_frontier_tool(tmp_path: Path) -> None:
                              link=LinkSpec(), eps=0.002)
         assert r["load"] == m["load"] and r["mse"] == m["mse_deg2"] and r["tail"][0.002] == m["tail_fraction"]
     meeting = [r for r in rows if r["mse"] <= 0.002]
-    assert meeting and tool.lowest(rows, 0.002)["load"] == min(r["load"] for r in meeting)
+    assert meeting and tool.lowest_meeting(rows, 0.002)["load"] == min(r["load"] for r in meeting)
     thin = [r for r in meeting if r["tail"][0.002] <= 0.01]
-    best = tool.lowest(rows, 0.002, 0.01)
+    best = tool.lowest_meeting(rows, 0.002, 0.01)
     assert (best is None) == (not thin) and (best is None or best["load"] == min(r["load"] for r in thin))
 
-    files = []
-    for i in range(2):
-        path = tmp_path / f"s{i}.mcap"
-        write_session(path, synthetic_session(3, 3, seed=i))
-        files.append(str(path))
-    records, _ = evaluate([load_session(files[0])], [load_session(files[1])], [0.002], [LinkSpec()],
-                          ["static", "dead-reckoning"])
-    res = tmp_path / "results.json"
-    res.write_text(json.dumps({"meta": {"test": [files[1]]},
-                               "records": [{k: v for k, v in r.items() if k != "window_mse"} for r in records]},
-                              default=float))
+    res = write_results_json(tmp_path)
     out = subprocess.run([sys.executable, str(REPO / "tools" / "trigger_frontier.py"), str(res), "--deltas", "6"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr

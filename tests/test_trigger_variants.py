@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from device.link_emulation import LinkSpec
 from device.policies.event import DeadReckoningPolicy
-from lab.evaluate import evaluate
-from tests.conftest import REPO, synthetic_session
-from twin.session import load_session, write_session
+from tests.conftest import REPO, synthetic_session, write_results_json
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +51,7 @@ def test_jerk_figure_is_causal_and_in_deg_per_s3(tool: ModuleType) -> None:
 
 
 def test_tool_runs_on_an_evaluate_results_file(tmp_path: Path) -> None:
-    files = []
-    for i in range(2):
-        path = tmp_path / f"s{i}.mcap"
-        write_session(path, synthetic_session(3, 3, seed=i))
-        files.append(str(path))
-    records, _ = evaluate([load_session(files[0])], [load_session(files[1])], [0.002], [LinkSpec()],
-                          ["static", "dead-reckoning"])
-    res = tmp_path / "results.json"
-    res.write_text(json.dumps({"meta": {"test": [files[1]]},
-                               "records": [{k: v for k, v in r.items() if k != "window_mse"} for r in records]},
-                              default=float))
+    res = write_results_json(tmp_path)
     out = subprocess.run([sys.executable, str(REPO / "tools" / "trigger_variants.py"), str(res), "--deltas", "5"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr

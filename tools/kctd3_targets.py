@@ -24,6 +24,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lab.results_file import short_link
+
 # The baselines: the tuned static and dead-reckoning policies (and their resend variants when present).
 BASELINES = ("static", "static-resend", "dead-reckoning", "dead-reckoning-resend")
 
@@ -35,10 +37,6 @@ def _trained_for(r: dict[str, Any]) -> float | None:
         return r["trained_for_eps"]
     m = re.search(r"eps([0-9.]+?)\.(pt|npz)", r["spec"])
     return float(m.group(1)) if m else None
-
-
-def _short(link: str) -> str:
-    return ", ".join(p for p in link.split(",") if not p.endswith("=0")) or "perfect"
 
 
 def _cell(r: dict[str, Any] | None, oracle: dict[str, Any] | None) -> str:
@@ -91,7 +89,7 @@ def table(records: list[dict[str, Any]], learnt: str, baselines: tuple[str, ...]
         o = next((r for r in here if r["policy"] == "oracle" and r.get("oracle_defined")), None)
         meeting = [r["load"] for r in row.values() if r["meets_constraint"]]
         best = f"{min(meeting) / o['load']:.2f}" if o is not None and meeting else "–"
-        cells = [_short(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
+        cells = [short_link(link), f"{eps:g}", "–" if o is None else f"{o['load']:.4f}",
                  *(_cell(row.get(p), o) for p in pols), _judge(row, learnt, baselines), best]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -17,7 +17,6 @@ The test sessions are the ones the file names (``meta.test``).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,9 @@ import numpy as np
 
 from device.link_emulation import LinkSpec
 from device.policies.registry import parse_policy
+from lab.results_file import ResultsFile, lowest_meeting, short_link
 from lab.simulator import simulate_many
 from twin.metrics import ErrorAccumulator
-from twin.session import load_session
 
 
 def sweep(sessions: list[Any], link: LinkSpec, norm: str, deltas: np.ndarray, eps: list[float]) -> list[dict[str, Any]]:
@@ -44,11 +43,6 @@ def sweep(sessions: list[Any], link: LinkSpec, norm: str, deltas: np.ndarray, ep
     return rows
 
 
-def lowest(rows: list[dict[str, Any]], eps: float, tail_max: float = np.inf) -> dict[str, Any] | None:
-    ok = [r for r in rows if r["mse"] <= eps and r["tail"][eps] <= tail_max]
-    return min(ok, key=lambda r: r["load"]) if ok else None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
@@ -56,42 +50,31 @@ def main() -> None:
                     help="only these links (--link syntax; repeatable; default: the file's lossless links)")
     ap.add_argument("--deltas", type=int, default=60, help="δ grid points (default 60)")
     args = ap.parse_args()
-    doc = json.loads(args.results.read_text())
-    records = doc["records"]
-    sessions = [load_session(p) for p in doc["meta"]["test"]]
-    eps = sorted({float(r["constraint"]) for r in records})
-    labels = list(dict.fromkeys(r["link"] for r in records))
-    wanted = [LinkSpec.parse(s).label() for s in args.link] if args.link else [
-        lb for lb in labels if LinkSpec.parse(lb).loss == 0]
+    f = ResultsFile.read(args.results, args.link)
     deltas = np.geomspace(0.003, 2.0, args.deltas)
     print("test-side δ sweep (H = 200 ms); cells: load (× oracle) / tail; target: load / min(static, DR) load "
           "with tail <= both of theirs")
     print("| link | ε (deg²) | trigger | lowest load meeting ε | ... with tail ≤ static's and DR's: load / lower "
           "baseline load |")
     print("|---|---|---|---|---|")
-    for label in wanted:
+    for label in f.links:
         link = LinkSpec.parse(label)
-        here = [r for r in records if r["link"] == label]
         for norm in ("max", "rms"):
-            rows = sweep(sessions, link, norm, deltas, eps)
-            for e in eps:
-                at = {r["policy"]: r for r in here if r["constraint"] == e}
-                o = at.get("oracle")
-                base = [at[p] for p in ("static", "dead-reckoning") if p in at]
-                best = lowest(rows, e)
+            rows = sweep(f.test, link, norm, deltas, f.constraints)
+            for e in f.constraints:
+                o = f.row(label, e).get("oracle")
+                best = lowest_meeting(rows, e)
                 cell = "–" if best is None else (
                     f"{best['load']:.4f}" + (f" ({best['load'] / o['load']:.2f}×)"
                                              if o and o.get("oracle_feasible") else "")
                     + f" / {best['tail'][e]:.3f}")
+                tmax, lmin = f.target_bounds(label, e)
                 target = "–"
-                if base:
-                    tmax = min(b["tail_fraction"] for b in base)
-                    hit = lowest(rows, e, tmax)
-                    lmin = min(b["load"] for b in base)
+                if np.isfinite(tmax):
+                    hit = lowest_meeting(rows, e, tmax)
                     target = "none" if hit is None else (
                         f"{hit['load']:.4f} / {hit['tail'][e]:.3f}: {hit['load'] / lmin:.2f}× (tail bound {tmax:.3f})")
-                short = ", ".join(p for p in label.split(",") if not p.endswith("=0")) or "perfect"
-                print(f"| {short} | {e:g} | {norm} | {cell} | {target} |", flush=True)
+                print(f"| {short_link(label)} | {e:g} | {norm} | {cell} | {target} |", flush=True)
 
 
 if __name__ == "__main__":

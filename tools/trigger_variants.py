@@ -23,7 +23,6 @@ Like that tool, the tuning sees the test data: an optimistic reference, not a po
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,11 @@ from numba import njit
 
 from device.link_emulation import LinkSpec
 from device.policies.event import DeadReckoningPolicy
+from lab.results_file import ResultsFile, lowest_meeting, short_link
 from lab.simulator import simulate_many
 from twin.kinematics import DERIV_WINDOW, fit_row, quad_fit
-from twin.metrics import WINDOW_US, ErrorAccumulator
-from twin.session import Session, load_session
+from twin.metrics import WINDOW_US
+from twin.session import Session
 
 JERK_LAG = 10  # samples between the two acceleration estimates of the jerk figure (10 ms at 1 kHz)
 DELTA_RANGE_DEG = (0.005, 2.0)  # the steered δ's clip, KC-TD3's trigger action range
@@ -115,17 +115,23 @@ class VariantTrigger(DeadReckoningPolicy):
 
 
 def run(sessions: list[Session], link: LinkSpec, policy: VariantTrigger, eps: float) -> dict[str, Any]:
-    """Load, MSE and tail at ``eps`` of one variant on the pooled sessions."""
-    m, res = simulate_many(sessions, policy, link=link)
-    acc = ErrorAccumulator()
-    for r in res:
-        acc.merge(r.acc)
-    return {"load": m["load"], "mse": m["mse_deg2"], "tail": acc.tail_fraction(eps)}
+    """Load, MSE and tail at ``eps`` of one variant on the pooled sessions (a ``lowest_meeting`` row)."""
+    m, _ = simulate_many(sessions, policy, link=link, eps=eps)
+    return {"load": m["load"], "mse": m["mse_deg2"], "tail": {eps: m["tail_fraction"]}}
 
 
-def best(rows: list[dict[str, Any]], eps: float, tail_max: float = np.inf) -> dict[str, Any] | None:
-    ok = [r for r in rows if r["mse"] <= eps and r["tail"] <= tail_max]
-    return min(ok, key=lambda r: r["load"]) if ok else None
+def settings(deltas: np.ndarray, eps: float) -> list[tuple[str, list[VariantTrigger]]]:
+    """The variants swept at ε: (name, its grid of policies)."""
+    out: list[tuple[str, list[VariantTrigger]]] = []
+    for j0 in (100.0, 1000.0):
+        for p in (-0.3, -0.15, 0.0, 0.15, 0.3):
+            if p == 0 and j0 != 100.0:
+                continue  # p = 0 ignores J0
+            out.append((f"jerk p={p:g}" + (f", J0={j0:g}" if p else ""),
+                        [VariantTrigger(d, p=p, j0=j0) for d in deltas]))
+    for g in (0.2, 0.5, 1.0):
+        out.append((f"steer g={g:g}", [VariantTrigger(0.1, a=a, g=g, eps=eps) for a in np.linspace(0.3, 1.2, 19)]))
+    return out
 
 
 def main() -> None:
@@ -135,43 +141,23 @@ def main() -> None:
                     help="only these links (--link syntax; repeatable; default: the file's lossless links)")
     ap.add_argument("--deltas", type=int, default=40, help="δ grid points of the jerk variant (default 40)")
     args = ap.parse_args()
-    doc = json.loads(args.results.read_text())
-    records = doc["records"]
-    sessions = [load_session(p) for p in doc["meta"]["test"]]
-    eps_all = sorted({float(r["constraint"]) for r in records})
-    labels = list(dict.fromkeys(r["link"] for r in records))
-    wanted = [LinkSpec.parse(s).label() for s in args.link] if args.link else [
-        lb for lb in labels if LinkSpec.parse(lb).loss == 0]
+    f = ResultsFile.read(args.results, args.link)
     deltas = np.geomspace(0.005, 0.5, args.deltas)
     print("test-side sweep of RMS-trigger variants (H = 200 ms); cells: load / tail; target: load / min(static, DR) "
           "load with tail <= both of theirs")
     print("| link | ε (deg²) | variant | lowest load meeting ε | ... with tail ≤ static's and DR's |")
     print("|---|---|---|---|---|")
-    for label in wanted:
+    for label in f.links:
         link = LinkSpec.parse(label)
-        short = ", ".join(p for p in label.split(",") if not p.endswith("=0")) or "perfect"
-        for eps in eps_all:
-            at = {r["policy"]: r for r in records if r["link"] == label and r["constraint"] == eps}
-            base = [at[p] for p in ("static", "dead-reckoning") if p in at]
-            tmax = min(b["tail_fraction"] for b in base) if base else np.inf
-            lmin = min(b["load"] for b in base) if base else np.nan
-            settings: list[tuple[str, list[VariantTrigger]]] = []
-            for j0 in (100.0, 1000.0):
-                for p in (-0.3, -0.15, 0.0, 0.15, 0.3):
-                    if p == 0 and j0 != 100.0:
-                        continue  # p = 0 ignores J0
-                    settings.append((f"jerk p={p:g}" + (f", J0={j0:g}" if p else ""),
-                                     [VariantTrigger(d, p=p, j0=j0) for d in deltas]))
-            for g in (0.2, 0.5, 1.0):
-                settings.append((f"steer g={g:g}", [VariantTrigger(0.1, a=a, g=g, eps=eps)
-                                                     for a in np.linspace(0.3, 1.2, 19)]))
-            for name, policies in settings:
-                rows = [run(sessions, link, pol, eps) for pol in policies]
-                low, hit = best(rows, eps), best(rows, eps, tmax)
-                cell = "–" if low is None else f"{low['load']:.4f} / {low['tail']:.3f}"
+        for eps in f.constraints:
+            tmax, lmin = f.target_bounds(label, eps)
+            for name, policies in settings(deltas, eps):
+                rows = [run(f.test, link, pol, eps) for pol in policies]
+                low, hit = lowest_meeting(rows, eps), lowest_meeting(rows, eps, tmax)
+                cell = "–" if low is None else f"{low['load']:.4f} / {low['tail'][eps]:.3f}"
                 target = "none" if hit is None else (
-                    f"{hit['load']:.4f} / {hit['tail']:.3f}: {hit['load'] / lmin:.2f}× (tail bound {tmax:.3f})")
-                print(f"| {short} | {eps:g} | {name} | {cell} | {target} |", flush=True)
+                    f"{hit['load']:.4f} / {hit['tail'][eps]:.3f}: {hit['load'] / lmin:.2f}× (tail bound {tmax:.3f})")
+                print(f"| {short_link(label)} | {eps:g} | {name} | {cell} | {target} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,10 @@ class OnlineLearner:
     def __init__(self, policy: Tunable, lr: float = DEFAULT_LR, period_s: float = 1.0) -> None:
         self.policy, self.lr, self.period_s = policy, lr, period_s
         self._obs: deque[float] = deque(maxlen=1000)  # windows observed since the last nudge
-        self._recent: deque[float] = deque()  # CVaR constraint: the windows its tail term reads (``step``)
+        # The checkpoint's tail constraint; with CVaR, the windows its tail term reads (``step``).
+        self._tail_kind, self._alpha = tail_constraint(policy.meta)
+        self._recent: deque[float] = deque(
+            maxlen=math.ceil(CVAR_TAIL_WINDOWS / (1 - self._alpha)) if self._tail_kind == "cvar" else 0)
         self._batches: deque[list[float]] = deque(maxlen=100)  # one per nudge, stepped in order
         self._cond = threading.Condition()
         self._stopping = False
@@ -91,16 +94,14 @@ class OnlineLearner:
             return
         p, train = self.policy, self.policy.meta
         with p.lam_lock:  # the link estimates and λ(link) read here are not changed under us
-            kind, alpha = tail_constraint(train)
-            if kind == "chance":
-                tail = tail_ratio(obs, p.eps, kind, alpha, tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms))
+            if self._tail_kind == "chance":
+                bound = tail_max_at(train.get("tail_max", 1.0), p.loss, p.rtt_ms)
+                tail = tail_ratio(obs, p.eps, "chance", 0.0, bound)
             else:
                 # A status brings ~10 windows: their CVaR would be the single worst window whatever α is. The CVaR
                 # term reads the last CVAR_TAIL_WINDOWS / (1 - α) windows instead (that many windows in its tail).
                 self._recent.extend(obs.tolist())
-                while len(self._recent) > math.ceil(CVAR_TAIL_WINDOWS / (1 - alpha)):
-                    self._recent.popleft()
-                tail = tail_ratio(np.asarray(self._recent), p.eps, kind, alpha, 1.0)
+                tail = tail_ratio(np.asarray(self._recent), p.eps, "cvar", self._alpha, 1.0)
             g = max(obs.mean() / (p.eps * float(train.get("cost_target", 1.0))), tail) - 1.0
             p.lam_scale = float(np.clip(p.lam_scale * math.exp(self.lr * np.clip(g, -1.0, G_MAX)), 1e-2, 1e2))
             p.lam = p.base_lambda() * p.lam_scale  # one float store: atomic for the decision path

@@ -150,7 +150,7 @@ class KCTD3Policy(Policy):
             raise PolicySpecError(f"{path}: unknown trigger norm {self.trigger_norm!r} "
                                   f"(known: {', '.join(trigger_kernel.NORMS)})")
         self.cost_target = float(self.meta.get("cost_target", 0.8))
-        self.tail_kind, self.cvar_alpha = tail_constraint(self.meta)  # refuse a malformed one at load, not later
+        tail_constraint(self.meta)  # a malformed tail constraint is refused at load, not by the online learner later
         self.set_link(rtt_ms, loss)
         self.window_log: deque[float] = deque(maxlen=600)  # mirrored window MSEs, read by the online learner
         self.reset()
