@@ -61,6 +61,10 @@ def add_parser(sub: Any, name: str) -> None:
                    help="with --action trigger: what δ bounds, 'max' the largest joint error (dead reckoning's "
                    "default) or 'rms' the RMS over joints, which the MSE constraint averages (its expert then "
                    "starts from the dead-reckoning-rms search; default max)")
+    p.add_argument("--trigger-look", action="store_true",
+                   help="with --action trigger: the trigger tests the error the twin would show one measured "
+                   "one-way delay ahead (dead-reckoning look=auto), so under delay a correction lands in time; "
+                   "its expert then starts from the dead-reckoning-look search (needs the kinematic predictor)")
     p.add_argument("--predictor", default=None, help="server predictor the policy mirrors (default kinematic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same checkpoint)")
     p.add_argument("--seeds", type=int, default=1,
@@ -123,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     if args.trigger_norm != "max" and args.action != "trigger" and not args.recalibrate:
         print("error: --trigger-norm applies to --action trigger only", file=sys.stderr)
         return 2
+    if args.trigger_look and args.action != "trigger" and not args.recalibrate:
+        print("error: --trigger-look applies to --action trigger only", file=sys.stderr)
+        return 2
+    if args.trigger_look and (args.predictor or DEFAULT_PREDICTOR) != "kinematic":
+        print("error: --trigger-look forecasts the arm from the device's derivative estimate: it needs "
+              "--predictor kinematic", file=sys.stderr)
+        return 2
     try:
         sessions = [load_session(p) for p in args.sessions]
         link = LinkSpec.parse(args.link) if args.link else None
@@ -139,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                           tail_max=args.tail_max, tail_margin=args.tail_margin,
                           tail_constraint=args.tail_constraint or "chance", cvar_alpha=args.cvar_alpha or 0.9,
                           resend=not args.no_resend, action=args.action, trigger_norm=args.trigger_norm,
+                          trigger_look=args.trigger_look,
                           predictor=args.predictor or DEFAULT_PREDICTOR,
                           warmup_episodes=min(8, max(args.episodes // 4, 1)), **knobs,
                           info={"sessions": [str(p) for p in args.sessions]}, tail_table=list(table))
@@ -186,6 +198,7 @@ def _recalibrate(args: argparse.Namespace, sessions: list[Any], knobs: dict[str,
                                        ("--no-resend", args.no_resend), ("--no-knowledge", args.no_knowledge),
                                        ("--seeds", args.seeds != 1), ("--action", args.action != "kh"),
                                        ("--trigger-norm", args.trigger_norm != "max"),
+                                       ("--trigger-look", args.trigger_look),
                                        ("--bc-steps", "bc_steps" in knobs),
                                        ("--critic-warmup", "critic_warmup" in knobs))
                if used]

@@ -32,7 +32,9 @@ DELTAS_DEG = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7
 DR_H_MS = (50, 200, 1000)
 # The dead-reckoning families searched over DELTAS_DEG x DR_H_MS: what each adds to the spec. -resend: ack-based
 # resend of lost samples (device.acks); -rms: δ bounds the RMS over joints, the quantity the MSE constraint averages.
-DR_VARIANTS = {"dead-reckoning": "", "dead-reckoning-resend": ",resend=1", "dead-reckoning-rms": ",norm=rms"}
+# -look: the trigger tests the error one measured one-way delay ahead (look=auto), so a correction lands in time.
+DR_VARIANTS = {"dead-reckoning": "", "dead-reckoning-resend": ",resend=1", "dead-reckoning-rms": ",norm=rms",
+               "dead-reckoning-look": ",look=auto", "dead-reckoning-rms-look": ",norm=rms,look=auto"}
 DEFAULT_FAMILIES = ("none", "static", "static-sampling-only", "static-prediction-only", "send-on-delta",
                     "dead-reckoning")
 

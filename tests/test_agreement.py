@@ -36,6 +36,8 @@ CASES = [  # policy, link
     ("static:k=40,h=100,resend=1", "loss=0.1,seed=7"),
     ("static:k=40,h=100,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
     ("dead-reckoning:delta=0.15,h=200,resend=1", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
+    # look=auto: the lookahead is half the RTT the device measured at each status (replayed from the recording).
+    ("dead-reckoning:delta=0.1,h=200,norm=rms,look=auto", "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
     (f"kc-td3:{REPO / 'data/policies/kctd3_eps0.002.pt'}", "loss=0.1,seed=7"),
     (f"kc-td3:{REPO / 'data/policies/kctd3_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
     # The trigger action mode: the actor retargets the dead-reckoning trigger (δ, H) every 100 ms.
@@ -69,6 +71,8 @@ def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str,
     resends = pol.acks is not None
     replay = recorded_run(session)
     assert resends == bool(replay.ack_timeouts) and len(replay.status_us) >= 10
+    if "look=auto" in policy:  # the lookahead was on: the device measured the 2 x 20 ms delay and recorded it
+        assert len(replay.link_estimates) >= 10 and max(rtt for _, rtt, _ in replay.link_estimates) > 40
     res = simulate(session, pol, "kinematic", LinkSpec.parse(link), replay=replay, keep=True)
     sim = res.metrics
     print(f"{policy} [{link or 'perfect'}]: live load {live['load']:.4f} mse {live['mse_deg2']:.4g} "

@@ -19,6 +19,8 @@ from twin.predictors import OnlinePredictor, make_predictor
     "dead-reckoning:delta=0.02,pred=quadratic,h=50,hb=100",
     "dead-reckoning:delta=0.1,pred=hold",
     "send-on-delta:delta=0.1",
+    "dead-reckoning:delta=0.05,h=200,look=20",
+    "dead-reckoning:delta=0.03,h=50,norm=rms,look=5",
 ])
 def test_kernel_matches_reference_and_chunking(spec: str) -> None:
     s = synthetic_session(seconds=8, joints=4)
@@ -59,6 +61,42 @@ def test_heartbeat_and_send_on_delta_semantics() -> None:
     q[1200:, 1] = np.radians(0.2)  # a step larger than delta is sent at once
     sent = SendOnDeltaPolicy(0.1, heartbeat_ms=500).select(t, q)
     assert sent[1200]
+
+
+def test_lookahead_fires_about_one_lookahead_sooner() -> None:
+    """After an acceleration onset the error grows as a/2·τ²; a trigger looking L ahead fires up to L sooner (less
+    while the device's 20 ms acceleration estimate catches up), and never on motion the twin predicts exactly."""
+    t = np.arange(3000, dtype=np.int64) * 1000
+    tau = t * 1e-6
+    ramp = 10.0 * tau + 100.0 * np.clip(tau - 1.0, 0, None) ** 2  # deg: 10 deg/s, then 200 deg/s² from t = 1 s
+    q = np.radians(np.column_stack([ramp, 0.5 * ramp]))
+
+    def first_after_onset(look: float) -> int:
+        sent = DeadReckoningPolicy(0.05, horizon_ms=5000, heartbeat_ms=5000, look=look).select(t, q)
+        return int(np.flatnonzero(sent[1000:])[0])
+
+    plain, look10, look20 = first_after_onset(0), first_after_onset(10), first_after_onset(20)
+    assert 5 <= plain - look10 <= 11 and look20 < look10
+    parabola = np.radians(np.column_stack([50 * tau**2 + 3 * tau, -20 * tau**2]))  # what the kinematic twin shows
+    for look in (0, 20):
+        pol = DeadReckoningPolicy(0.01, horizon_ms=1000, heartbeat_ms=500, look=look)
+        sent = np.flatnonzero(pol.select(t, parabola))
+        assert np.all(np.diff(sent[sent >= 10]) == 500)  # after the start-up estimates: heartbeats only
+
+
+def test_lookahead_auto_follows_the_link_estimate() -> None:
+    from lab.simulator import simulate
+
+    pol = parse_policy("dead-reckoning:delta=0.1,norm=rms,look=auto")
+    assert isinstance(pol, DeadReckoningPolicy) and pol.uses_link and pol.look_us == 0
+    pol.set_link(41.0, 0.1)  # one-way: half the RTT
+    assert pol.look_us == 20_500 and pol.link_estimate() == (41.0, 0.1)
+    assert parse_policy(pol.spec()).spec() == pol.spec() and pol.spec().endswith(",look=auto")
+    simulate(synthetic_session(seconds=2, joints=3), pol, "kinematic", LinkSpec(delay_ms=20), eps=0.002)
+    assert 20_000 < pol.look_us < 21_000  # the simulator's RTT: twice the delay plus the pipeline
+    for bad in ("look=-1", "look=x", "look=inf", "look=5,pred=linear", "look=auto,pred=hold"):
+        with pytest.raises(PolicySpecError):
+            parse_policy(f"dead-reckoning:delta=0.1,{bad}")
 
 
 def test_static_policy_every_kth_across_chunks() -> None:

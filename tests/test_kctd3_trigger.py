@@ -86,7 +86,9 @@ def _dr_following(policy: KCTD3Policy, s_t: np.ndarray, s_q: np.ndarray, chunk: 
     """Run ``policy`` in chunks; a plain ``DeadReckoningPolicy`` retargeted to the policy's (δ, H) at each of
     its decisions must send exactly the same samples with the same horizons."""
     policy.reset()
-    dr = DeadReckoningPolicy(INIT_DELTA_DEG, "kinematic", INIT_H_MS, norm=policy.trigger_norm)
+    dr = DeadReckoningPolicy(INIT_DELTA_DEG, "kinematic", INIT_H_MS, norm=policy.trigger_norm,
+                             look="auto" if policy.trigger_look == "auto" else 0.0)
+    dr.set_link(policy.rtt_ms, policy.loss)
     sent, hz, ref, ref_hz = [], [], [], []
     t_next = int(s_t[0]) + DECISION_US  # the first decision keeps the initial action
     for a in range(0, len(s_t), chunk):
@@ -107,18 +109,24 @@ def _dr_following(policy: KCTD3Policy, s_t: np.ndarray, s_q: np.ndarray, chunk: 
     return tuple(np.concatenate(x) for x in (sent, hz, ref, ref_hz))
 
 
-@pytest.mark.parametrize(("chunk", "norm"), [(30_000, "max"), (37, "max"), (250, "max"), (30_000, "rms"), (37, "rms")])
-def test_between_decisions_the_policy_is_dead_reckoning(tmp_path: Path, chunk: int, norm: str) -> None:
+@pytest.mark.parametrize(("chunk", "norm", "look"), [(30_000, "max", False), (37, "max", False), (250, "max", False),
+                                                   (30_000, "rms", False), (37, "rms", False), (37, "rms", True)])
+def test_between_decisions_the_policy_is_dead_reckoning(tmp_path: Path, chunk: int, norm: str, look: bool) -> None:
     s = synthetic_session(seconds=4.0, joints=3)
-    path = random_checkpoint(tmp_path / "trig.pt", eps=0.002, seed=1, action="trigger", trigger_norm=norm)
-    pol = KCTD3Policy(path, record=True, resend=False)
+    path = random_checkpoint(tmp_path / "trig.pt", eps=0.002, seed=1, action="trigger", trigger_norm=norm,
+                             trigger_look=look)
+    pol = KCTD3Policy(path, record=True, resend=False, rtt_ms=30.0)
     assert pol.trigger and pol.trigger_norm == norm
-    assert pol.display_name == ("kc-td3-trigger" if norm == "max" else "kc-td3-trigger-rms")
+    assert pol.display_name == ("kc-td3-trigger" if norm == "max" else "kc-td3-trigger-rms") + ("-look" if look else "")
+    # trigger_look: the trigger looks one one-way delay (half the RTT estimate) ahead, and follows the estimate.
+    assert pol._dr.look_us == (15_000 if look else 0)
     sent, hz, ref, ref_hz = _dr_following(pol, s.t_us, s.q, chunk)
     assert np.array_equal(sent, ref) and np.array_equal(hz, ref_hz)
     deltas = {round(action_to_dh(a)[0], 9) for _, _, a, _ in pol.trace}
     assert len(deltas) > 5 and 0 < sent.sum() < len(sent)  # the actor really moved δ
     assert "delta_deg" in pol.status() and np.isfinite(pol.k)
+    pol.set_link(10.0, 0.0)
+    assert pol._dr.look_us == (5_000 if look else 0)
 
 
 def test_trigger_mode_resends_through_the_simulator(trig: Path) -> None:
@@ -142,6 +150,13 @@ def test_checkpoint_action_mode(tmp_path: Path, trig: Path) -> None:
     ck["meta"]["trigger_norm"] = "l7"
     with pytest.raises(PolicySpecError, match="trigger norm"):
         KCTD3Policy(trig, checkpoint=ck)
+    ck = load_checkpoint(trig)
+    ck["meta"]["trigger_look"] = "sometimes"
+    with pytest.raises(PolicySpecError, match="trigger_look"):
+        KCTD3Policy(trig, checkpoint=ck)
+    ck["meta"]["trigger_look"], ck["meta"]["predictor"] = "auto", "quadratic"
+    with pytest.raises(PolicySpecError, match="kinematic"):
+        KCTD3Policy(trig, checkpoint=ck)
     ck = load_checkpoint(old)
     ck["meta"]["action"] = "bogus"
     with pytest.raises(PolicySpecError, match="action mode"):
@@ -152,18 +167,18 @@ def test_checkpoint_action_mode(tmp_path: Path, trig: Path) -> None:
         KCTD3Policy(trig, checkpoint=ck)
 
 
-@pytest.mark.parametrize("norm", ["max", "rms"])
-def test_short_trigger_training_stores_the_mode_and_the_expert_table(tmp_path: Path, norm: str) -> None:
+@pytest.mark.parametrize(("norm", "look"), [("max", False), ("rms", False), ("rms", True)])
+def test_short_trigger_training_stores_the_mode_and_the_expert_table(tmp_path: Path, norm: str, look: bool) -> None:
     sessions = [synthetic_session(seconds=2.0, seed=s) for s in (0, 1)]
     cfg = TrainConfig(eps=0.002, episodes=4, warmup_episodes=2, episode_s=1.0, updates_per_episode=10,
                       critic_warmup=10, bc_steps=10, bisect_steps=2, batch=32, tail_max=0.05, action="trigger",
-                      trigger_norm=norm)
+                      trigger_norm=norm, trigger_look=look)
     meta, curves = train(sessions, cfg, tmp_path / "t.pt", progress=False)
     assert meta["action"] == "trigger" and meta["delta_range_deg"] == [DELTA_MIN_DEG, DELTA_MAX_DEG]
-    assert meta["trigger_norm"] == norm
+    assert meta["trigger_norm"] == norm and meta.get("trigger_look", "off") == ("auto" if look else "off")
     table = meta["trigger_expert"]
     # The expert starts from the search over the trigger the actor drives.
-    assert table["family"] == ("dead-reckoning" if norm == "max" else "dead-reckoning-rms")
+    assert table["family"] == ("dead-reckoning" if norm == "max" else "dead-reckoning-rms") + ("-look" if look else "")
     assert np.array(table["delta_deg"]).shape == (3, 3) and np.array(table["h_ms"]).max() <= H_MAX_MS
     pol = parse_policy(f"kc-td3:{tmp_path / 't.pt'}")
     assert isinstance(pol, KCTD3Policy) and pol.trigger and pol.dr_table == table and pol._dr.norm == norm

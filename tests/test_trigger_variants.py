@@ -37,6 +37,10 @@ def test_unscaled_unsteered_variant_sends_what_the_rms_trigger_sends(tool: Modul
         assert not np.array_equal(tool.VariantTrigger(d, p=0.3, j0=10.0).select(s.t_us, s.q), ref)
         steered = tool.VariantTrigger(d, a=0.2, g=1.0, eps=1e-6).select(s.t_us, s.q)
         assert steered.sum() > ref.sum()  # a tiny window target drives δ down: more sends
+        # The lookahead variant is the policy's own look=L (the live kernel), not a second formulation.
+        looked = DeadReckoningPolicy(d, horizon_ms=200, norm="rms", look=10).select(s.t_us, s.q)
+        assert np.array_equal(tool.VariantTrigger(d, look_ms=10).select(s.t_us, s.q), looked)
+        assert not np.array_equal(looked, ref)
 
 
 def test_jerk_figure_is_causal_and_in_deg_per_s3(tool: ModuleType) -> None:
@@ -56,4 +60,4 @@ def test_tool_runs_on_an_evaluate_results_file(tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     names = [ln.split(" | ")[2] for ln in out.stdout.splitlines() if ln.startswith("| perfect")]
-    assert "jerk p=0" in names and "steer g=0.5" in names and len(names) == 12
+    assert "jerk p=0" in names and "steer g=0.5" in names and "look 20 ms" in names and len(names) == 16

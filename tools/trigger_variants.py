@@ -11,6 +11,8 @@ The two ideas tried here use only what the device knows at each sample:
 - ``steer``: δ steered once per 100 ms score window toward a window MSE of a·ε: after each window
   δ ← δ·(a·ε / window MSE)^(g/2), clipped to [0.005, 2] deg (the mirrored window MSE, as the device measures it).
   This is the feedback half of KC-TD3's trigger expert (docs/kctd3.md) with no table and no learning.
+- ``look``: the trigger tests the error the twin would show L ms ahead (``dead-reckoning:...,look=L``; a test
+  pins the sends to it), for L from 5 to 30 ms: under a link delay a correction sent then lands in time.
 
 For each variant setting it sweeps δ (or the starting δ and a) on the *test* sessions of an ``armtwin evaluate``
 results.json with the repo's simulator, and prints the lowest load meeting ε and the lowest whose tail is also no
@@ -43,7 +45,8 @@ DELTA_RANGE_DEG = (0.005, 2.0)  # the steered δ's clip, KC-TD3's trigger action
 
 @njit  # no cache: the tool also runs as __main__ and loaded by path, which numba's cache index confuses
 def _scan(t: np.ndarray, q: np.ndarray, out: np.ndarray, delta: float, heartbeat_us: int, horizon_us: int,
-          scale: np.ndarray, target_rad2: float, gain: float, lo: float, hi: float, window_us: int) -> int:
+          scale: np.ndarray, target_rad2: float, gain: float, lo: float, hi: float, window_us: int,
+          fc: np.ndarray, look_us: int) -> int:
     """The RMS dead-reckoning trigger (trigger_kernel.scan, norm=rms, kinematic mirror) with a per-sample δ scale and,
     when ``target_rad2`` > 0, δ steered after each score window. Returns the number of sends."""
     n, joints = q.shape
@@ -67,7 +70,19 @@ def _scan(t: np.ndarray, q: np.ndarray, out: np.ndarray, delta: float, heartbeat
                 err = q[i, j] - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
                 acc += err * err
             d = delta * scale[i]
-            send = send or acc > d * d * joints
+            if look_us > 0:
+                # the error the twin will show look_us from now if nothing is sent: the device's own forecast of
+                # the arm (its derivative estimate) against the prediction in effect, both carried forward
+                lk = look_us * 1e-6
+                tl = min(max(age + look_us, 0), horizon_us) * 1e-6
+                acc_l = 0.0
+                for j in range(joints):
+                    el = (fc[i, 0, j] + lk * (fc[i, 1, j] + lk * fc[i, 2, j])) - (
+                        coeffs[0, j] + tl * (coeffs[1, j] + tl * coeffs[2, j]))
+                    acc_l += el * el
+                send = send or acc_l > d * d * joints
+            else:
+                send = send or acc > d * d * joints
         if send:
             out[i] = True
             sent += 1
@@ -94,8 +109,8 @@ class VariantTrigger(DeadReckoningPolicy):
     Whole-session selection only (the sweep's use): one ``select`` call per run, no resend."""
 
     def __init__(self, delta_deg: float, p: float = 0.0, j0: float = 1000.0, a: float = 0.0, g: float = 0.5,
-                 eps: float = 0.0, horizon_ms: float = 200.0) -> None:
-        super().__init__(delta_deg, horizon_ms=horizon_ms, norm="rms")
+                 eps: float = 0.0, horizon_ms: float = 200.0, look_ms: float = 0.0) -> None:
+        super().__init__(delta_deg, horizon_ms=horizon_ms, norm="rms", look=look_ms)
         self.p, self.j0, self.a, self.g, self.eps = p, j0, a, g, eps
 
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -105,13 +120,15 @@ class VariantTrigger(DeadReckoningPolicy):
         out = np.zeros(len(t), dtype=np.bool_)
         target = np.radians(1.0) ** 2 * self.a * self.eps
         lo, hi = (float(np.radians(x)) for x in DELTA_RANGE_DEG)
+        fc = quad_fit(t, qq, np.arange(len(t)), DERIV_WINDOW) if self.look_us else np.zeros((1, 3, qq.shape[1]))
         self._sent = _scan(t, qq, out, self._delta_rad, self.heartbeat_us, self.horizon_us, scale, target, self.g,
-                           lo, hi, WINDOW_US)
+                           lo, hi, WINDOW_US, fc, self.look_us)
         self._measured = len(t)
         return out
 
     def spec(self) -> str:
-        return f"variant:delta={self.delta_deg:g},p={self.p:g},j0={self.j0:g},a={self.a:g},g={self.g:g}"
+        return (f"variant:delta={self.delta_deg:g},p={self.p:g},j0={self.j0:g},a={self.a:g},g={self.g:g},"
+                f"look={self.look_us / 1000:g}")
 
 
 def run(sessions: list[Session], link: LinkSpec, policy: VariantTrigger, eps: float) -> dict[str, Any]:
@@ -129,6 +146,8 @@ def settings(deltas: np.ndarray, eps: float) -> list[tuple[str, list[VariantTrig
                 continue  # p = 0 ignores J0
             out.append((f"jerk p={p:g}" + (f", J0={j0:g}" if p else ""),
                         [VariantTrigger(d, p=p, j0=j0) for d in deltas]))
+    for look in (5.0, 10.0, 20.0, 30.0):
+        out.append((f"look {look:g} ms", [VariantTrigger(d, look_ms=look) for d in deltas]))
     for g in (0.2, 0.5, 1.0):
         out.append((f"steer g={g:g}", [VariantTrigger(0.1, a=a, g=g, eps=eps) for a in np.linspace(0.3, 1.2, 19)]))
     return out

@@ -22,16 +22,21 @@ from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 
 _W0 = 32  # first search window (samples); doubles while no trigger is found
 _ACK_WINDOW = 256  # with resend: samples scanned ahead before looking at acknowledgements again
+LOOK_MAX_MS = 1000.0  # a longer lookahead than the heartbeat forecasts past any prediction the twin would show
+_NO_FORECAST = np.zeros((1, 3, 1))  # the kernel's forecast argument when there is no lookahead (never read)
 
 
 class DeadReckoningPolicy(Policy):
-    """Send when |q - mirrored twin| > delta (deg) on any joint, or after ``heartbeat_ms`` of silence."""
+    """Send when |q - mirrored twin| > delta (deg) on any joint (``norm=rms``: the RMS over joints), or after
+    ``heartbeat_ms`` of silence. ``look`` (ms, or ``auto`` = the measured one-way delay) tests the error the twin
+    would show that far ahead instead (``trigger_kernel.scan``): under delay a correction then lands in time."""
 
     family = "dead-reckoning"
     predictor_name: str
 
     def __init__(self, delta_deg: float, predictor: str = DEFAULT_PREDICTOR, horizon_ms: float = 200.0,
-                 heartbeat_ms: float = 500.0, norm: str = "max", resend: bool = False) -> None:
+                 heartbeat_ms: float = 500.0, norm: str = "max", resend: bool = False,
+                 look: float | str = 0.0) -> None:
         super().__init__(horizon_ms)
         if delta_deg <= 0:
             raise PolicySpecError("delta must be > 0 degrees")
@@ -47,6 +52,19 @@ class DeadReckoningPolicy(Policy):
                                   f"({', '.join(trigger_kernel.KINDS)}); pred={predictor} has none: drop resend=1")
         self.norm = norm
         self.resend = resend
+        self.look_auto = isinstance(look, str) and look.strip().lower() == "auto"
+        look_ms = 0.0 if self.look_auto else float(look)
+        if not 0 <= look_ms <= LOOK_MAX_MS:
+            raise PolicySpecError(f"look must be 'auto' (the one-way delay the device measures) or 0-{LOOK_MAX_MS:g} "
+                                  f"ms, not {look}")
+        if (self.look_auto or look_ms > 0) and predictor != "kinematic":
+            # The lookahead forecasts the arm from the device's derivative estimate, which only the kinematic
+            # mirror keeps across chunks.
+            raise PolicySpecError(f"look needs pred=kinematic (it forecasts the arm from the device's velocity and "
+                                  f"acceleration estimate), not pred={predictor}")
+        self.uses_link = self.look_auto  # look=auto follows the link estimate (set_link)
+        self.look_us = round(look_ms * 1000)
+        self._link = (0.0, 0.0)  # (RTT ms, loss) last given to set_link; a reset keeps it, as KC-TD3's does
         self.delta_deg = float(delta_deg)
         self.predictor_name = predictor
         self.heartbeat_us = int(heartbeat_ms * 1000)
@@ -79,6 +97,16 @@ class DeadReckoningPolicy(Policy):
         self.delta_deg = float(delta_deg)
         self._delta_rad = np.radians(self.delta_deg)
         self.horizon_us = round(horizon_ms * 1000)
+
+    def set_link(self, rtt_ms: float, loss: float) -> None:
+        """With ``look=auto`` the lookahead is the one-way delay: half the measured RTT, pipeline included (the
+        time a send takes to reach the twin, as KC-TD3's mirror models it)."""
+        if self.look_auto:
+            self._link = (float(np.nan_to_num(rtt_ms, nan=0.0)), float(np.nan_to_num(loss, nan=0.0)))
+            self.look_us = max(round(self._link[0] * 500), 0)
+
+    def link_estimate(self) -> tuple[float, float] | None:
+        return self._link if self.look_auto else None
 
     @property
     def k(self) -> float:
@@ -168,9 +196,10 @@ class DeadReckoningPolicy(Policy):
         hist_t, hist_q, state, coeffs, energy = self._kstate
         tt, qq, start = self._with_tail(t_us, q)
         out = np.zeros(len(tt), dtype=np.bool_)
+        fc = quad_fit(tt, qq, np.arange(len(tt)), DERIV_WINDOW) if self.look_us else _NO_FORECAST
         self._sent += trigger_kernel.scan(tt, qq, out, self._kind, self._delta_rad, self.heartbeat_us,
                                           self.horizon_us, hist_t, hist_q, state, coeffs, energy,
-                                          trigger_kernel.NORMS[self.norm], start, DERIV_WINDOW)
+                                          trigger_kernel.NORMS[self.norm], start, DERIV_WINDOW, fc, self.look_us)
         self._measured += len(t_us)
         return out[start:]
 
@@ -191,7 +220,12 @@ class DeadReckoningPolicy(Policy):
             j = min(i + w, n)
             pred = self._pred
             tt = t_us[i:j]
-            err = q[i:j] - pred.evaluate(tt)
+            if self.look_us:
+                c = quad_fit(tt_all, qq_all, np.arange(i, j) + start, DERIV_WINDOW)
+                lk = self.look_us * 1e-6
+                err = c[:, 0] + lk * (c[:, 1] + lk * c[:, 2]) - pred.evaluate(tt + self.look_us)
+            else:
+                err = q[i:j] - pred.evaluate(tt)
             if self.norm == "energy":
                 energy = self._energy + np.cumsum(np.mean(err**2, axis=1))
                 drift = energy > self._delta_rad**2 * trigger_kernel.ENERGY_SAMPLES
@@ -224,7 +258,8 @@ class DeadReckoningPolicy(Policy):
     def spec(self) -> str:
         return (f"{self.family}:delta={self.delta_deg:g},pred={self.predictor_name},h={self.horizon_us / 1000:g},"
                 f"hb={self.heartbeat_us / 1000:g}" + (f",norm={self.norm}" if self.norm != "max" else "")
-                + (",resend=1" if self.resend else ""))
+                + (",resend=1" if self.resend else "")
+                + (",look=auto" if self.look_auto else f",look={self.look_us / 1000:g}" if self.look_us else ""))
 
 
 class SendOnDeltaPolicy(DeadReckoningPolicy):

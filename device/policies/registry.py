@@ -30,6 +30,11 @@ class Family:
     required: tuple[str, ...] = ()
 
 
+def _look(text: str) -> float | str:
+    """``look=auto`` (the measured one-way delay) or a lookahead in ms."""
+    return "auto" if text.strip().lower() == "auto" else float(text)
+
+
 def _kctd3(a: Args) -> Policy:
     resend = parse_flag(a["resend"]) if "resend" in a else None
     return KCTD3Policy(a["path"], a.get("pred"), float(a.get("rtt", 0)), float(a.get("loss", 0)), resend=resend,
@@ -43,11 +48,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("send-on-delta", "send-on-delta:delta=DEG[,h=H_MS][,hb=MS][,resend=1]", ("delta", "h", "hb", "resend"),
            lambda a: SendOnDeltaPolicy(float(a["delta"]), float(a.get("h", 0)), float(a.get("hb", 500)),
                                        parse_flag(a.get("resend", "0"))), required=("delta",)),
-    Family("dead-reckoning", "dead-reckoning:delta=DEG[,h=H_MS][,hb=MS][,pred=NAME][,norm=max|rms|energy][,resend=1]",
-           ("delta", "pred", "h", "hb", "norm", "resend"),
+    Family("dead-reckoning", "dead-reckoning:delta=DEG[,h=H_MS][,hb=MS][,pred=NAME][,norm=max|rms|energy][,resend=1]"
+           "[,look=MS|auto]", ("delta", "pred", "h", "hb", "norm", "resend", "look"),
            lambda a: DeadReckoningPolicy(float(a["delta"]), a.get("pred", DEFAULT_PREDICTOR), float(a.get("h", 200)),
                                          float(a.get("hb", 500)), a.get("norm", "max"),
-                                         parse_flag(a.get("resend", "0"))), required=("delta",)),
+                                         parse_flag(a.get("resend", "0")), _look(a.get("look", "0"))),
+           required=("delta",)),
     Family("kc-td3", "kc-td3:POLICY.pt[,pred=NAME][,resend=0|1][,online=1][,actor=expert]",
            ("path", "pred", "rtt", "loss", "resend", "online", "actor"), _kctd3, required=("path",)),
     Family("td3", "td3:POLICY.pt[,pred=NAME][,resend=0|1][,online=1]",

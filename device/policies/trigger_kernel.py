@@ -54,6 +54,8 @@ def scan(
     norm: int,
     start: int,
     window: int,
+    fc: np.ndarray,
+    look_us: int,
 ) -> int:
     """Mark in ``out`` the samples to send; returns the number sent.
 
@@ -68,6 +70,10 @@ def scan(
     one (send interval ~ acceleration^-2/5, against ^-1/2 for a bound on the error itself).
     Rows before ``start`` are measured history only (kind 3 fits velocity and acceleration over the last
     ``window`` measured rows, the device-side estimate the kinematic predictor receives).
+    ``look_us`` > 0 (lookahead): the error tested is the one the twin would show ``look_us`` from now if nothing
+    were sent, i.e. the device's forecast of the arm (``fc[i]`` = [q, v, a/2] of ``twin.kinematics.quad_fit`` at
+    row i) against the prediction in effect, both carried forward. A send reaches the twin one link delay after
+    its sample, so with ``look_us`` = that delay the trigger fires when a correction is still in time.
     """
     n = t.shape[0]
     joints = q.shape[1]
@@ -83,10 +89,12 @@ def scan(
             if age >= heartbeat_us:
                 send = True
             else:
-                tau = min(max(age, 0), state[3]) * 1e-6
+                tau = min(max(age + look_us, 0), state[3]) * 1e-6
+                lk = look_us * 1e-6
                 acc = 0.0
                 for j in range(joints):
-                    err = q[i, j] - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
+                    arm = q[i, j] if look_us == 0 else fc[i, 0, j] + lk * (fc[i, 1, j] + lk * fc[i, 2, j])
+                    err = arm - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
                     if norm == 0:
                         if abs(err) > delta_rad:
                             send = True

@@ -118,7 +118,8 @@ def dr_expert_table(sessions: list[Session], cfg: TrainConfig, realisations: int
     from device.policies.registry import parse_policy
     from lab.evaluate import candidates, choose
 
-    family = "dead-reckoning" if cfg.trigger_norm == "max" else f"dead-reckoning-{cfg.trigger_norm}"
+    family = "dead-reckoning" + ("" if cfg.trigger_norm == "max" else f"-{cfg.trigger_norm}") + (
+        "-look" if cfg.trigger_look else "")
     delta, h, tail = [], [], []
     for delay in GRID_DELAY_MS:
         rows_d, rows_h, rows_t = [], [], []

@@ -55,6 +55,7 @@ class TrainConfig:
     cvar_alpha: float = 0.9
     action: str = "kh"  # "kh": the actor picks (k, H); "trigger": the dead-reckoning threshold δ and H
     trigger_norm: str = "max"  # trigger mode: what δ bounds, the largest joint error or the RMS over joints
+    trigger_look: bool = False  # trigger mode: test the error one measured one-way delay ahead (look=auto)
     resend: bool = True  # ack-based resend of lost samples (device.acks), trained as it will run
     hidden: int = 64
     bisect_steps: int = 7  # expert safety calibration and final λ(link) solve

@@ -246,6 +246,8 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
     if cfg.action == "trigger":  # the actor picks δ and H; the expert starts from the dead-reckoning search
         meta["delta_range_deg"] = [DELTA_MIN_DEG, DELTA_MAX_DEG]
         meta["trigger_norm"] = cfg.trigger_norm
+        if cfg.trigger_look:
+            meta["trigger_look"] = "auto"
         if cfg.knowledge:
             meta["trigger_expert"] = dr_expert_table(sessions, cfg)
     ck = {**td3.actor.numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM), "meta": meta}
@@ -328,7 +330,7 @@ def train(sessions: list[Session], cfg: TrainConfig, out: Path,
 
 
 def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidden: int = 64,
-                      action: str = "kh", trigger_norm: str = "max") -> Path:
+                      action: str = "kh", trigger_norm: str = "max", trigger_look: bool = False) -> Path:
     """A tiny randomly initialised device checkpoint (.npz; tests and benchmarks). ``action="trigger"``: the
     trigger action mode, with an expert table of one δ* / H* per link."""
     torch.manual_seed(seed)
@@ -339,5 +341,7 @@ def random_checkpoint(path: str | Path, eps: float = 0.002, seed: int = 0, hidde
         meta["trigger_expert"] = {"delay_ms": [0.0, 20.0], "loss": [0.0, 0.1], "delta_deg": [[0.1, 0.1], [0.1, 0.1]],
                                   "h_ms": [[200.0, 200.0], [200.0, 200.0]]}
         meta["trigger_norm"] = trigger_norm
+        if trigger_look:
+            meta["trigger_look"] = "auto"
     actor = {**Actor(hidden).numpy_weights(), "obs_mean": np.zeros(STATE_DIM), "obs_std": np.ones(STATE_DIM)}
     return save_npz(path, actor, meta)

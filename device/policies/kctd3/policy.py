@@ -149,6 +149,12 @@ class KCTD3Policy(Policy):
         if self.trigger and self.trigger_norm not in trigger_kernel.NORMS:
             raise PolicySpecError(f"{path}: unknown trigger norm {self.trigger_norm!r} "
                                   f"(known: {', '.join(trigger_kernel.NORMS)})")
+        self.trigger_look = str(self.meta.get("trigger_look", "off"))  # checkpoints before the option: off
+        if self.trigger_look not in ("off", "auto"):
+            raise PolicySpecError(f"{path}: unknown trigger_look {self.trigger_look!r} (known: off, auto)")
+        if self.trigger_look == "auto" and self.predictor_name != "kinematic":
+            raise PolicySpecError(f"{path}: its trigger looks one delay ahead, which needs pred=kinematic, "
+                                  f"not {self.predictor_name}")
         self.cost_target = float(self.meta.get("cost_target", 0.8))
         tail_constraint(self.meta)  # a malformed tail constraint is refused at load, not by the online learner later
         self.set_link(rtt_ms, loss)
@@ -162,6 +168,13 @@ class KCTD3Policy(Policy):
             self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
             if self.lam_grid is not None:  # (no grid: λ stays where it was set, e.g. by training)
                 self.lam = self.base_lambda() * self.lam_scale
+        self._link_trigger()
+
+    def _link_trigger(self) -> None:
+        """Hand the link estimate to the trigger (its lookahead is the one-way delay, with trigger_look)."""
+        dr = getattr(self, "_dr", None)  # (set_link runs once before reset builds the trigger)
+        if dr is not None:
+            dr.set_link(self.rtt_ms, self.loss)
 
     def link_estimate(self) -> tuple[float, float] | None:
         return self.rtt_ms, self.loss
@@ -184,7 +197,10 @@ class KCTD3Policy(Policy):
         self._a = kh_to_action(INIT_K, INIT_H_MS)
         self.delta_deg, self._mse_ema = INIT_DELTA_DEG, float("nan")
         if self.trigger:  # resend: the trigger uses this policy's tracker (``select`` hands it over)
-            self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS, norm=self.trigger_norm)
+            look = "auto" if self.trigger_look == "auto" else 0.0
+            self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS, norm=self.trigger_norm,
+                                           look=look)
+            self._link_trigger()
             self._a = dh_to_action(INIT_DELTA_DEG, INIT_H_MS)
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._ctx_t, self._ctx_q = np.zeros(0, dtype=np.int64), np.zeros((0, 0))
@@ -325,8 +341,10 @@ class KCTD3Policy(Policy):
     @property
     def display_name(self) -> str:
         """Name in evaluation tables: kc-td3 / td3, ``-trigger`` in the trigger action mode (``-trigger-rms`` when δ
-        bounds the RMS over joints), ``-online`` when λ adapts, ``-expert`` with the expert rule as the actor."""
-        trigger = "-trigger" + ("" if self.trigger_norm == "max" else f"-{self.trigger_norm}") if self.trigger else ""
+        bounds the RMS over joints, then ``-look`` when it looks one delay ahead), ``-online`` when λ adapts,
+        ``-expert`` with the expert rule as the actor."""
+        trigger = "-trigger" + ("" if self.trigger_norm == "max" else f"-{self.trigger_norm}") + (
+            "-look" if self.trigger_look == "auto" else "") if self.trigger else ""
         expert = "-expert" if self.actor == "expert" else ""
         return self.family + trigger + ("-online" if self.online else "") + expert
 
