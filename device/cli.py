@@ -52,7 +52,9 @@ def add_parser(sub: Any, name: str) -> None:
                    "dead-reckoning (built-in predictors) to resend at once when a sample's prediction does not "
                    "come back "
                    "(kc-td3 follows its checkpoint); kc-td3:POLICY.pt,online=1 = --online-learning; "
-                   "kc-td3:POLICY.pt,actor=expert runs the checkpoint's expert rule instead of its network")
+                   "kc-td3:POLICY.pt,actor=expert runs the checkpoint's expert rule instead of its network; "
+                   "dead-reckoning:...,look=auto triggers on the error the twin will show one measured one-way "
+                   "delay ahead (look=MS: a fixed lookahead)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"baud rate (default {DEFAULT_BAUD}; ignored by native USB CDC)")
     p.add_argument("--device-id", default="arm0", help="name of this arm at the server")

@@ -50,7 +50,8 @@ def add_parser(sub: Any, name: str) -> None:
                    help="comma-separated families or full specs (default: none,static,static-sampling-only,"
                    "static-prediction-only,send-on-delta,dead-reckoning; also static-resend and dead-reckoning-resend: "
                    "the same with ack-based resend of lost samples; dead-reckoning-rms: δ bounds the RMS error over "
-                   "joints instead of the largest joint error)")
+                   "joints instead of the largest joint error; dead-reckoning-look and dead-reckoning-rms-look: the "
+                   "trigger tests the error one measured one-way delay ahead, look=auto)")
     p.add_argument("--predictor", default=DEFAULT_PREDICTOR, help=f"server predictor (default {DEFAULT_PREDICTOR})")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--no-ee", action="store_true", help="skip end-effector error (FK through the URDF)")

@@ -47,6 +47,9 @@ CASES = [  # policy, link
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_mocap_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
     # ... with the CVaR tail constraint, whose online learner keeps a window history of its own.
     (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_mocap_cvar_eps0.002.pt'},online=1", "loss=0.1,seed=7"),
+    # ... and on the error one measured delay ahead (--trigger-look), which follows each status's RTT estimate.
+    (f"kc-td3:{REPO / 'data/policies/kctd3_trigger_rms_look_mocap_eps0.007.pt'},online=1",
+     "delay_ms=20,jitter_ms=2,loss=0.1,seed=7"),
 ]
 
 
@@ -71,7 +74,7 @@ def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str,
     resends = pol.acks is not None
     replay = recorded_run(session)
     assert resends == bool(replay.ack_timeouts) and len(replay.status_us) >= 10
-    if "look=auto" in policy:  # the lookahead was on: the device measured the 2 x 20 ms delay and recorded it
+    if "look=auto" in policy or getattr(pol, "trigger_look", "off") == "auto":  # the lookahead was on: the device measured the 2 x 20 ms delay and recorded it
         assert len(replay.link_estimates) >= 10 and max(rtt for _, rtt, _ in replay.link_estimates) > 40
     res = simulate(session, pol, "kinematic", LinkSpec.parse(link), replay=replay, keep=True)
     sim = res.metrics
