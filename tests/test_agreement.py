@@ -74,7 +74,8 @@ def test_live_matches_simulation(procs: list[Proc], tmp_path: Path, policy: str,
     resends = pol.acks is not None
     replay = recorded_run(session)
     assert resends == bool(replay.ack_timeouts) and len(replay.status_us) >= 10
-    if "look=auto" in policy or getattr(pol, "trigger_look", "off") == "auto":  # the lookahead was on: the device measured the 2 x 20 ms delay and recorded it
+    if "look=auto" in policy or getattr(pol, "trigger_look", "off") == "auto":
+        # The lookahead was on: the device measured the 2 x 20 ms delay and recorded it.
         assert len(replay.link_estimates) >= 10 and max(rtt for _, rtt, _ in replay.link_estimates) > 40
     res = simulate(session, pol, "kinematic", LinkSpec.parse(link), replay=replay, keep=True)
     sim = res.metrics

@@ -168,11 +168,9 @@ class KCTD3Policy(Policy):
             self.loss = float(np.clip(np.nan_to_num(loss, nan=0.0), 0.0, 0.5))
             if self.lam_grid is not None:  # (no grid: λ stays where it was set, e.g. by training)
                 self.lam = self.base_lambda() * self.lam_scale
-        self._link_trigger()
-
-    def _link_trigger(self) -> None:
-        """Hand the link estimate to the trigger (its lookahead is the one-way delay, with trigger_look)."""
-        dr = getattr(self, "_dr", None)  # (set_link runs once before reset builds the trigger)
+        # The trigger gets the estimate too (with trigger_look its lookahead is the one-way delay). set_link runs
+        # once before reset builds the trigger, which then takes the estimate itself.
+        dr = getattr(self, "_dr", None)
         if dr is not None:
             dr.set_link(self.rtt_ms, self.loss)
 
@@ -200,7 +198,7 @@ class KCTD3Policy(Policy):
             look = "auto" if self.trigger_look == "auto" else 0.0
             self._dr = DeadReckoningPolicy(INIT_DELTA_DEG, self.predictor_name, INIT_H_MS, norm=self.trigger_norm,
                                            look=look)
-            self._link_trigger()
+            self._dr.set_link(self.rtt_ms, self.loss)
             self._a = dh_to_action(INIT_DELTA_DEG, INIT_H_MS)
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._ctx_t, self._ctx_q = np.zeros(0, dtype=np.int64), np.zeros((0, 0))
