@@ -11,8 +11,8 @@ The two ideas tried here use only what the device knows at each sample:
 - ``steer``: δ steered once per 100 ms score window toward a window MSE of a·ε: after each window
   δ ← δ·(a·ε / window MSE)^(g/2), clipped to [0.005, 2] deg (the mirrored window MSE, as the device measures it).
   This is the feedback half of KC-TD3's trigger expert (docs/kctd3.md) with no table and no learning.
-- ``look``: the trigger tests the error the twin would show L ms ahead (``dead-reckoning:...,look=L``; a test
-  pins the sends to it), for L from 5 to 30 ms: under a link delay a correction sent then lands in time.
+- ``look``: the trigger tests the error the twin would show L ms ahead, for L from 5 to 30 ms: under a link delay
+  a correction sent then lands in time. This one runs ``dead-reckoning:...,norm=rms,look=L`` itself.
 
 For each variant setting it sweeps δ (or the starting δ and a) on the *test* sessions of an ``armtwin evaluate``
 results.json with the repo's simulator, and prints the lowest load meeting ε and the lowest whose tail is also no
@@ -45,8 +45,7 @@ DELTA_RANGE_DEG = (0.005, 2.0)  # the steered δ's clip, KC-TD3's trigger action
 
 @njit  # no cache: the tool also runs as __main__ and loaded by path, which numba's cache index confuses
 def _scan(t: np.ndarray, q: np.ndarray, out: np.ndarray, delta: float, heartbeat_us: int, horizon_us: int,
-          scale: np.ndarray, target_rad2: float, gain: float, lo: float, hi: float, window_us: int,
-          fc: np.ndarray, look_us: int) -> int:
+          scale: np.ndarray, target_rad2: float, gain: float, lo: float, hi: float, window_us: int) -> int:
     """The RMS dead-reckoning trigger (trigger_kernel.scan, norm=rms, kinematic mirror) with a per-sample δ scale and,
     when ``target_rad2`` > 0, δ steered after each score window. Returns the number of sends."""
     n, joints = q.shape
@@ -70,19 +69,7 @@ def _scan(t: np.ndarray, q: np.ndarray, out: np.ndarray, delta: float, heartbeat
                 err = q[i, j] - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
                 acc += err * err
             d = delta * scale[i]
-            if look_us > 0:
-                # the error the twin will show look_us from now if nothing is sent: the device's own forecast of
-                # the arm (its derivative estimate) against the prediction in effect, both carried forward
-                lk = look_us * 1e-6
-                tl = min(max(age + look_us, 0), horizon_us) * 1e-6
-                acc_l = 0.0
-                for j in range(joints):
-                    el = (fc[i, 0, j] + lk * (fc[i, 1, j] + lk * fc[i, 2, j])) - (
-                        coeffs[0, j] + tl * (coeffs[1, j] + tl * coeffs[2, j]))
-                    acc_l += el * el
-                send = send or acc_l > d * d * joints
-            else:
-                send = send or acc > d * d * joints
+            send = send or acc > d * d * joints
         if send:
             out[i] = True
             sent += 1
@@ -114,15 +101,18 @@ class VariantTrigger(DeadReckoningPolicy):
         self.p, self.j0, self.a, self.g, self.eps = p, j0, a, g, eps
 
     def select(self, t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
+        if self.p == 0 and self.a == 0:  # the plain and the look variants are the policy itself (its live kernel)
+            return super().select(t_us, q)
+        if self.look_us:
+            raise ValueError("the look variant combines with neither the jerk scaling nor the steering")
         t = np.ascontiguousarray(t_us, dtype=np.int64)
         qq = np.ascontiguousarray(q, dtype=np.float64)
         scale = np.ones(len(t)) if self.p == 0 else np.maximum(jerk_rms(t, qq) / self.j0, 1.0) ** self.p
         out = np.zeros(len(t), dtype=np.bool_)
         target = np.radians(1.0) ** 2 * self.a * self.eps
         lo, hi = (float(np.radians(x)) for x in DELTA_RANGE_DEG)
-        fc = quad_fit(t, qq, np.arange(len(t)), DERIV_WINDOW) if self.look_us else np.zeros((1, 3, qq.shape[1]))
         self._sent = _scan(t, qq, out, self._delta_rad, self.heartbeat_us, self.horizon_us, scale, target, self.g,
-                           lo, hi, WINDOW_US, fc, self.look_us)
+                           lo, hi, WINDOW_US)
         self._measured = len(t)
         return out
 

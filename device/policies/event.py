@@ -22,7 +22,7 @@ from twin.predictors import DEFAULT_PREDICTOR, OnlinePredictor, make_predictor
 
 _W0 = 32  # first search window (samples); doubles while no trigger is found
 _ACK_WINDOW = 256  # with resend: samples scanned ahead before looking at acknowledgements again
-LOOK_MAX_MS = 1000.0  # a longer lookahead than the heartbeat forecasts past any prediction the twin would show
+LOOK_MAX_MS = 1000.0  # past the 500 ms heartbeat a lookahead forecasts beyond any prediction the twin still shows
 _NO_FORECAST = np.zeros((1, 3, 1))  # the kernel's forecast argument when there is no lookahead (never read)
 
 
@@ -196,7 +196,8 @@ class DeadReckoningPolicy(Policy):
         hist_t, hist_q, state, coeffs, energy = self._kstate
         tt, qq, start = self._with_tail(t_us, q)
         out = np.zeros(len(tt), dtype=np.bool_)
-        fc = quad_fit(tt, qq, np.arange(len(tt)), DERIV_WINDOW) if self.look_us else _NO_FORECAST
+        # The forecast of the rows scanned (not the history rows before ``start``): live chunks are a few samples.
+        fc = quad_fit(tt, qq, np.arange(start, len(tt)), DERIV_WINDOW) if self.look_us else _NO_FORECAST
         self._sent += trigger_kernel.scan(tt, qq, out, self._kind, self._delta_rad, self.heartbeat_us,
                                           self.horizon_us, hist_t, hist_q, state, coeffs, energy,
                                           trigger_kernel.NORMS[self.norm], start, DERIV_WINDOW, fc, self.look_us)

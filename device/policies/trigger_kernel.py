@@ -71,9 +71,10 @@ def scan(
     Rows before ``start`` are measured history only (kind 3 fits velocity and acceleration over the last
     ``window`` measured rows, the device-side estimate the kinematic predictor receives).
     ``look_us`` > 0 (lookahead): the error tested is the one the twin would show ``look_us`` from now if nothing
-    were sent, i.e. the device's forecast of the arm (``fc[i]`` = [q, v, a/2] of ``twin.kinematics.quad_fit`` at
-    row i) against the prediction in effect, both carried forward. A send reaches the twin one link delay after
-    its sample, so with ``look_us`` = that delay the trigger fires when a correction is still in time.
+    were sent, i.e. the device's forecast of the arm (``fc[i - start]`` = [q, v, a/2] of
+    ``twin.kinematics.quad_fit`` at row i) against the prediction in effect, both carried forward. A send reaches
+    the twin one link delay after its sample, so with ``look_us`` = that delay the trigger fires when a correction
+    is still in time.
     """
     n = t.shape[0]
     joints = q.shape[1]
@@ -82,6 +83,7 @@ def scan(
     t0 = state[1]
     sent = 0
     budget = delta_rad * delta_rad * ENERGY_SAMPLES
+    lk = look_us * 1e-6
     for i in range(start, n):
         send = state[2] == 0
         if not send:
@@ -90,10 +92,10 @@ def scan(
                 send = True
             else:
                 tau = min(max(age + look_us, 0), state[3]) * 1e-6
-                lk = look_us * 1e-6
                 acc = 0.0
                 for j in range(joints):
-                    arm = q[i, j] if look_us == 0 else fc[i, 0, j] + lk * (fc[i, 1, j] + lk * fc[i, 2, j])
+                    r = i - start
+                    arm = q[i, j] if look_us == 0 else fc[r, 0, j] + lk * (fc[r, 1, j] + lk * fc[r, 2, j])
                     err = arm - (coeffs[0, j] + tau * (coeffs[1, j] + tau * coeffs[2, j]))
                     if norm == 0:
                         if abs(err) > delta_rad:
