@@ -21,13 +21,12 @@ is bounded by ``max_gap_ms``; only predictors whose prediction depends on the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from device.link_emulation import LinkSpec
+from lab.oracle_tables import SessionTables, segment_costs
 from lab.twin_display import TwinDisplay
 from twin.constants import PIPELINE_LATENCY_US
 from twin.kinematics import DERIV_WINDOW, quad_fit
@@ -63,121 +62,6 @@ def undefined_reason(link: LinkSpec, predictor: str) -> str | None:
         return (f"undefined for predictor {predictor!r}: its prediction depends on earlier sends "
                 f"(defined for {', '.join(PER_SAMPLE_PREDICTORS)})")
     return None
-
-
-@njit(cache=True)
-def _segment_costs(t: np.ndarray, q: np.ndarray, coeffs: np.ndarray, first: np.ndarray, hs: np.ndarray,
-                   lmax: int, gcost: np.ndarray, end_cost: np.ndarray) -> None:
-    """gcost[i, d-1] = min over H of the squared error (deg², summed over joints) of the samples send i shows
-    when the next send is i + d; end_cost[i] the same when i is the last send (inf beyond ``lmax``).
-
-    q (N, J) and coeffs (N, P, J) in degrees; hs ascending horizons (µs); first[i] the first sample shown."""
-    n, joints = q.shape
-    nh = hs.shape[0]
-    deg = coeffs.shape[1]
-    cum = np.zeros(nh)
-    frozen = np.zeros((nh, joints))
-    for i in range(n):
-        for h in range(nh):
-            cum[h] = 0.0
-            tau = hs[h] * 1e-6
-            for jj in range(joints):
-                v = coeffs[i, deg - 1, jj]
-                for p in range(deg - 2, -1, -1):
-                    v = v * tau + coeffs[i, p, jj]
-                frozen[h, jj] = v
-        j = first[i]
-        stop_d = min(lmax, n - 1 - i)
-        for d in range(1, lmax + 2):
-            # d <= stop_d: next send at i + d; afterwards one pass to the session's end if allowed.
-            if d <= stop_d:
-                stop = first[i + d]
-            elif n - i <= lmax:
-                stop = n
-            else:
-                break
-            while j < stop:
-                dt = t[j] - t[i]
-                tau = dt * 1e-6
-                free = 0.0
-                for jj in range(joints):  # the unfrozen prediction, shared by every H >= dt
-                    v = coeffs[i, deg - 1, jj]
-                    for p in range(deg - 2, -1, -1):
-                        v = v * tau + coeffs[i, p, jj]
-                    e = q[j, jj] - v
-                    free += e * e
-                for h in range(nh):
-                    if hs[h] >= dt:
-                        cum[h] += free
-                    else:
-                        s = 0.0
-                        for jj in range(joints):
-                            e = q[j, jj] - frozen[h, jj]
-                            s += e * e
-                        cum[h] += s
-                j += 1
-            best = cum[0]
-            for h in range(1, nh):
-                if cum[h] < best:
-                    best = cum[h]
-            if d <= stop_d:
-                gcost[i, d - 1] = best
-            else:
-                end_cost[i] = best
-                break
-
-
-@njit(cache=True)
-def _dp(gcost: np.ndarray, end_cost: np.ndarray, lam: float, value: np.ndarray, nxt: np.ndarray) -> None:
-    """Cost-to-go of ``sends + lam * SSE`` from each send, and the best next send (n: none)."""
-    n, lmax = gcost.shape
-    for i in range(n - 1, -1, -1):
-        best = lam * end_cost[i]  # inf when the end is too far
-        arg = n
-        for d in range(1, min(lmax, n - 1 - i) + 1):
-            c = lam * gcost[i, d - 1]
-            if c + 1.0 >= best:  # the costs grow with d and every later send costs >= 1: nothing better follows
-                break
-            c += value[i + d]
-            if c < best:
-                best = c
-                arg = i + d
-        value[i] = 1.0 + best
-        nxt[i] = arg
-
-
-@dataclass
-class _Prepared:
-    """One session's tables for one link: what each send would show, and the cost of each segment."""
-
-    session: Session
-    first: np.ndarray  # first sample each send is shown on
-    coeffs: np.ndarray  # (N, P, J) degrees
-    gcost: np.ndarray  # (N, lmax) float32
-    end_cost: np.ndarray  # (N,)
-    scored: int  # samples x joints scored (from the first send's arrival)
-    value: np.ndarray = field(init=False)
-    nxt: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.value = np.zeros(len(self.first))
-        self.nxt = np.zeros(len(self.first), dtype=np.int64)
-
-    def path(self, lam: float) -> tuple[np.ndarray, float]:
-        """The optimal sends for ``lam`` (indices) and their SSE according to the tables."""
-        _dp(self.gcost, self.end_cost, lam, self.value, self.nxt)
-        n = len(self.first)
-        sends = [0]
-        sse = 0.0
-        while True:
-            i = sends[-1]
-            k = int(self.nxt[i])
-            if k >= n:
-                sse += float(self.end_cost[i])
-                break
-            sse += float(self.gcost[i, k - i - 1])
-            sends.append(k)
-        return np.asarray(sends, dtype=np.int64), sse
 
 
 class ClairvoyantBound:
@@ -222,7 +106,7 @@ class ClairvoyantBound:
             return pred.fit_with_derivatives(s.t_us, s.q, deriv)
         return pred.fit_all(s.t_us, s.q)
 
-    def _prepare(self, s: Session, lmax: int) -> _Prepared:
+    def _prepare(self, s: Session, lmax: int) -> SessionTables:
         t = np.ascontiguousarray(s.t_us, dtype=np.int64)
         n = len(t)
         first = np.searchsorted(t, t + self.delay_us, side="left").astype(np.int64)  # arrival <= t_j: shown at j
@@ -230,10 +114,10 @@ class ClairvoyantBound:
         qdeg = np.ascontiguousarray(s.q * _RAD2DEG)
         gcost = np.full((n, min(lmax, max(n - 1, 1))), np.inf, dtype=np.float32)  # next send within the session
         end_cost = np.full(n, np.inf)
-        _segment_costs(t, qdeg, coeffs, first, self.horizons_us, lmax, gcost, end_cost)
+        segment_costs(t, qdeg, coeffs, first, self.horizons_us, lmax, gcost, end_cost)
         if not np.isfinite(end_cost).any():
             raise OracleUndefined("session too short for the bound")
-        return _Prepared(s, first, coeffs, gcost, end_cost, (n - int(first[0])) * s.joints)
+        return SessionTables(s, first, coeffs, gcost, end_cost, (n - int(first[0])) * s.joints)
 
     def _run(self, lam: float) -> tuple[list[np.ndarray], int, float]:
         paths = [p.path(lam) for p in self._prep]
@@ -276,6 +160,43 @@ class ClairvoyantBound:
         # (it would cost less at that λ), so the optimum has more sends than it; with the dual bound.
         bound = max(dual, infeasible_sends + 1.0) if feasible else np.nan
         return self._score(best[0], eps, feasible, lam, bound, best[2] / scored, hull, keep)
+
+    def solve_foresight(self, eps: float, keep: bool = False, iterations: int = 60) -> dict[str, Any]:
+        """The one-segment foresight sender with the least load whose pooled MSE <= ``eps`` (θ bisected).
+
+        It knows the future of the prediction in effect, not of the ones it would send: after each send it picks
+        the next send that maximises ``θ·(segment length) - segment SSE``. On error that only grows this is the
+        RMS trigger (it stops where the summed squared error reaches θ); where the error falls back it waits the
+        bump out. Its gap to ``solve`` is what knowing the next prediction's future is worth; its gap to the
+        trigger, what knowing the current one's is. A schedule, not a bound: ``load_lower_bound`` is nan."""
+        scored = sum(p.scored for p in self._prep)
+        budget = eps * scored
+
+        def run(theta: float) -> tuple[list[np.ndarray], int, float]:
+            paths = [p.foresight(theta) for p in self._prep]
+            return [p[0] for p in paths], sum(len(p[0]) for p in paths), sum(p[1] for p in paths)
+
+        lo, hi = 1e-9, 1e4  # deg² per sample: from "every sample" to "fewest sends"
+        best, theta = run(lo), lo
+        feasible = best[2] <= budget
+        high = run(hi)
+        if high[2] <= budget:
+            best, theta, feasible = high, hi, True
+        elif feasible:
+            for _ in range(iterations):
+                if hi / lo < 1 + 1e-9:
+                    break
+                mid = float(np.sqrt(lo * hi))
+                cur = run(mid)
+                if cur[2] <= budget:
+                    lo = mid
+                    if cur[1] <= best[1]:
+                        best, theta = cur, mid
+                else:
+                    hi = mid
+        out = self._score(best[0], eps, feasible, theta, np.nan, best[2] / scored, {}, keep)
+        out.pop("hull")
+        return out
 
     def horizons_of(self, k: int, sends: np.ndarray) -> np.ndarray:
         """The best horizon (µs) of each send of session ``k``'s schedule (the one its segment cost used)."""

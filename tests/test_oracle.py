@@ -146,3 +146,60 @@ def test_oracle_below_best_static_and_dead_reckoning(delay_ms: float) -> None:
         assert r["feasible"] and r["mse_deg2"] <= eps
         for family in ("static", "dead-reckoning", "dead-reckoning-rms"):
             assert r["load"] <= _best_load(s, family, eps, link), (family, eps)
+
+
+@pytest.mark.parametrize(("delay_ms", "max_gap"), [(0.0, 12), (3.0, 12), (0.0, 4)])
+def test_foresight_sender_picks_the_best_segment_end(delay_ms: float, max_gap: int) -> None:
+    """After each send, the one-segment foresight sender's next send maximises θ·length - SSE over every
+    allowed next send (or the session's end), the SSE computed through the simulator's display."""
+    s = tiny_session()
+    n = len(s.t_us)
+    h = len(TINY_H_MS) - 1  # one horizon, so a segment's error does not depend on a choice of H
+    err, first = _single_send_tables(s, delay_ms)
+    bound = ClairvoyantBound([s], LinkSpec(delay_ms=delay_ms), "kinematic", max_gap_ms=max_gap,
+                             horizons_ms=(TINY_H_MS[h],))
+    for theta in (1e-3, 0.1, 1.0, 10.0, 1e3):
+        sends, sse = bound._prep[0].foresight(theta)
+        assert sends[0] == 0 and np.all(np.diff(sends) > 0)
+        nxt = [*sends[1:], n]
+        for i, k in zip(sends, nxt, strict=True):
+            options = {kk: theta * (kk - i) - err[i, h, first[i]:first[kk] if kk < n else n].sum()
+                       for kk in range(i + 1, min(i + max_gap, n - 1) + 1)}
+            if n - i <= max_gap:
+                options[n] = theta * (n - i) - err[i, h, first[i]:n].sum()
+            assert options[k] == pytest.approx(max(options.values()), rel=1e-5, abs=1e-9), (theta, i)
+        total = sum(err[i, h, first[i]:first[k] if k < n else n].sum() for i, k in zip(sends, nxt, strict=True))
+        assert sse == pytest.approx(total, rel=1e-5)
+
+
+def test_foresight_sender_on_growing_error_is_the_rms_trigger() -> None:
+    """On constant-jerk motion the twin's error only grows after each send: the foresight sender then ends each
+    segment where the RMS trigger does, one sample sooner (it keeps the last sample within θ = J·δ², the
+    trigger sends the first one beyond δ)."""
+    n, joints = 3000, 3
+    t = np.arange(n, dtype=np.int64) * 1000
+    ts = t * 1e-6
+    q = np.stack([0.5 * ts**3, -0.3 * ts**3 + 0.1 * ts, 0.2 * ts**3], axis=1)
+    s = Session(t_us=t, q=q, joint_names=[f"j{i}" for i in range(joints)], meta={})
+    bound = ClairvoyantBound([s], LinkSpec(), "kinematic", horizons_ms=(200.0,))
+    for delta in (0.01, 0.03, 0.1):
+        trig = np.flatnonzero(parse_policy(f"dead-reckoning:delta={delta},h=200,norm=rms").select(t, q))
+        fore, _ = bound._prep[0].foresight(joints * delta**2)
+        assert len(fore) == len(trig) > 15
+        # past the first two segments (whose derivative fits see fewer than 20 samples)
+        assert np.array_equal(np.diff(fore)[2:], np.diff(trig)[2:] - 1), delta
+
+
+@pytest.mark.parametrize("delay_ms", [0.0, 20.0])
+def test_foresight_sender_meets_eps_above_the_bound(delay_ms: float) -> None:
+    """On a real recording: the foresight schedule meets ε, its simulator-scored MSE is the tables', and it
+    needs at least the oracle's (lower-bound) load with the same horizon."""
+    full = load_session(REPO / "data" / "sessions" / "test_a.mcap")
+    s = Session(t_us=full.t_us[:6000], q=full.q[:6000], joint_names=full.joint_names, meta=full.meta)
+    bound = ClairvoyantBound([s], LinkSpec(delay_ms=delay_ms), horizons_ms=(200.0,))
+    for eps in (0.002, 0.007):
+        r, o = bound.solve_foresight(eps), bound.solve(eps)
+        assert r["feasible"] and r["mse_deg2"] <= eps
+        assert r["mse_deg2"] == pytest.approx(r["dp_mse_deg2"], rel=1e-5)
+        assert np.isnan(r["load_lower_bound"]) and "hull" not in r
+        assert r["load"] >= o["load_lower_bound"]
