@@ -136,6 +136,28 @@ def test_trigger_frontier_tool(tmp_path: Path) -> None:
     assert [ln.split(" | ")[2] for ln in lines] == ["max", "rms"]
 
 
+def test_oracle_gap_tool(tmp_path: Path) -> None:
+    """tools/oracle_gap.py end to end: each cell's ratio is its load over the oracle's, the three factors multiply
+    to the trigger's distance from the oracle; a lossy link is refused with a message."""
+    import subprocess
+    import sys
+
+    res = write_results_json(tmp_path)
+    tool = [sys.executable, str(REPO / "tools" / "oracle_gap.py"), str(res), "--deltas", "6"]
+    out = subprocess.run(tool, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split(" | ") for ln in out.stdout.splitlines() if ln.startswith("| perfect")]
+    assert len(rows) == 1
+    cells = rows[0]
+    load = [float(c.split(" ")[0]) for c in cells[2:6]]  # oracle, one H, foresight, trigger
+    ratios = [float(c.split("(")[1].split("×")[0]) for c in cells[2:6]]
+    assert all(x > 0 for x in load) and ratios == pytest.approx([x / load[0] for x in load], abs=0.006)
+    factors = [float(x) for x in cells[7].rstrip(" |").split(", ")]
+    assert np.prod(factors) == pytest.approx(load[3] / load[0], rel=0.02)
+    bad = subprocess.run([*tool, "--link", "loss=0.1"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "lossless" in bad.stderr
+
+
 def test_learnt_rows_carry_the_eps_they_were_trained_for(tmp_path: Path) -> None:
     from lab.kctd3.train import random_checkpoint
 

@@ -18,29 +18,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from device.link_emulation import LinkSpec
-from device.policies.registry import parse_policy
 from lab.results_file import ResultsFile, lowest_meeting, short_link
-from lab.simulator import simulate_many
-from twin.metrics import ErrorAccumulator
-
-
-def sweep(sessions: list[Any], link: LinkSpec, norm: str, deltas: np.ndarray, eps: list[float]) -> list[dict[str, Any]]:
-    """(δ, load, MSE, tail at each ε) of ``dead-reckoning:delta=δ,h=200,norm=NORM`` on ``sessions``."""
-    rows = []
-    for d in deltas:
-        policy = parse_policy(f"dead-reckoning:delta={d:.5g},h=200,norm={norm}")
-        m, res = simulate_many(sessions, policy, link=link)
-        acc = ErrorAccumulator()  # pooled as simulate_many pools them, so every ε's tail comes from one run
-        for r in res:
-            acc.merge(r.acc)
-        rows.append({"delta": float(d), "load": m["load"], "mse": m["mse_deg2"],
-                     "tail": {e: acc.tail_fraction(e) for e in eps}})
-    return rows
+from lab.trigger_sweep import sweep
 
 
 def main() -> None:
