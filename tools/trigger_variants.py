@@ -33,13 +33,13 @@ from numba import njit
 
 from device.link_emulation import LinkSpec
 from device.policies.event import DeadReckoningPolicy
+from lab.motion_features import jerk_rms
 from lab.results_file import ResultsFile, lowest_meeting, short_link
 from lab.simulator import simulate_many
-from twin.kinematics import DERIV_WINDOW, fit_row, quad_fit
+from twin.kinematics import DERIV_WINDOW, fit_row
 from twin.metrics import WINDOW_US
 from twin.session import Session
 
-JERK_LAG = 10  # samples between the two acceleration estimates of the jerk figure (10 ms at 1 kHz)
 DELTA_RANGE_DEG = (0.005, 2.0)  # the steered δ's clip, KC-TD3's trigger action range
 
 
@@ -78,16 +78,6 @@ def _scan(t: np.ndarray, q: np.ndarray, out: np.ndarray, delta: float, heartbeat
         w_sum += acc / joints
         w_n += 1
     return sent
-
-
-def jerk_rms(t_us: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Per sample, the RMS over joints of (a_i - a_{i-JERK_LAG}) / lag in deg/s³ (0 for the first rows), a from the
-    device's derivative estimate (``twin.kinematics.quad_fit``): causal, it uses rows up to i only."""
-    a = np.degrees(2 * quad_fit(t_us, q, np.arange(len(t_us)), DERIV_WINDOW)[:, 2, :])
-    out = np.zeros(len(t_us))
-    lag_s = (t_us[JERK_LAG:] - t_us[:-JERK_LAG]) * 1e-6
-    out[JERK_LAG:] = np.sqrt((((a[JERK_LAG:] - a[:-JERK_LAG]) / lag_s[:, None]) ** 2).mean(axis=1))
-    return out
 
 
 class VariantTrigger(DeadReckoningPolicy):
