@@ -45,6 +45,8 @@ PER_SAMPLE_PREDICTORS = ("hold", "kinematic")
 # The segment-cost tables hold 4 bytes per (sample, gap): 240 MB for a 30 s session with 2 s gaps. Beyond this
 # the bound is refused with a message rather than exhausting memory.
 MAX_TABLE_BYTES = 2 * 1024**3
+# θ values the foresight sender tries around its bisected θ (each costs one greedy pass, ~0.05 s per 30 s session).
+FORESIGHT_REFINE = 64
 _RAD2DEG = 180.0 / np.pi
 
 
@@ -119,8 +121,9 @@ class ClairvoyantBound:
             raise OracleUndefined("session too short for the bound")
         return SessionTables(s, first, coeffs, gcost, end_cost, (n - int(first[0])) * s.joints)
 
-    def _run(self, lam: float) -> tuple[list[np.ndarray], int, float]:
-        paths = [p.path(lam) for p in self._prep]
+    def _run(self, param: float, foresight: bool = False) -> tuple[list[np.ndarray], int, float]:
+        """Every session's schedule for λ (the DP) or θ (the foresight sender): (paths, sends, SSE)."""
+        paths = [p.foresight(param) if foresight else p.path(param) for p in self._prep]
         return [p[0] for p in paths], sum(len(p[0]) for p in paths), sum(p[1] for p in paths)
 
     def solve(self, eps: float, keep: bool = False, iterations: int = 60) -> dict[str, Any]:
@@ -161,41 +164,51 @@ class ClairvoyantBound:
         bound = max(dual, infeasible_sends + 1.0) if feasible else np.nan
         return self._score(best[0], eps, feasible, lam, bound, best[2] / scored, hull, keep)
 
-    def solve_foresight(self, eps: float, keep: bool = False, iterations: int = 60) -> dict[str, Any]:
-        """The one-segment foresight sender with the least load whose pooled MSE <= ``eps`` (θ bisected).
+    def solve_foresight(self, eps: float, keep: bool = False, iterations: int = 60,
+                        refine: int = FORESIGHT_REFINE) -> dict[str, Any]:
+        """The one-segment foresight sender with the least load found whose pooled MSE <= ``eps``.
 
         It knows the future of the prediction in effect, not of the ones it would send: after each send it picks
         the next send that maximises ``θ·(segment length) - segment SSE``. On error that only grows this is the
         RMS trigger (it stops where the summed squared error reaches θ); where the error falls back it waits the
-        bump out. Its gap to ``solve`` is what knowing the next prediction's future is worth; its gap to the
-        trigger, what knowing the current one's is. A schedule, not a bound: ``load_lower_bound`` is nan."""
+        bump out. It is one rule that uses that knowledge, not the best possible one.
+
+        θ is bisected (small θ: many sends, low error), then, because a greedy path's sends and MSE do not move
+        monotonically with θ, ``refine`` more values in [θ*/2, 2θ*] around the bisection's last feasible θ* are
+        tried; the fewest sends meeting ε win. The figures carry ``theta`` (the winner's) and ``theta_bisected``
+        (θ*). A schedule, not a bound: ``load_lower_bound`` is nan."""
         scored = sum(p.scored for p in self._prep)
         budget = eps * scored
-
-        def run(theta: float) -> tuple[list[np.ndarray], int, float]:
-            paths = [p.foresight(theta) for p in self._prep]
-            return [p[0] for p in paths], sum(len(p[0]) for p in paths), sum(p[1] for p in paths)
-
         lo, hi = 1e-9, 1e4  # deg² per sample: from "every sample" to "fewest sends"
-        best, theta = run(lo), lo
+        best, theta = self._run(lo, True), lo
         feasible = best[2] <= budget
-        high = run(hi)
-        if high[2] <= budget:
-            best, theta, feasible = high, hi, True
+
+        def consider(th: float) -> bool:
+            nonlocal best, theta
+            cur = self._run(th, True)
+            if cur[2] > budget:
+                return False
+            if cur[1] < best[1]:
+                best, theta = cur, th
+            return True
+
+        if consider(hi):
+            lo, feasible = hi, True
         elif feasible:
             for _ in range(iterations):
                 if hi / lo < 1 + 1e-9:
                     break
                 mid = float(np.sqrt(lo * hi))
-                cur = run(mid)
-                if cur[2] <= budget:
+                if consider(mid):
                     lo = mid
-                    if cur[1] <= best[1]:
-                        best, theta = cur, mid
                 else:
                     hi = mid
+            for th in refine_grid(lo, refine):
+                consider(float(th))
         out = self._score(best[0], eps, feasible, theta, np.nan, best[2] / scored, {}, keep)
         out.pop("hull")
+        out["theta"] = out.pop("lambda")
+        out["theta_bisected"] = lo
         return out
 
     def horizons_of(self, k: int, sends: np.ndarray) -> np.ndarray:
@@ -252,6 +265,11 @@ class ClairvoyantBound:
             "schedules": schedules,
             "qhats": qhats,
         }
+
+
+def refine_grid(theta: float, points: int) -> np.ndarray:
+    """The θ values ``solve_foresight`` tries around its bisected θ* (log-spaced over [θ*/2, 2θ*])."""
+    return np.geomspace(theta / 2, theta * 2, points) if points > 0 else np.zeros(0)
 
 
 def _period_us(s: Session) -> float:

@@ -140,22 +140,19 @@ class SessionTables:
         dp(self.gcost, self.end_cost, lam, self.value, self.nxt)
         n = len(self.first)
         sends = [0]
-        sse = 0.0
-        while True:
-            i = sends[-1]
-            k = int(self.nxt[i])
-            if k >= n:
-                sse += float(self.end_cost[i])
-                break
-            sse += float(self.gcost[i, k - i - 1])
+        while (k := int(self.nxt[sends[-1]])) < n:
             sends.append(k)
-        return np.asarray(sends, dtype=np.int64), sse
+        idx = np.asarray(sends, dtype=np.int64)
+        return idx, self.sse(idx)
 
     def foresight(self, theta: float) -> tuple[np.ndarray, float]:
         """The one-segment foresight sender's sends for ``theta`` (indices) and their SSE according to the tables."""
         out = np.zeros(len(self.first), dtype=np.int64)
         sends = out[:foresight_path(self.gcost, self.end_cost, theta, out)].copy()
+        return sends, self.sse(sends)
+
+    def sse(self, sends: np.ndarray) -> float:
+        """The SSE of a schedule (send indices, ascending, from 0) according to the tables."""
         nxt = np.append(sends[1:], len(self.first))
-        sse = sum(float(self.end_cost[i]) if k >= len(self.first) else float(self.gcost[i, k - i - 1])
-                  for i, k in zip(sends, nxt, strict=True))
-        return sends, sse
+        return sum(float(self.end_cost[i]) if k >= len(self.first) else float(self.gcost[i, k - i - 1])
+                   for i, k in zip(sends, nxt, strict=True))

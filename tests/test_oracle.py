@@ -9,7 +9,14 @@ import pytest
 from device.link_emulation import LinkSpec
 from device.policies.registry import parse_policy
 from lab.evaluate import DR_H_MS, STATIC_H_MS, candidates
-from lab.oracle import H_CANDIDATES_MS, ClairvoyantBound, OracleUndefined, undefined_reason
+from lab.oracle import (
+    FORESIGHT_REFINE,
+    H_CANDIDATES_MS,
+    ClairvoyantBound,
+    OracleUndefined,
+    refine_grid,
+    undefined_reason,
+)
 from lab.simulator import simulate
 from lab.twin_display import TwinDisplay
 from tests.conftest import REPO
@@ -203,3 +210,12 @@ def test_foresight_sender_meets_eps_above_the_bound(delay_ms: float) -> None:
         assert r["mse_deg2"] == pytest.approx(r["dp_mse_deg2"], rel=1e-5)
         assert np.isnan(r["load_lower_bound"]) and "hull" not in r
         assert r["load"] >= o["load_lower_bound"]
+        # no θ it tried around the bisection does better, nor any of a coarse grid over the whole range
+        assert r["sent"] <= _fewest_foresight_sends(bound, eps, refine_grid(r["theta_bisected"], FORESIGHT_REFINE))
+        assert r["sent"] <= _fewest_foresight_sends(bound, eps, np.geomspace(1e-6, 1e3, 100))
+
+
+def _fewest_foresight_sends(bound: ClairvoyantBound, eps: float, thetas: np.ndarray) -> int:
+    prep = bound._prep[0]
+    runs = [prep.foresight(float(th)) for th in thetas]
+    return min(len(sends) for sends, sse in runs if sse <= eps * prep.scored)
