@@ -1,6 +1,6 @@
 """An ``armtwin evaluate`` results.json read back, for the test-side reference sweeps in ``tools/``
-(``trigger_frontier``, ``trigger_variants``): its records, test sessions, constraints and links, and the two
-bounds issue 14's agent target sets per row."""
+(``trigger_frontier``, ``trigger_variants``, ``oracle_gap``): its records, test sessions, constraints and links,
+and the two bounds issue 14's agent target sets per row."""
 
 from __future__ import annotations
 
