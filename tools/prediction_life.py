@@ -45,11 +45,14 @@ def features(s: Session) -> np.ndarray:
                      np.log(fit_residual_rms(s.t_us, s.q) + 1e-6)], axis=1)
 
 
-def rows(s: Session, delta: float, wait: int) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, target) of one session for a wait of ``wait`` samples; rows whose life could hit the session's end
-    and the first ``DERIV_WINDOW + wait`` rows (no full history yet) are left out."""
-    f = features(s)
-    y = np.log(prediction_life(s.t_us, s.q, delta, cap=CAP))
+def measured(s: Session, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(features, log life) of every sample of one session: computed once, shared by every wait."""
+    return features(s), np.log(prediction_life(s.t_us, s.q, delta, cap=CAP))
+
+
+def rows(f: np.ndarray, y: np.ndarray, wait: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, target) of one session (its ``measured`` figures) for a wait of ``wait`` samples; rows whose life
+    could hit the session's end and the first ``DERIV_WINDOW + wait`` rows (no full history yet) are left out."""
     n = len(y)
     i = np.arange(DERIV_WINDOW + wait, n - wait - CAP)
     x = np.concatenate([f[i], f[i] - f[i - wait]], axis=1)
@@ -63,11 +66,13 @@ def design(x: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def score(train: list[Session], test: list[Session], delta: float, wait: int) -> dict[str, float]:
-    """Fit on ``train``, score on ``test``: R², sign agreement, and share of the perfect chooser's gain."""
-    xs, ys = zip(*(rows(s, delta, wait) for s in train), strict=True)
+def score(train: list[tuple[np.ndarray, np.ndarray]], test: list[tuple[np.ndarray, np.ndarray]],
+          wait: int) -> dict[str, float]:
+    """Fit on ``train``, score on ``test`` (each session's ``measured`` figures): R², sign agreement, and share of
+    the perfect chooser's gain."""
+    xs, ys = zip(*(rows(f, y, wait) for f, y in train), strict=True)
     w, *_ = np.linalg.lstsq(design(np.concatenate(xs)), np.concatenate(ys), rcond=None)
-    xt, yt = (np.concatenate(p) for p in zip(*(rows(s, delta, wait) for s in test), strict=True))
+    xt, yt = (np.concatenate(p) for p in zip(*(rows(f, y, wait) for f, y in test), strict=True))
     pred = design(xt) @ w
     moved = yt != 0
     perfect = np.maximum(yt, 0).mean()
@@ -103,9 +108,11 @@ def main() -> None:
     print(f"δ = {args.delta:g} deg, H = 200 ms; fitted on {len(train)} sessions, scored on {len(test)}")
     print("| wait (ms) | test rows | R² | sign right | share of a perfect chooser's gain |")
     print("|---|---|---|---|---|")
+    train_m = [measured(s, args.delta) for s in train]
+    test_m = [measured(s, args.delta) for s in test]
     for w_ms in waits_ms:
         wait = max(1, round(w_ms / period_ms))
-        r = score(train, test, args.delta, wait)
+        r = score(train_m, test_m, wait)
         print(f"| {w_ms:g} | {r['rows']} | {r['r2']:.3f} | {r['sign']:.3f} | {r['gain']:.3f} |", flush=True)
 
 
