@@ -4,6 +4,7 @@ and the two bounds issue 14's agent target sets per row."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,13 @@ class ResultsFile:
         if not base:
             return float(np.inf), float("nan")
         return min(b["tail_fraction"] for b in base), min(b["load"] for b in base)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The sweep tools' two shared arguments, what ``ResultsFile.read(args.results, args.link)`` takes."""
+    ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
+    ap.add_argument("--link", action="append", default=None,
+                    help="only these links (--link syntax; repeatable; default: the file's lossless links)")
 
 
 def lowest_meeting(rows: list[dict[str, Any]], eps: float, tail_max: float = np.inf) -> dict[str, Any] | None:

@@ -24,13 +24,12 @@ the three factors (H, next, current): their product is trigger / oracle.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from device.link_emulation import LinkSpec
 from lab.oracle import MAX_GAP_MS, ClairvoyantBound
-from lab.results_file import ResultsFile, lowest_meeting, short_link
+from lab.results_file import ResultsFile, add_arguments, lowest_meeting, short_link
 from lab.trigger_sweep import sweep
 
 
@@ -40,9 +39,7 @@ def _cell(load: float, oracle: float, tail: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
-    ap.add_argument("--link", action="append", default=None,
-                    help="only these links (--link syntax; repeatable; default: the file's lossless links)")
+    add_arguments(ap)
     ap.add_argument("--deltas", type=int, default=60, help="δ grid points of the trigger sweep (default 60)")
     ap.add_argument("--h-ms", type=float, default=200.0,
                     help="the one horizon of the trigger, the foresight sender and the one-H oracle (default 200)")

@@ -17,20 +17,17 @@ The test sessions are the ones the file names (``meta.test``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from device.link_emulation import LinkSpec
-from lab.results_file import ResultsFile, lowest_meeting, short_link
+from lab.results_file import ResultsFile, add_arguments, lowest_meeting, short_link
 from lab.trigger_sweep import sweep
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
-    ap.add_argument("--link", action="append", default=None,
-                    help="only these links (--link syntax; repeatable; default: the file's lossless links)")
+    add_arguments(ap)
     ap.add_argument("--deltas", type=int, default=60, help="δ grid points (default 60)")
     args = ap.parse_args()
     f = ResultsFile.read(args.results, args.link)

@@ -25,7 +25,6 @@ Like that tool, the tuning sees the test data: an optimistic reference, not a po
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from numba import njit
 from device.link_emulation import LinkSpec
 from device.policies.event import DeadReckoningPolicy
 from lab.motion_features import jerk_rms
-from lab.results_file import ResultsFile, lowest_meeting, short_link
+from lab.results_file import ResultsFile, add_arguments, lowest_meeting, short_link
 from lab.simulator import simulate_many
 from twin.kinematics import DERIV_WINDOW, fit_row
 from twin.metrics import WINDOW_US
@@ -135,9 +134,7 @@ def settings(deltas: np.ndarray, eps: float) -> list[tuple[str, list[VariantTrig
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", type=Path, help="results.json written by armtwin evaluate")
-    ap.add_argument("--link", action="append", default=None,
-                    help="only these links (--link syntax; repeatable; default: the file's lossless links)")
+    add_arguments(ap)
     ap.add_argument("--deltas", type=int, default=40, help="δ grid points of the jerk variant (default 40)")
     args = ap.parse_args()
     f = ResultsFile.read(args.results, args.link)
